@@ -1,0 +1,30 @@
+"""Hooks that pytest-attnlab calls; implement them in a conftest.py or a plugin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.hookspec(historic=True)
+def pytest_attnlab_register_models(random_configs: Any, model_sources: Any) -> None:
+    """Register extra random model shapes or model sources.
+
+    Example ``conftest.py``::
+
+        def pytest_attnlab_register_models(random_configs, model_sources):
+            random_configs.register("qwen2-wide", lambda: {**TINY_QWEN2, "hidden_size": 128})
+    """
+
+
+@pytest.hookspec
+def pytest_attnlab_metric_recorded(row: Any) -> None:
+    """Called with every MetricRow right after it is written to metrics.csv.
+
+    Example ``conftest.py`` that mirrors TPOT rows to stdout::
+
+        def pytest_attnlab_metric_recorded(row):
+            if row.metric == "tpot":
+                print(row.nodeid, row.value, row.unit)
+    """

@@ -1,0 +1,1 @@
+"""Metric rows, the recorder that tests write through, and comparison helpers."""

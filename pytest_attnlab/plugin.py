@@ -1,0 +1,127 @@
+"""pytest-attnlab plugin: options, hooks and thin fixtures. Heavy imports happen inside fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pytest_attnlab import hookspec
+from pytest_attnlab.options import add_options
+from pytest_attnlab.reports import html as html_report
+from pytest_attnlab.session import AttnlabSession
+
+SESSION_KEY = pytest.StashKey[AttnlabSession]()
+RECORDER_KEY = pytest.StashKey[Any]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with the reason on CPU")
+    session = AttnlabSession(config)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "attnlab_session")
+    html_report.default_report_path(config, session.report_dir)
+    from pytest_attnlab.models.loader import MODEL_SOURCES
+    from pytest_attnlab.models.random_models import RANDOM_CONFIGS
+
+    config.hook.pytest_attnlab_register_models.call_historic(
+        kwargs={"random_configs": RANDOM_CONFIGS, "model_sources": MODEL_SOURCES}
+    )
+
+
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand the run id to each worker so their CSV parts merge into one file."""
+    node.workerinput["attnlab_run_id"] = node.config.stash[SESSION_KEY].run_id
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    attnlab = session.config.stash[SESSION_KEY]
+    if attnlab.settings.device != "auto":
+        attnlab.settings.resolved_device()  # a UsageError now beats one error per test later
+    attnlab.start()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[SESSION_KEY].finish()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    s = config.stash[SESSION_KEY].settings
+    return [f"attnlab: model={s.model.label} device={s.device} dtype={s.dtype} report-dir={s.report_dir}"]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu"):
+        device = item.config.stash[SESSION_KEY].settings.resolved_device()
+        if not device.startswith("cuda"):
+            pytest.skip(f"needs a CUDA GPU (device resolved to {device!r}); run on a GPU with --attnlab-device cuda")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    recorder = item.stash.get(RECORDER_KEY, None)
+    if recorder is not None and report.when == "call":
+        html_report.add_extras(report, recorder)
+    return report
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def attnlab_session(pytestconfig: pytest.Config) -> AttnlabSession:
+    """The run's AttnlabSession: settings, report paths, CSV writer, model cache."""
+    return pytestconfig.stash[SESSION_KEY]
+
+
+@pytest.fixture(scope="session")
+def attnlab_settings(attnlab_session: AttnlabSession) -> Any:
+    """The resolved --attnlab-* settings."""
+    return attnlab_session.settings
+
+
+@pytest.fixture(scope="session")
+def attnlab_model(attnlab_session: AttnlabSession) -> Any:
+    """The model under test (--attnlab-model) on --attnlab-device in --attnlab-dtype: a LoadedModel."""
+    return attnlab_session.model()
+
+
+@pytest.fixture(scope="session")
+def model_factory(attnlab_session: AttnlabSession) -> Any:
+    """`model_factory(spec=None, dtype=None, device=None, attn_implementation="sdpa")` -> LoadedModel.
+
+    Each combination loads once per run; `spec` defaults to --attnlab-model.
+    """
+    return attnlab_session.model
+
+
+@pytest.fixture
+def metrics(request: pytest.FixtureRequest, attnlab_session: AttnlabSession) -> Any:
+    """Record named metrics for this test: `metrics.record("cosine", 0.998, threshold=0.95)`.
+
+    Every row reaches reports/metrics.csv at once; `metrics.table(title, rows)` adds a table to
+    this test's entry in report.html.
+    """
+    recorder = attnlab_session.recorder(request.node.nodeid)
+    request.node.stash[RECORDER_KEY] = recorder
+    return recorder
+
+
+@pytest.fixture(scope="session")
+def layer_probe() -> Any:
+    """Per-layer capture and diff: `layer_probe.capture(model, ids)`, `layer_probe.diff(ref, cand)`."""
+    from pytest_attnlab import probe
+
+    return probe

@@ -1,0 +1,1 @@
+"""Report writers: one small module per output format."""

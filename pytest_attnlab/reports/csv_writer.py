@@ -1,0 +1,63 @@
+"""metrics.csv: one row per test x metric, flushed and fsynced as it is written."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import TextIO
+
+from pytest_attnlab.metrics.row import COLUMNS, MetricRow
+
+
+class CsvWriter:
+    """Appends rows to a CSV file; every row reaches the disk before `write` returns.
+
+    A crash, Ctrl-C or killed process later in the run therefore never loses a row already written.
+    """
+
+    def __init__(self, path: Path, *, truncate: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = truncate or not self.path.exists() or self.path.stat().st_size == 0
+        self._fh: TextIO | None = open(self.path, "w" if truncate else "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._fh, fieldnames=COLUMNS)
+        if fresh:
+            self._writer.writeheader()
+            self._sync()
+
+    def write(self, row: MetricRow) -> None:
+        if self._fh is None:
+            raise RuntimeError(f"{self.path} is closed")
+        self._writer.writerow(row.as_csv())
+        self._sync()
+
+    def _sync(self) -> None:
+        assert self._fh is not None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def merge(parts: list[Path], dest: Path) -> int:
+    """Concatenate per-worker CSV files into `dest` (header once); returns the number of rows."""
+    n = 0
+    with open(dest, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        for part in parts:
+            for row in read_rows(part):
+                writer.writerow({k: row.get(k, "") for k in COLUMNS})
+                n += 1
+        out.flush()
+        os.fsync(out.fileno())
+    return n

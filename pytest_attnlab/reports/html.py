@@ -1,0 +1,51 @@
+"""pytest-html integration: report.html in the report dir by default, tables as per-test extras."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pytest
+
+from pytest_attnlab.metrics.recorder import MetricRecorder, Table
+
+
+def default_report_path(config: pytest.Config, report_dir: Path) -> None:
+    """Point pytest-html at report_dir/report.html (self-contained) unless the user chose --html."""
+    if not config.pluginmanager.hasplugin("html") or getattr(config.option, "htmlpath", None):
+        return
+    if hasattr(config, "workerinput"):
+        return
+    config.option.htmlpath = str(report_dir / "report.html")
+    config.option.self_contained_html = True
+
+
+def render_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = []
+    for i, row in enumerate(table.rows):
+        style = ' style="background:#fdd"' if i == table.highlight_row else ""
+        body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
+    return (
+        f'<div class="attnlab-table"><h4>{html.escape(table.title)}</h4>'
+        f'<table border="1" cellpadding="3" style="border-collapse:collapse;font-family:monospace">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def render_metrics(recorder: MetricRecorder) -> str:
+    rows = [[r.metric, r.value if not isinstance(r.value, float) else f"{r.value:.6g}", r.unit, r.threshold or ""]
+            for r in recorder.rows]
+    return render_table(Table("metrics", ["metric", "value", "unit", "threshold"], rows))
+
+
+def add_extras(report: pytest.TestReport, recorder: MetricRecorder) -> None:
+    try:
+        from pytest_html import extras
+    except ImportError:  # pytest-html is a dependency, but stay usable with -p no:html setups
+        return
+    items = list(getattr(report, "extras", []))
+    if recorder.rows:
+        items.append(extras.html(render_metrics(recorder)))
+    items.extend(extras.html(render_table(t)) for t in recorder.tables)
+    report.extras = items

@@ -1,0 +1,145 @@
+"""The run's state: resolved settings, report paths, the CSV writer and the loaded-model cache.
+
+Built once in `pytest_configure`, stored on the config and registered as a plugin (like
+pytest-benchmark's BenchmarkSession); nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_attnlab import options as opts
+from pytest_attnlab.metrics.recorder import MetricRecorder
+from pytest_attnlab.metrics.row import MetricRow
+from pytest_attnlab.models.spec import ModelSpec
+from pytest_attnlab.reports.csv_writer import CsvWriter, merge
+
+_DTYPES_BY_DEVICE = {"cpu": "float32", "cuda": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSpec
+    device: str  # as given: auto | cpu | cuda | cuda:N
+    dtype: str  # as given: auto | float32 | float16 | bfloat16
+    report_dir: Path
+    logits_cosine: float
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        values = {o.dest.removeprefix("attnlab_"): opts.resolve(config, o) for o in opts.OPTIONS}
+        return cls(**values)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise pytest.UsageError(
+                f"--attnlab-device {self.device}: CUDA is not available here (torch {torch.__version__}); "
+                "use cpu or auto"
+            )
+        return self.device
+
+    def resolved_dtype(self) -> Any:
+        import torch
+
+        name = self.dtype
+        if name == "auto":
+            name = _DTYPES_BY_DEVICE[self.resolved_device().split(":")[0]]
+        return getattr(torch, name)
+
+
+def worker_id(config: pytest.Config) -> str | None:
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else None
+
+
+class AttnlabSession:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.settings = Settings.from_config(config)
+        self.worker = worker_id(config)
+        workerinput = getattr(config, "workerinput", None) or {}
+        self.run_id = workerinput.get("attnlab_run_id") or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.report_dir = Path(config.invocation_params.dir, self.settings.report_dir)
+        self.csv_path = self.report_dir / "metrics.csv"
+        self._writer: CsvWriter | None = None
+        self._models: dict[tuple, Any] = {}
+        self.recorders: list[MetricRecorder] = []
+
+    # -- CSV -------------------------------------------------------------------------------------
+    @property
+    def part_path(self) -> Path:
+        """This process's CSV: the final file, or a per-worker part merged at the end under xdist."""
+        if self.worker is None:
+            return self.csv_path
+        return self.report_dir / "workers" / f"metrics.{self.run_id}.{self.worker}.csv"
+
+    def write_row(self, row: MetricRow) -> None:
+        if self._writer is None:
+            self._writer = CsvWriter(self.part_path)
+        self._writer.write(row)
+        self.config.hook.pytest_attnlab_metric_recorded(row=row)
+
+    def start(self) -> None:
+        """Create (truncate) metrics.csv so every run's file holds that run's rows only."""
+        if self.worker is None:
+            self._writer = CsvWriter(self.csv_path)
+
+    def finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self.worker is None:
+            parts = sorted((self.report_dir / "workers").glob(f"metrics.{self.run_id}.*.csv"))
+            if parts:
+                merge(parts, self.csv_path)
+                for part in parts:
+                    os.remove(part)
+
+    # -- recording -------------------------------------------------------------------------------
+    def default_context(self) -> dict[str, str]:
+        return {
+            "model": self.settings.model.label,
+            "device": self.settings.resolved_device(),
+            "dtype": str(self.settings.resolved_dtype()).removeprefix("torch."),
+            "quant": "none",
+            "attention": "sdpa",
+            "backend": "hf",
+        }
+
+    def recorder(self, nodeid: str) -> MetricRecorder:
+        rec = MetricRecorder(nodeid=nodeid, sink=self.write_row, context=self.default_context(), run_id=self.run_id)
+        self.recorders.append(rec)
+        return rec
+
+    # -- models ----------------------------------------------------------------------------------
+    def model(
+        self,
+        spec: ModelSpec | str | None = None,
+        *,
+        dtype: Any = None,
+        device: str | None = None,
+        attn_implementation: str = "sdpa",
+        seed: int = 0,
+    ) -> Any:
+        """A LoadedModel, loaded once per run for each (spec, device, dtype, attention, seed)."""
+        from pytest_attnlab.models.loader import LoadOptions, load_model
+        from pytest_attnlab.models.spec import parse_model
+
+        spec = self.settings.model if spec is None else spec
+        spec = parse_model(spec) if isinstance(spec, str) else spec
+        device = device or self.settings.resolved_device()
+        dtype = dtype or self.settings.resolved_dtype()
+        key = (spec, device, dtype, attn_implementation, seed)
+        if key not in self._models:
+            self._models[key] = load_model(spec, LoadOptions(device, dtype, attn_implementation, seed))
+        return self._models[key]
