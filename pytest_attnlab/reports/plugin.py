@@ -1,0 +1,1 @@
+"""pytest hooks, options and fixtures of the report writers (loaded by pytest_attnlab.plugin)."""
