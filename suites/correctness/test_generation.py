@@ -1,0 +1,81 @@
+"""Golden generation: a hand-written prefill + decode loop with a KV cache equals HF `generate` greedy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_attnlab.generation import decode_loop, hf_generate
+
+MAX_NEW_TOKENS = 24
+GOLDEN = Path(__file__).with_name("golden") / "smollm2-135m-instruct.json"
+# Same kernels, same order of operations: logits differ only by kernel choice between a full and an
+# incremental forward. Per dtype, the largest absolute logit difference tolerated.
+LOGIT_ATOL = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.05}
+
+
+def _eos(loaded):
+    eos = loaded.model.generation_config.eos_token_id
+    return eos[0] if isinstance(eos, list) else eos
+
+
+@pytest.fixture(scope="session")
+def greedy_runs(attnlab_model):
+    """prompt id -> (prompt ids, HF generate result, manual loop result), computed once per run."""
+    cache = {}
+
+    def run(prompt):
+        if prompt.id not in cache:
+            ids = prompt.encode(attnlab_model.tokenizer)
+            ref = hf_generate(attnlab_model.model, ids, MAX_NEW_TOKENS, do_sample=False)
+            mine = decode_loop(attnlab_model.model, ids, MAX_NEW_TOKENS, eos_token_id=_eos(attnlab_model))
+            cache[prompt.id] = (ids, ref, mine)
+        return cache[prompt.id]
+
+    return run
+
+
+def test_manual_decode_equals_generate(attnlab_model, prompt, greedy_runs, metrics):
+    ids, ref, mine = greedy_runs(prompt)
+
+    n = min(ref.tokens.shape[1], mine.tokens.shape[1])
+    agree = (ref.tokens[0, :n] == mine.tokens[0, :n]).float().mean()
+    max_diff = (ref.logits[:, :n] - mine.logits[:, :n]).abs().max()
+    metrics.record("prompt_tokens", ids.shape[1], "tokens", prompt=prompt.id)
+    metrics.record("generated_tokens", ref.tokens.shape[1], "tokens", prompt=prompt.id)
+    metrics.record("greedy_agreement", agree, "fraction", threshold=1.0, prompt=prompt.id)
+    metrics.record("max_logit_diff", max_diff, "logit", threshold=LOGIT_ATOL[attnlab_model.dtype], prompt=prompt.id)
+    metrics.table(
+        "generated text",
+        [
+            {"path": "HF generate", "text": attnlab_model.tokenizer.decode(ref.tokens[0])},
+            {"path": "manual loop", "text": attnlab_model.tokenizer.decode(mine.tokens[0])},
+        ],
+    )
+
+    assert mine.tokens.tolist() == ref.tokens.tolist()
+    tol = LOGIT_ATOL[attnlab_model.dtype]
+    torch.testing.assert_close(mine.logits, ref.logits, atol=tol, rtol=0)
+
+
+def test_generate_matches_golden_reference(attnlab_model, prompt, greedy_runs, metrics):
+    """Greedy tokens equal the golden file recorded with HF generate (fp32, CPU) for the embedded model."""
+    golden = json.loads(GOLDEN.read_text())
+    if attnlab_model.spec.label != golden["model"]:
+        pytest.skip(f"golden tokens exist for {golden['model']} only, not {attnlab_model.spec.label}")
+    if attnlab_model.dtype != torch.float32:
+        pytest.skip(f"golden tokens were recorded in float32; this run is {attnlab_model.dtype}")
+    ids, _, out = greedy_runs(prompt)
+    assert ids[0].tolist() == golden["prompts"][prompt.id]["input_ids"], "tokenizer or chat template changed"
+    expected = golden["prompts"][prompt.id]["output_ids"]
+    got = out.tokens[0].tolist()
+    n = min(len(got), len(expected))
+    metrics.record("golden_agreement", sum(a == b for a, b in zip(got, expected)) / max(len(expected), 1),
+                   "fraction", threshold=1.0, prompt=prompt.id)
+    assert got == expected, (
+        f"first mismatch at token {next((i for i in range(n) if got[i] != expected[i]), n)}: "
+        f"{attnlab_model.tokenizer.decode(got)!r} vs golden {attnlab_model.tokenizer.decode(expected)!r}"
+    )

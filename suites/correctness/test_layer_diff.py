@@ -1,0 +1,75 @@
+"""Per-layer diff: every decoder layer's output of a candidate against the float32 reference.
+
+The test names the first layer that falls below its threshold, and gates the whole-model logits
+cosine at --attnlab-logits-cosine (default 0.95).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from pytest_attnlab.prompts import load_prompts
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    dtype: torch.dtype
+    attn_implementation: str
+    cos_threshold: float  # per-layer cosine floor
+    rel_threshold: float  # per-layer relative L2 error ceiling
+
+
+# Reference: float32 + sdpa. Thresholds: lower precision moves each layer by ~1e-2 relative error
+# (bf16 has 8 mantissa bits); swapping the attention kernel in float32 must stay at rounding level.
+CANDIDATES = [
+    Candidate("bfloat16-sdpa", torch.bfloat16, "sdpa", 0.99, 0.1),
+    Candidate("float16-sdpa", torch.float16, "sdpa", 0.99, 0.1),
+    Candidate("float32-eager", torch.float32, "eager", 0.99999, 1e-4),
+]
+
+
+@pytest.fixture(scope="module")
+def probe_ids(attnlab_model):
+    """A chat prompt followed by plain text: ~50 tokens mixing special and ordinary tokens."""
+    prompts = load_prompts()
+    chat = next(p for p in prompts if p.kind == "chat").encode(attnlab_model.tokenizer)
+    plain = next(p for p in prompts if p.id == "plain-story").encode(attnlab_model.tokenizer)
+    return torch.cat([chat, plain], dim=1)
+
+
+@pytest.fixture(scope="module")
+def reference_capture(model_factory, layer_probe, probe_ids):
+    ref = model_factory(dtype=torch.float32, attn_implementation="sdpa")
+    return layer_probe.capture(ref.model, probe_ids)
+
+
+@pytest.mark.parametrize("candidate", CANDIDATES, ids=lambda c: c.name)
+def test_layer_diff_vs_float32(
+    candidate, model_factory, layer_probe, reference_capture, probe_ids, attnlab_settings, metrics
+):
+    loaded = model_factory(dtype=candidate.dtype, attn_implementation=candidate.attn_implementation)
+    metrics.update_context(**loaded.context(), candidate=candidate.name, reference="float32-sdpa")
+    result = layer_probe.diff(
+        reference_capture,
+        layer_probe.capture(loaded.model, probe_ids),
+        cos_threshold=candidate.cos_threshold,
+        rel_threshold=candidate.rel_threshold,
+    )
+    for row in result.rows:
+        metrics.record("layer_cosine", row.cosine, threshold=candidate.cos_threshold, layer=row.layer)
+        metrics.record("layer_rel_err", row.rel_err, threshold=candidate.rel_threshold, layer=row.layer)
+    metrics.record("min_layer_cosine", result.min_cosine, threshold=candidate.cos_threshold)
+    first = result.first_divergent
+    metrics.record("first_divergent_layer", -1 if first is None else first)
+    metrics.record("logits_cosine", result.logits_cosine, threshold=attnlab_settings.logits_cosine)
+    metrics.table(f"per-layer diff: {candidate.name} vs float32-sdpa", result.table(), highlight_row=first)
+
+    assert result.logits_cosine > attnlab_settings.logits_cosine, (
+        f"logits cosine {result.logits_cosine:.6f} <= gate {attnlab_settings.logits_cosine}; {result.describe()}"
+    )
+    assert first is None, result.describe()
+

@@ -1,0 +1,76 @@
+"""Sampling: temperature / top-k / top-p written from their definitions against HF's logits processors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_attnlab import sampling
+from pytest_attnlab.generation import decode_loop, hf_generate
+
+SETTINGS = [
+    pytest.param(1.0, None, None, id="t1.0"),
+    pytest.param(0.7, None, None, id="t0.7"),
+    pytest.param(1.0, 50, None, id="k50"),
+    pytest.param(1.0, None, 0.9, id="p0.9"),
+    pytest.param(0.7, 40, 0.9, id="t0.7-k40-p0.9"),
+    pytest.param(1.3, 5, 0.5, id="t1.3-k5-p0.5"),
+]
+
+
+def hf_filtered(logits: torch.Tensor, t: float, k: int | None, p: float | None) -> torch.Tensor:
+    """HF's own warpers, in the order `generate` applies them."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    procs = LogitsProcessorList()
+    if t != 1.0:
+        procs.append(TemperatureLogitsWarper(t))
+    if k:
+        procs.append(TopKLogitsWarper(k))
+    if p is not None and p < 1.0:
+        procs.append(TopPLogitsWarper(p))
+    return procs(None, logits.clone())
+
+
+@pytest.fixture(scope="module")
+def next_token_logits(attnlab_model, chat_ids):
+    """Real next-token logits of the model under test on a chat prompt and on a plain prompt, [2, vocab]."""
+    plain = attnlab_model.tokenizer("Once upon a time", return_tensors="pt")["input_ids"]
+    rows = []
+    with torch.inference_mode():
+        for ids in (chat_ids, plain):
+            out = attnlab_model.model(ids.to(attnlab_model.device))
+            rows.append(out.logits[0, -1].float().cpu())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize(("t", "k", "p"), SETTINGS)
+def test_filtered_distribution_matches_hf(next_token_logits, t, k, p, metrics):
+    mine = sampling.filter_logits(next_token_logits, t=t, k=k, p=p)
+    ref = hf_filtered(next_token_logits, t, k, p)
+
+    kept_mine, kept_ref = torch.isfinite(mine), torch.isfinite(ref)
+    metrics.record("tokens_kept", kept_mine.sum(-1).float().mean(), "tokens", t=t, k=k, p=p)
+    metrics.record("kept_set_mismatch", (kept_mine != kept_ref).sum(), "tokens", threshold=0, t=t, k=k, p=p)
+    assert torch.equal(kept_mine, kept_ref), "different tokens survive the filters"
+    torch.testing.assert_close(mine.softmax(-1), ref.softmax(-1), atol=1e-7, rtol=1e-5)
+    if p is not None:  # the definition: the kept set is the smallest one whose mass reaches p
+        probs = (next_token_logits / t).softmax(-1) if not k else sampling.top_k(next_token_logits / t, k).softmax(-1)
+        kept_mass = (probs * kept_mine).sum(-1)
+        assert bool((kept_mass >= p - 1e-6).all())
+
+
+@pytest.mark.parametrize(("t", "k", "p"), [s for s in SETTINGS if s.id != "t1.0"])
+@pytest.mark.parametrize("seed", [0, 1234])
+def test_seeded_sampling_matches_generate(attnlab_model, chat_ids, t, k, p, seed, metrics):
+    """Same seed, same filtered distribution, same torch.multinomial draws: the same tokens."""
+    n = 12
+    torch.manual_seed(seed)
+    ref = hf_generate(attnlab_model.model, chat_ids, n, do_sample=True, temperature=t, top_k=k or 0, top_p=p or 1.0)
+    torch.manual_seed(seed)
+    mine = decode_loop(
+        attnlab_model.model, chat_ids, ref.tokens.shape[1], pick=sampling.sampler(t=t, k=k, p=p)
+    )
+    agree = (mine.tokens == ref.tokens).float().mean()
+    metrics.record("sampled_agreement", agree, "fraction", threshold=1.0, t=t, k=k, p=p, seed=seed)
+    assert mine.tokens.tolist() == ref.tokens.tolist()
