@@ -1,1 +1,287 @@
-"""pytest hooks, options and fixtures of the report writers (loaded by pytest_attnlab.plugin)."""
+"""pytest hooks, options and fixtures of the report writers (loaded by pytest_attnlab.plugin).
+
+Summary table and plots in report.html, summary.md + experiment JSON, Prometheus output,
+`--attnlab-config` experiments and per-GPU xdist workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_attnlab import options as opts
+from pytest_attnlab import xdist_gpu
+from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError
+from pytest_attnlab.experiments import load as load_experiment
+
+
+def parse_config_file(value: str) -> ExperimentConfig | None:
+    if not value:
+        return None
+    try:
+        return load_experiment(value)
+    except ExperimentConfigError as exc:
+        raise pytest.UsageError(f"--attnlab-config: {exc}") from None
+
+
+def parse_port(value: str) -> int | None:
+    if not value:
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise pytest.UsageError(
+            f"--attnlab-prometheus-port: expected a port number 0-65535 (0: any free), got {value!r}"
+        )
+    return port
+
+
+def parse_choice(name: str, choices: tuple[str, ...]) -> Any:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise pytest.UsageError(f"{name}: invalid value {value!r}; choose from: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+OPTIONS = [
+    opts.OptionSpec(
+        "config",
+        "",
+        parse_config_file,
+        "FILE",
+        "experiment YAML (techniques, batch levels, generation parameters, iterations) expanded into the "
+        "`attnlab_case` test parameters; examples in experiments/.",
+    ),
+    opts.OptionSpec(
+        "prometheus-textfile",
+        "",
+        lambda v: Path(v) if v else None,
+        "PATH",
+        "write the run's metrics at session end in Prometheus text format "
+        "(node_exporter textfile collector).",
+    ),
+    opts.OptionSpec(
+        "prometheus-port",
+        "",
+        parse_port,
+        "PORT",
+        "serve live gauges on 127.0.0.1:PORT during the run (xdist worker gwN: PORT+1+N); needs "
+        "`pip install 'pytest-attnlab[prometheus]'`.",
+    ),
+    opts.OptionSpec(
+        "xdist-gpus",
+        "auto",
+        parse_choice("--attnlab-xdist-gpus", ("auto", "off")),
+        "MODE",
+        "auto: under xdist pin worker gwN to the N-th visible GPU (and -n auto = one worker per GPU); "
+        "off: don't.",
+    ),
+]
+
+
+@dataclass
+class ReportsState:
+    """Per-run state of the report writers (on config.stash; nothing in module globals)."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)
+    exporter: Any = None
+    pinned_gpu: str | None = None
+    written: list[Path] = field(default_factory=list)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """nodeid -> passed / failed / skipped; a failure in any phase wins (xdist: on the controller)."""
+        if report.failed:
+            self.outcomes[report.nodeid] = "failed"
+        elif report.when == "call" or (report.when == "setup" and report.skipped):
+            self.outcomes.setdefault(report.nodeid, report.outcome)
+
+
+STATE_KEY = pytest.StashKey[ReportsState]()
+
+
+def _opt(config: pytest.Config, name: str) -> Any:
+    return opts.resolve(config, next(o for o in OPTIONS if o.name == name))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attnlab", "pytest-attnlab: LLM correctness and performance")
+    for opt in OPTIONS:
+        group.addoption(
+            opt.flag,
+            dest=opt.dest,
+            metavar=opt.metavar,
+            default=None,
+            help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
+        )
+        parser.addini(opt.ini, help=opt.help, default=None)
+
+
+def _core_session(config: pytest.Config) -> Any:
+    from pytest_attnlab.plugin import SESSION_KEY
+
+    return config.stash[SESSION_KEY]
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    state = ReportsState()
+    config.stash[STATE_KEY] = state
+    config.pluginmanager.register(state, "attnlab_reports_state")
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and _opt(config, "xdist-gpus") == "auto":
+        state.pinned_gpu = xdist_gpu.pin(workerinput)  # before anything initialises CUDA
+    config.stash[EXPERIMENT_KEY] = _opt(config, "config")
+    port = _opt(config, "prometheus-port")
+    if port is not None:
+        if port and workerinput is not None:
+            port += 1 + xdist_gpu.worker_index(workerinput["workerid"])
+        from pytest_attnlab.reports.prometheus import LiveExporter
+
+        try:
+            state.exporter = LiveExporter(port, workerinput["workerid"] if workerinput else None)
+        except ImportError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        if state.exporter is not None:
+            state.exporter.close()
+            state.exporter = None
+        config.pluginmanager.unregister(state)
+
+
+# -- xdist: one worker per GPU -------------------------------------------------------------------
+
+
+def _device_option(config: pytest.Config) -> str:
+    return opts.resolve(config, next(o for o in opts.OPTIONS if o.name == "device"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: one worker per visible GPU unless the run is on CPU; None leaves xdist's CPU count."""
+    if _opt(config, "xdist-gpus") == "off" or _device_option(config) == "cpu":
+        return None
+    return len(xdist_gpu.visible_gpus()) or None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    config = node.config
+    if _opt(config, "xdist-gpus") == "auto" and _device_option(config) != "cpu":
+        node.workerinput[xdist_gpu.WORKERINPUT_KEY] = xdist_gpu.visible_gpus()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    experiment = config.stash.get(EXPERIMENT_KEY, None)
+    if experiment is not None:
+        lines.append(
+            f"attnlab experiment: {experiment.experiment_name} ({experiment.source}), "
+            f"{len(experiment.cases())} cases"
+        )
+    return lines
+
+
+# -- experiments ---------------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "attnlab_case" in metafunc.fixturenames:
+        experiment = metafunc.config.stash.get(EXPERIMENT_KEY, None) or ExperimentConfig()
+        cases = experiment.cases()
+        metafunc.parametrize("attnlab_case", cases, ids=[c.id for c in cases], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def attnlab_experiment(pytestconfig: pytest.Config) -> ExperimentConfig | None:
+    """The parsed `--attnlab-config` (an ExperimentConfig), or None when no file was given."""
+    return pytestconfig.stash.get(EXPERIMENT_KEY, None)
+
+
+@pytest.fixture
+def attnlab_case(request: pytest.FixtureRequest) -> Any:
+    """One ExperimentCase (quant, attention, backend, batch size, generation params) of the experiment.
+
+    Tests that request it run once per case of `--attnlab-config` (one default case without it).
+    """
+    return request.param
+
+
+# -- outcomes, per-test plots, the HTML summary ---------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.when == "teardown":
+        from pytest_attnlab.reports import html_summary
+
+        html_summary.add_plot_extras(report, item, _core_session(item.config))
+    return report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(
+    prefix: list[str], summary: list[str], postfix: list[str], session: Any
+) -> None:
+    from pytest_attnlab.reports import html_summary
+
+    config = session.config
+    prefix.append(html_summary.render(_rows(config), config.stash[STATE_KEY].outcomes))
+
+
+def _rows(config: pytest.Config) -> list[Any]:
+    from pytest_attnlab.reports.rows import load_rows, run_csv_files
+
+    core = _core_session(config)
+    return load_rows(run_csv_files(core.report_dir, core.run_id))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
+    result = yield  # after every sessionfinish, so metrics.csv holds the merged rows
+    config = session.config
+    if _is_controller(config):
+        from pytest_attnlab.reports import environment, summary
+        from pytest_attnlab.reports.prometheus import write_textfile
+
+        core = _core_session(config)
+        state = config.stash[STATE_KEY]
+        rows = _rows(config)
+        env = environment.collect(config.rootpath, list(config.invocation_params.args))
+        state.written += summary.write(
+            core.report_dir, rows, state.outcomes, env, config.stash.get(EXPERIMENT_KEY, None), core.run_id
+        )
+        textfile = _opt(config, "prometheus-textfile")
+        if textfile is not None:
+            state.written.append(
+                write_textfile(Path(config.invocation_params.dir, textfile), rows, core.run_id)
+            )
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    shown = [p for p in state.written if p.suffix in (".md", ".json", ".prom", ".txt")]
+    for path in shown:
+        terminalreporter.write_line(f"attnlab: wrote {os.path.relpath(path, config.invocation_params.dir)}")
+    if state.exporter is not None:
+        terminalreporter.write_line(f"attnlab: served Prometheus gauges on 127.0.0.1:{state.exporter.port}")

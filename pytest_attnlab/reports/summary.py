@@ -1,0 +1,173 @@
+"""reports/summary.md and reports/experiments/NAME.json, written by the controller at session end."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pytest_attnlab.reports import plots
+from pytest_attnlab.reports.rows import SUMMARY_COLUMNS, Row, SummaryLine, fmt_value, summarize
+
+BASELINE = ("none", "sdpa")  # quant, attention that other lines are compared with
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def summary_table(lines: list[SummaryLine]) -> str:
+    header = ["model", "quant", "attention", *(c.label for c in SUMMARY_COLUMNS), "result"]
+    body = [
+        [
+            ln.model,
+            ln.quant,
+            ln.attention,
+            *(fmt_value(ln.cells[c.label]) for c in SUMMARY_COLUMNS),
+            f"{ln.verdict} ({ln.passed}/{ln.passed + ln.failed})",
+        ]
+        for ln in lines
+    ]
+    return _md_table(header, body)
+
+
+def conclusions(lines: list[SummaryLine], outcomes: dict[str, str]) -> list[str]:
+    """Plain statements derived from the table, each with the numbers that back it."""
+    out = []
+    counts = Counter(outcomes.values())
+    out.append(
+        f"{counts.get('passed', 0)} tests passed, {counts.get('failed', 0)} failed, "
+        f"{counts.get('skipped', 0)} skipped."
+    )
+    failed = sorted(n for n, o in outcomes.items() if o == "failed")
+    if failed:
+        out.append(
+            "Failed: " + ", ".join(f"`{n}`" for n in failed[:10]) + (" ..." if len(failed) > 10 else "")
+        )
+    for col in SUMMARY_COLUMNS:
+        have = [(ln, ln.cells[col.label]) for ln in lines if ln.cells[col.label] is not None]
+        if len(have) < 2:
+            continue
+        best = max(have, key=lambda x: x[1][0]) if col.higher_is_better else min(have, key=lambda x: x[1][0])
+        base = next((c for ln, c in have if (ln.quant, ln.attention) == BASELINE), None)
+        text = (
+            f"{col.label}: best {best[0].quant}/{best[0].attention} on {best[0].model} = {fmt_value(best[1])}"
+        )
+        if base is not None and base[0] and not math.isnan(base[0]):
+            delta = (best[1][0] - base[0]) / abs(base[0]) * 100
+            text += f" ({delta:+.1f}% vs {'/'.join(BASELINE)} = {fmt_value(base)})"
+        out.append(text + ".")
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name) or "default"
+
+
+def write(
+    report_dir: Path,
+    rows: list[Row],
+    outcomes: dict[str, str],
+    environment: dict[str, Any],
+    experiment: Any | None,
+    run_id: str,
+) -> list[Path]:
+    """Write summary.md, one JSON per experiment and the run plots (PNG); returns the paths."""
+    default_name = experiment.experiment_name if experiment is not None else "default"
+    lines = summarize(rows, outcomes)
+    written = []
+    plot_dir = report_dir / "plots"
+    plot_links = []
+    for title, fn in plots.RUN_PLOTS.items():
+        png = fn(rows)
+        if png:
+            plot_dir.mkdir(parents=True, exist_ok=True)
+            path = plot_dir / f"{_slug(title.replace(' ', '_'))}.png"
+            path.write_bytes(base64.b64decode(png))
+            plot_links.append(f"![{title}](plots/{path.name})")
+            written.append(path)
+    env_rows = [
+        ["command", f"`{environment['command']}`"],
+        ["git sha", environment.get("git_sha") or "(not a git checkout)"],
+        ["python", environment["python"]],
+        ["platform", environment["platform"]],
+        [
+            "GPU",
+            "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in environment["gpus"])
+            or "none",
+        ],
+        ["torch CUDA", str(environment["torch"].get("cuda") or "-")],
+        *([name, ver] for name, ver in environment["packages"].items()),
+    ]
+    md = [
+        f"# pytest-attnlab run `{run_id}`",
+        "",
+        f"Experiment: **{default_name}**"
+        + (f" from `{experiment.source}`" if experiment and experiment.source else ""),
+        "",
+        "## Results (model x quant x attention)",
+        "",
+        summary_table(lines) if lines else "No metric rows were recorded.",
+        "",
+        "## Conclusions",
+        "",
+        *(f"- {c}" for c in conclusions(lines, outcomes)),
+        "",
+        *(["## Plots", "", *plot_links, ""] if plot_links else []),
+        "## Environment",
+        "",
+        _md_table(["what", "value"], env_rows),
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        f"git checkout {environment.get('git_sha', '').removesuffix('-dirty') or 'HEAD'}",
+        environment["command"],
+        f"python -m pytest_attnlab compare BASELINE/metrics.csv {report_dir.name}/metrics.csv",
+        "```",
+        "",
+        f"Every number above comes from `{report_dir.name}/metrics.csv` ({len(rows)} rows);"
+        f" per-experiment JSON under `{report_dir.name}/experiments/`.",
+        "",
+    ]
+    md_path = report_dir / "summary.md"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+    written.append(md_path)
+
+    by_experiment: dict[str, list[Row]] = {}
+    for row in rows:
+        by_experiment.setdefault(str(row.extra.get("experiment") or default_name), []).append(row)
+    for name, exp_rows in (by_experiment or {default_name: []}).items():
+        nodeids = set(r.nodeid for r in exp_rows)
+        exp_outcomes = {n: o for n, o in outcomes.items() if n in nodeids}
+        doc = {
+            "experiment": name,
+            "run_id": run_id,
+            "config": experiment.as_dict() if experiment is not None and name == default_name else None,
+            "environment": environment,
+            "outcomes": dict(Counter(exp_outcomes.values())),
+            "summary": [
+                {
+                    "model": ln.model,
+                    "quant": ln.quant,
+                    "attention": ln.attention,
+                    "result": ln.verdict,
+                    **{c.label: (ln.cells[c.label] or (None, ""))[0] for c in SUMMARY_COLUMNS},
+                }
+                for ln in summarize(exp_rows, exp_outcomes)
+            ],
+            "conclusions": conclusions(summarize(exp_rows, exp_outcomes), exp_outcomes),
+            "rows": [asdict(r) for r in exp_rows],
+        }
+        path = report_dir / "experiments" / f"{_slug(name)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1, default=str, allow_nan=True), encoding="utf-8")
+        written.append(path)
+    return written

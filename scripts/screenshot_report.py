@@ -1,0 +1,32 @@
+"""Render a pytest-attnlab report.html in headless chromium, save a screenshot, check tables and plots.
+
+    python scripts/screenshot_report.py reports/report.html reports/report.png
+
+Exits 1 when the summary table or the plots are missing from the rendered page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pytest_attnlab.reports.browser import render
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("report", type=Path)
+    ap.add_argument("screenshot", type=Path, nargs="?", help="PNG path (default: next to the report)")
+    ap.add_argument("--window-size", default="1400,2400", help="WIDTH,HEIGHT. Default: %(default)s")
+    ap.add_argument("--min-images", type=int, default=1, help="Default: %(default)s")
+    args = ap.parse_args(argv)
+    shot = args.screenshot or args.report.with_suffix(".png")
+    page = render(args.report, shot, window=args.window_size)
+    print(f"{args.report}: {page.summary_tables} summary table(s), {page.images} PNG plot(s); screenshot {shot}")
+    ok = page.summary_tables >= 1 and page.images >= args.min_images
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
