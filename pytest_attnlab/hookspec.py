@@ -28,3 +28,17 @@ def pytest_attnlab_metric_recorded(row: Any) -> None:
             if row.metric == "tpot":
                 print(row.nodeid, row.value, row.unit)
     """
+
+
+@pytest.hookspec(historic=True)
+def pytest_attnlab_register_attention(registry: Any) -> None:
+    """Register extra attention variants (the `--attnlab-attn` choices) before options are checked.
+
+    Example ``conftest.py``::
+
+        from pytest_attnlab.attention import sliding_window
+
+        def pytest_attnlab_register_attention(registry):
+            v = sliding_window(512, sinks=4)
+            registry.register(v.name, v)
+    """

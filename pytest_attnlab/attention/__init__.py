@@ -1,1 +1,75 @@
-"""attention: see docs/ARCHITECTURE.md."""
+"""Attention variants: a registry of named, hot-swappable patches for loaded HF models.
+
+    from pytest_attnlab.attention import ATTENTION, applied
+    with applied(model, "sliding_window_128") as a:
+        logits = model(ids).logits
+        a.report()  # params and KV-cache bytes per token before/after
+
+Factories (`sliding_window(256)`, `block_sparse(64, 4)`, `linear_attention("elu")`, `gqa(2)`,
+`mla(128)`) return named variants; register your own with `ATTENTION.register(v.name, v)` or the
+`pytest_attnlab_register_attention` hook. See docs/attention.md.
+"""
+
+from __future__ import annotations
+
+from pytest_attnlab.attention.base import (
+    AttentionVariant,
+    ConversionVariant,
+    KernelVariant,
+    KVCacheInfo,
+)
+from pytest_attnlab.attention.swap import Applied, applied
+from pytest_attnlab.attention.variants.baselines import eager, flex, sdpa
+from pytest_attnlab.attention.variants.block_sparse import block_sparse
+from pytest_attnlab.attention.variants.gqa import gqa
+from pytest_attnlab.attention.variants.linear import linear_attention, linear_state_cache
+from pytest_attnlab.attention.variants.mla import mla
+from pytest_attnlab.attention.variants.sliding_window import sliding_window
+from pytest_attnlab.registry import Registry
+
+#: name -> variant. The name is the test id and the CSV `attention` value.
+ATTENTION: Registry[AttentionVariant] = Registry("attention variant")
+
+
+def register(variant: AttentionVariant, *, replace: bool = False) -> AttentionVariant:
+    return ATTENTION.register(variant.name, variant, replace=replace)
+
+
+BUILTIN = [
+    eager(),
+    sdpa(),
+    flex(),
+    sliding_window(64),
+    sliding_window(64, sinks=4),
+    block_sparse(32, 2),
+    block_sparse(32, 4),
+    linear_attention("elu"),
+    linear_attention("hedgehog"),
+    gqa(1),
+    gqa(3),
+    mla(128),
+    mla(128, joint=True),
+    mla(256, joint=True),
+]
+for _variant in BUILTIN:
+    register(_variant)
+
+__all__ = [
+    "ATTENTION",
+    "Applied",
+    "AttentionVariant",
+    "ConversionVariant",
+    "KVCacheInfo",
+    "KernelVariant",
+    "applied",
+    "block_sparse",
+    "eager",
+    "flex",
+    "gqa",
+    "linear_attention",
+    "linear_state_cache",
+    "mla",
+    "register",
+    "sdpa",
+    "sliding_window",
+]

@@ -1,0 +1,1 @@
+"""One small module per attention variant; each exposes a factory returning a named variant."""
