@@ -104,6 +104,10 @@ class ReportsState:
         elif report.when == "call" or (report.when == "setup" and report.skipped):
             self.outcomes.setdefault(report.nodeid, report.outcome)
 
+    def pytest_attnlab_metric_recorded(self, row: Any) -> None:
+        if self.exporter is not None:
+            self.exporter.observe(row)
+
 
 STATE_KEY = pytest.StashKey[ReportsState]()
 
