@@ -47,6 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: hand the run id to each worker so their CSV parts merge into one file."""
     node.workerinput["attnlab_run_id"] = node.config.stash[SESSION_KEY].run_id
