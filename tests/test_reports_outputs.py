@@ -35,9 +35,9 @@ def test_perf(metrics, attn, attnlab_session):
     mon = attnlab_session.report_dir / "monitor"
     mon.mkdir(parents=True, exist_ok=True)
     import json, re
-    samples = [{"t": 100 + 0.1 * k, "gpu_util": 10 * k, "gpu_mem_bytes": 2**20 * k} for k in range(5)]
+    timeline = [{"t": 100 + 0.1 * k, "gpu_util": 10 * k, "gpu_mem_bytes": 2**20 * k} for k in range(5)]
     name = re.sub(r"[^\\w.-]", "_", metrics.nodeid)
-    (mon / f"{name}.json").write_text(json.dumps({"nodeid": metrics.nodeid, "samples": samples}))
+    (mon / f"{name}.json").write_text(json.dumps({"nodeid": metrics.nodeid, "timeline": timeline}))
 
 def test_fails(metrics):
     metrics.update_context(quant="broken")

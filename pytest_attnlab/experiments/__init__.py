@@ -13,6 +13,7 @@ from pytest_attnlab.experiments.config import (
     ExperimentConfigError,
     Generation,
     Techniques,
+    check_names,
     from_mapping,
     load,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ExperimentConfigError",
     "Generation",
     "Techniques",
+    "check_names",
     "from_mapping",
     "load",
 ]

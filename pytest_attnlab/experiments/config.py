@@ -25,6 +25,17 @@ def _fail(field_name: str, value: Any, allowed: str) -> None:
     raise ExperimentConfigError(f"field {field_name!r}: invalid value {value!r}; allowed: {allowed}")
 
 
+def _unknown(field_name: str, allowed: set[str]) -> None:
+    import difflib
+
+    key = field_name.rsplit(".", 1)[-1]
+    choices = sorted(allowed)
+    near = [a for a in choices if a.startswith(key)] or difflib.get_close_matches(key, choices, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    names = ", ".join(sorted(allowed))
+    raise ExperimentConfigError(f"unknown field {field_name!r}{hint}; allowed fields: {names}")
+
+
 def _names(field_name: str, value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
     if value is None:
         return default
@@ -220,7 +231,7 @@ def _section(name: str, cls: Any, value: Any) -> Any:
     allowed = {f.name for f in fields(cls)}
     for key in value:
         if key not in allowed:
-            _fail(f"{name}.{key}", key, "one of the fields " + ", ".join(sorted(allowed)))
+            _unknown(f"{name}.{key}", allowed)
     return cls(**value)
 
 
@@ -237,7 +248,7 @@ def from_mapping(data: Any, source: str | None = None) -> ExperimentConfig:
         data["generation"] = {**flat_gen, **(data.get("generation") or {})}
     for key in data:
         if key not in _TOP_FIELDS:
-            _fail(key, key, "one of the fields " + ", ".join(sorted(_TOP_FIELDS)))
+            _unknown(key, _TOP_FIELDS | {"batch_level", *(f.name for f in fields(Generation))})
     for name, cls in _SECTIONS.items():
         data[name] = _section(name, cls, data.get(name))
     return ExperimentConfig(**data, source=source)
@@ -257,3 +268,14 @@ def load(path: str | Path) -> ExperimentConfig:
         raise ExperimentConfigError(f"{path}: not valid YAML: {exc}") from None
     except (ExperimentConfigError, TypeError) as exc:
         raise ExperimentConfigError(f"{path}: {exc}") from None
+
+
+def check_names(config: ExperimentConfig, choices: Mapping[str, list[str]]) -> None:
+    """Check technique names against the registries (`{"quantizers": [...], "attention": [...]}`)."""
+    for field_name, allowed in choices.items():
+        for name in getattr(config.techniques, field_name):
+            if name not in allowed:
+                raise ExperimentConfigError(
+                    f"{config.source or '<config>'}: field 'techniques.{field_name}': unknown name {name!r}; "
+                    f"allowed: {', '.join(allowed)}"
+                )

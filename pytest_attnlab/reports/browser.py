@@ -49,11 +49,14 @@ class Rendered:
         return self.count(r'<img[^>]+src="data:image/png;base64,')
 
 
-def render(report: Path, screenshot: Path | None = None, window: str = "1400,2400", timeout: float = 90) -> Rendered:
+def render(
+    report: Path, screenshot: Path | None = None, window: str = "1400,2400", timeout: float = 90
+) -> Rendered:
     """Load `report` with every result row expanded, dump the DOM and optionally take a screenshot."""
     binary = find_chromium()
     if binary is None:
-        raise FileNotFoundError("no chromium found (apt-get install -y chromium); tried " + ", ".join(CANDIDATES))
+        tried = ", ".join(CANDIDATES)
+        raise FileNotFoundError(f"no chromium found (apt-get install -y chromium); tried {tried}")
     url = Path(report).resolve().as_uri() + "?collapsed="  # pytest-html: expand every row
     dump = _run(binary, ["--dump-dom", url], timeout)
     if dump.returncode != 0 or "<html" not in dump.stdout:

@@ -1,7 +1,8 @@
 """Read the perf monitor's timelines (JSON under REPORT_DIR/monitor/) for the report plots.
 
 Accepted shapes (the monitor owns the format; this reader only needs a time axis):
-``{"nodeid": ..., "samples": [{"t": 0.0, "gpu_util": 37, "gpu_mem_bytes": ...}, ...]}``,
+``{"nodeid": ..., "timeline": [{"t": 0.0, "gpu_util": 37, ...}, ...]}`` (perf's `gpu_monitor`;
+``"samples"`` works too),
 a bare list of such samples, or columns ``{"t": [...], "gpu_util": [...]}``.
 """
 
@@ -22,8 +23,10 @@ def safe_name(nodeid: str) -> str:
 
 def _columns(data: Any) -> tuple[str | None, dict[str, list[float]]]:
     nodeid = None
-    if isinstance(data, dict) and "samples" in data:
-        nodeid, data = data.get("nodeid"), data["samples"]
+    for key in ("timeline", "samples"):
+        if isinstance(data, dict) and key in data:
+            nodeid, data = data.get("nodeid"), data[key]
+            break
     if isinstance(data, dict):
         nodeid = data.pop("nodeid", nodeid) if isinstance(data.get("nodeid"), str) else nodeid
         cols = {k: list(v) for k, v in data.items() if isinstance(v, list)}

@@ -16,17 +16,37 @@ import pytest
 
 from pytest_attnlab import options as opts
 from pytest_attnlab import xdist_gpu
-from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError
+from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError, check_names
 from pytest_attnlab.experiments import load as load_experiment
+
+
+def technique_choices() -> dict[str, list[str]]:
+    """Registered quantizer and attention names (areas that are not installed are not checked)."""
+    choices: dict[str, list[str]] = {}
+    try:
+        from pytest_attnlab.quant import QUANTIZERS
+
+        choices["quantizers"] = ["none", *QUANTIZERS.names()]
+    except ImportError:
+        pass
+    try:
+        from pytest_attnlab.attention import ATTENTION
+
+        choices["attention"] = ATTENTION.names()
+    except ImportError:
+        pass
+    return choices
 
 
 def parse_config_file(value: str) -> ExperimentConfig | None:
     if not value:
         return None
     try:
-        return load_experiment(value)
+        experiment = load_experiment(value)
+        check_names(experiment, technique_choices())
     except ExperimentConfigError as exc:
         raise pytest.UsageError(f"--attnlab-config: {exc}") from None
+    return experiment
 
 
 def parse_port(value: str) -> int | None:
