@@ -61,6 +61,7 @@ class Threshold:
     def regressed(self, base: float, current: float) -> bool:
         change = self.change(base, current)
         limit = self.amount / 100 if self.relative else self.amount
+        limit += 1e-9 * max(limit, 1e-12)  # a change exactly at the limit passes despite float rounding
         return change > limit if self.increase_is_bad else change < -limit
 
     def __str__(self) -> str:
