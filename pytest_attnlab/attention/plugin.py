@@ -105,3 +105,13 @@ def attention_patch(request: pytest.FixtureRequest) -> AttentionPatch:
     if "metrics" in request.fixturenames:
         request.getfixturevalue("metrics").update_context(attention=name)
     return AttentionPatch(name, ATTENTION.get(name))
+
+
+@pytest.fixture(scope="session")
+def attention_sample(attnlab_model: Any) -> Any:
+    """(ids [1, 512] of the embedded prose sample, dense reference capture) for the model under test."""
+    from pytest_attnlab import probe
+    from pytest_attnlab.attention.evaluate import sample_ids
+
+    ids = sample_ids(attnlab_model.tokenizer, 512)
+    return ids, probe.capture(attnlab_model.model, ids)

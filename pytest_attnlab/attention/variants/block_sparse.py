@@ -62,15 +62,19 @@ def block_mask(query: torch.Tensor, key: torch.Tensor, block: int, topk: int) ->
     kblocks = torch.arange(keep.shape[-1], device=keep.device)
     full = keep & (kblocks[None, :] < qblocks[:, None])  # strictly below the diagonal: no mask needed
     full_idx = torch.argsort((~full).to(torch.int8), dim=-1, stable=True).to(torch.int32)
-    partial_idx = torch.zeros_like(full_idx)
-    partial_idx[..., 0] = qblocks.to(torch.int32)
+    diagonal = (kblocks[None, :] == qblocks[:, None]).expand_as(keep)  # causal inside: needs the mask_mod
+    partial_idx = torch.argsort((~diagonal).to(torch.int8), dim=-1, stable=True).to(torch.int32)
     partial_num = torch.ones(keep.shape[:-1], dtype=torch.int32, device=keep.device)
 
-    def causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
-        return q >= kv
+    first = qblocks[0]
+
+    def selected(b: Any, h: Any, q: Any, kv: Any) -> Any:
+        # the block structure lets compiled kernels skip blocks; eager flex applies only the
+        # mask_mod, so it must encode the whole selection too
+        return keep[b, h, q // block - first, kv // block] & (q >= kv)
 
     return BlockMask.from_kv_blocks(
-        partial_num, partial_idx, full.sum(-1).to(torch.int32), full_idx, BLOCK_SIZE=block, mask_mod=causal,
+        partial_num, partial_idx, full.sum(-1).to(torch.int32), full_idx, BLOCK_SIZE=block, mask_mod=selected,
         seq_lengths=(query.shape[2], key.shape[2]),
     )
 
