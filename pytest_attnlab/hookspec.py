@@ -42,3 +42,26 @@ def pytest_attnlab_register_attention(registry: Any) -> None:
             v = sliding_window(512, sinks=4)
             registry.register(v.name, v)
     """
+
+
+@pytest.hookspec(historic=True)
+def pytest_attnlab_register_quantizers(quantizers: Any) -> None:
+    """Register extra quantizers (`pytest_attnlab.quant.QUANTIZERS`, a Registry) before options are checked.
+
+    Example ``conftest.py``::
+
+        from pytest_attnlab.quant import Quantizer
+
+        class HalfPrecision(Quantizer):
+            name, bits = "fp16-cast", 16
+
+            def settings(self):
+                return {"dtype": "float16"}
+
+            def quantize(self, loaded, ctx):
+                import copy
+                return copy.deepcopy(loaded.model).half().float()
+
+        def pytest_attnlab_register_quantizers(quantizers):
+            quantizers.register("fp16-cast", HalfPrecision(), replace=True)
+    """

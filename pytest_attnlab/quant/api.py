@@ -1,0 +1,99 @@
+"""`quantize(loaded, name)`: a quantized copy of a LoadedModel, built once per run per (model, name)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_attnlab.models.loader import LoadedModel
+from pytest_attnlab.quant.base import QuantContext
+from pytest_attnlab.registry import Registry
+
+#: attribute on a base LoadedModel holding its quantized copies for this run
+_RUN_CACHE = "_attnlab_quantized"
+BASELINE = "none"
+
+
+class QuantizerUnavailable(RuntimeError):
+    """The quantizer cannot run here; the message names the pip extra or the device it needs."""
+
+
+@dataclass
+class QuantizedModel(LoadedModel):
+    """A LoadedModel whose context reports quant=<name>, with how it was made."""
+
+    quant: str = BASELINE
+    settings: dict[str, Any] = field(default_factory=dict)
+    quantize_seconds: float = 0.0  # wall time of this run's quantize() call (a cache hit is a load)
+    build_seconds: float = float("nan")  # the original quantization's time (recorded in the cache entry)
+    from_cache: bool = False
+    bits: int = 16
+    base: LoadedModel | None = field(default=None, repr=False)
+
+    def context(self) -> dict[str, str]:
+        return {**super().context(), "quant": self.quant}
+
+
+def quantize(
+    loaded: LoadedModel,
+    name: str,
+    *,
+    registry: Registry[Any] | None = None,
+    cache: bool | Path = True,
+    calibration_samples: int = 8,
+    calibration_seqlen: int = 128,
+) -> LoadedModel:
+    """A new LoadedModel quantized by the registered quantizer `name`; `loaded` is left untouched.
+
+    `name == "none"` returns `loaded` itself (the baseline). Results are memoised on `loaded` for
+    the run. `cache`: True (under cache_root()/quant), a folder, or False (always quantize anew).
+    Raises UnknownNameError (listing the registered names) or QuantizerUnavailable.
+    """
+    if name == BASELINE:
+        return loaded
+    if registry is None:
+        from pytest_attnlab.quant import QUANTIZERS as registry
+    quantizer = registry.get(name)
+    memo: dict[tuple, QuantizedModel] = loaded.__dict__.setdefault(_RUN_CACHE, {})
+    key = (name, id(quantizer), str(cache), calibration_samples, calibration_seqlen)
+    if key in memo:
+        return memo[key]
+    reason = quantizer.unavailable_reason(str(loaded.device))
+    if reason:
+        raise QuantizerUnavailable(reason)
+    ctx = QuantContext(
+        tokenizer=loaded.tokenizer,
+        device=str(loaded.device),
+        dtype=loaded.options.dtype,
+        spec=loaded.spec,
+        options=loaded.options,
+        calibration_samples=calibration_samples,
+        calibration_seqlen=calibration_seqlen,
+    )
+    if cache is not False:
+        from pytest_attnlab.quant.cache import entry_for
+
+        root = cache if isinstance(cache, Path) else None
+        ctx.cache_dir = entry_for(loaded.spec, loaded.options, name, quantizer.settings(), root)
+    start = time.perf_counter()
+    model = quantizer.quantize(loaded, ctx)
+    seconds = time.perf_counter() - start
+    model.eval()
+    result = QuantizedModel(
+        model=model,
+        tokenizer=loaded.tokenizer,
+        spec=loaded.spec,
+        options=loaded.options,
+        load_seconds=loaded.load_seconds,
+        quant=name,
+        settings=quantizer.settings(),
+        quantize_seconds=seconds,
+        build_seconds=ctx.report.get("build_seconds", seconds),
+        from_cache=bool(ctx.report.get("from_cache", False)),
+        bits=quantizer.bits,
+        base=loaded,
+    )
+    memo[key] = result
+    return result

@@ -1,0 +1,20 @@
+"""The built-in quantizers, registered by name (the name is the test id and the CSV `quant` value)."""
+
+from __future__ import annotations
+
+from pytest_attnlab.quant.base import Quantizer
+from pytest_attnlab.quant.rtn import RTN
+from pytest_attnlab.registry import Registry
+
+QUANTIZERS: Registry[Quantizer] = Registry("quantizer")
+
+
+def _register(q: Quantizer) -> None:
+    QUANTIZERS.register(q.name, q)
+
+
+_register(RTN("rtn-int8", 8, None, symmetric=True))
+for _group in (32, 64, 128):
+    _register(RTN(f"rtn-int4-g{_group}", 4, _group, symmetric=False, zero="float"))
+# The integer zero-point form GPTQ and AWQ store: the baseline their error compensation improves on.
+_register(RTN("rtn-int4-g128-zp", 4, 128, symmetric=False, zero="int"))
