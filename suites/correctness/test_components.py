@@ -15,12 +15,11 @@ import torch.nn.functional as F
 
 from pytest_attnlab.probe import decoder_layers
 
-# Tolerances of the module (run in the model's dtype) against the float64 formula.
-TOL = {
-    torch.float32: {"atol": 1e-4, "rtol": 1e-4},
-    torch.bfloat16: {"atol": 0.1, "rtol": 0.05},
-    torch.float16: {"atol": 0.02, "rtol": 0.01},
-}
+# float32 modules must match the float64 formula elementwise. In 16-bit, elementwise bounds break
+# on large activations (the last MLP's outputs reach ~1e3, where a bf16 ulp is 8), so those are
+# held to a norm-wise relative error: a few units of the format's rounding (bf16 2**-8, fp16 2**-11).
+ELEMENTWISE = {"atol": 1e-4, "rtol": 1e-4}
+REL_L2 = {torch.bfloat16: 2e-2, torch.float16: 4e-3}
 WHERE = ["first", "middle", "last"]
 
 
@@ -54,9 +53,14 @@ def captured(attnlab_model, chat_ids):
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, metrics, what: str) -> None:
-    diff = (actual.double().cpu() - expected.cpu()).abs().max()
-    metrics.record(f"{what}_max_abs_diff", diff, "abs", threshold=TOL[dtype]["atol"])
-    torch.testing.assert_close(actual.double().cpu(), expected.cpu(), **TOL[dtype])
+    actual, expected = actual.double().cpu(), expected.cpu()
+    rel = float((actual - expected).norm() / expected.norm())
+    metrics.record(f"{what}_max_abs_diff", (actual - expected).abs().max(), "abs")
+    metrics.record(f"{what}_rel_l2", rel, threshold=REL_L2.get(dtype))
+    if dtype == torch.float32:
+        torch.testing.assert_close(actual, expected, **ELEMENTWISE)
+    else:
+        assert rel <= REL_L2[dtype], f"{what}: relative L2 error {rel:.3g} > {REL_L2[dtype]} for {dtype}"
 
 
 def _rope_theta(config) -> float:
