@@ -1,0 +1,212 @@
+"""The generation benchmark behind the `generation_benchmark` fixture.
+
+One measurement = a decode path, a model, a (batch, prompt length, output length) cell: warmup
+rounds, then timed rounds, each timestamping every token with the device's own clock. Timed rounds
+go through pytest-benchmark's `benchmark.pedantic` (our rounds and warmup), so --benchmark-json /
+--benchmark-compare work as usual; the LLM metrics land in `benchmark.extra_info` and metrics.csv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_attnlab.perf import llm_metrics, memory, roofline
+from pytest_attnlab.perf.llm_metrics import Run, Summary
+from pytest_attnlab.perf.timing import clock_for, synchronize
+
+#: extra_info keys: latencies in ms (as vLLM prints them), throughputs in tokens/s, MBU/MFU in %.
+_MS = ("ttft", "tpot", "e2e_latency", "itl_p50", "itl_p90", "itl_p99", "itl_max")
+
+
+def make_prompt(vocab: int, batch: int, prompt_len: int, device: Any, seed: int = 0) -> Any:
+    """Deterministic token ids [batch, prompt_len], clear of the low special-token ids."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(16, max(17, min(vocab, 32000)), (batch, prompt_len), generator=gen)
+    return ids.to(device)
+
+
+@dataclass
+class Measurement:
+    path: str
+    batch: int
+    prompt_len: int
+    new_tokens: int
+    runs: list[Run]
+    tokens: Any  # [batch, new_tokens] of the last round
+    peaks: roofline.DevicePeaks
+    memory: dict[str, tuple[float, str]] = field(default_factory=dict)
+    shape: roofline.Shape | None = None
+    weight_bytes: int = 0
+    elem_bytes: int = 2
+
+    def latency(self) -> dict[str, float]:
+        return Summary(self.runs).as_dict()
+
+    def roofline(self) -> dict[str, tuple[float, str]]:
+        lat = self.latency()
+        assert self.shape is not None
+        ctx = roofline.mean_decode_context(self.prompt_len, self.new_tokens)
+        step_bytes = roofline.decode_step_bytes(self.weight_bytes, self.shape, self.batch, ctx, self.elem_bytes)
+        flops = self.shape.prefill_flops(self.batch, self.prompt_len)
+        tpot, ttft = lat["tpot"], lat["ttft"]
+        return {
+            "decode_step_bytes": (step_bytes, "bytes"),
+            "decode_bandwidth": (step_bytes / tpot if tpot and not math.isnan(tpot) else math.nan, "bytes/s"),
+            "mbu": (roofline.utilisation(step_bytes, tpot, self.peaks.bandwidth), "%"),
+            "prefill_flops": (flops, "FLOP"),
+            "mfu": (roofline.utilisation(flops, ttft, self.peaks.flops), "%"),
+            "peak_bandwidth": (self.peaks.bandwidth, "bytes/s"),
+            "peak_flops": (self.peaks.flops, "FLOP/s"),
+        }
+
+    def all_metrics(self) -> dict[str, tuple[float, str]]:
+        """Every figure as name -> (value, unit), in SI units: the metrics.csv rows."""
+        out = {k: (v, llm_metrics.UNITS[k]) for k, v in self.latency().items()}
+        out.update(self.roofline())
+        out.update(self.memory)
+        out["peak_mem"] = (memory.peak_bytes(self.device, self.memory), "bytes")
+        return out
+
+    @property
+    def device(self) -> str:
+        return str(self.tokens.device) if self.tokens is not None else "cpu"
+
+    def extra_info(self) -> dict[str, Any]:
+        """pytest-benchmark extra_info: readable units (ms, tok/s, %), plus the cell's settings."""
+        info: dict[str, Any] = {"path": self.path, "batch": self.batch, "prompt_len": self.prompt_len,
+                                "new_tokens": self.new_tokens, "rounds": len(self.runs)}
+        for name, (value, unit) in self.all_metrics().items():
+            if name in _MS:
+                info[f"{name}_ms"] = value * 1e3
+            elif unit == "%":
+                info[f"{name}_pct"] = value
+            elif name.endswith("_tok_s"):
+                info[name] = value
+            else:
+                info[f"{name}_{unit.replace('/', '_per_')}".replace("FLOP_per_s", "flop_s")] = value
+        return info
+
+
+class GenerationBenchmark:
+    """Callable fixture object: `generation_benchmark(loaded, prompt_len=128, batch=1, new_tokens=32,
+    path="fast")` runs the cell through pytest-benchmark and records every metric; `measure(...)`
+    does the same without pytest-benchmark (for comparisons inside one test)."""
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        rounds: int,
+        warmup: int,
+        path_factory: Callable[[str], Any],
+        peaks: Callable[[], roofline.DevicePeaks],
+        benchmark: Any = None,
+        recorder: Any = None,
+        attention: Callable[[Any, str], Any] | None = None,
+    ) -> None:
+        self.device = device
+        self.rounds, self.warmup = rounds, warmup
+        self.path_factory = path_factory
+        self.peaks = peaks
+        self.benchmark = benchmark
+        self.recorder = recorder
+        self.attention = attention
+        self.last: Measurement | None = None
+
+    def _cell(self, loaded: Any, path: str, batch: int, prompt_len: int, new_tokens: int) -> tuple[Any, Any, Any]:
+        model = getattr(loaded, "model", loaded)
+        impl = self.path_factory(path)
+        impl.prepare(model, batch, prompt_len, new_tokens)
+        ids = make_prompt(model.config.vocab_size, batch, prompt_len, self.device)
+        return model, impl, ids
+
+    def _measurement(self, model: Any, path: str, batch: int, prompt_len: int, new_tokens: int,
+                     runs: list[Run], tokens: Any) -> Measurement:
+        elem = next(model.parameters()).element_size()
+        shape = roofline.Shape.from_config(model.config)
+        m = Measurement(path, batch, prompt_len, new_tokens, runs, tokens, self.peaks(), memory.read(self.device),
+                        shape, roofline.weight_bytes_per_step(model, shape, batch, elem), elem)
+        self.last = m
+        return m
+
+    def _round(self, impl: Any, ids: Any, new_tokens: int, runs: list[Run], out: list[Any]) -> None:
+        clock = clock_for(self.device, new_tokens)
+        clock.start()
+        out[:] = [impl.generate(ids, new_tokens, clock.mark)]
+        marks = clock.stop()
+        if len(marks) != new_tokens:
+            raise RuntimeError(f"{impl.name}: expected {new_tokens} token marks, got {len(marks)}")
+        runs.append(Run(ids.shape[0], ids.shape[1], tuple(marks)))
+
+    def measure(self, loaded: Any, *, prompt_len: int, batch: int = 1, new_tokens: int = 32, path: str = "hf",
+                rounds: int | None = None, warmup: int | None = None, attention: str = "sdpa") -> Measurement:
+        rounds = self.rounds if rounds is None else rounds
+        warmup = self.warmup if warmup is None else warmup
+        with self._attention(loaded, attention):
+            model, impl, ids = self._cell(loaded, path, batch, prompt_len, new_tokens)
+            runs: list[Run] = []
+            out: list[Any] = [None]
+            for _ in range(warmup):
+                self._round(impl, ids, new_tokens, [], out)
+            memory.reset(self.device)
+            for _ in range(rounds):
+                self._round(impl, ids, new_tokens, runs, out)
+        return self._measurement(model, path, batch, prompt_len, new_tokens, runs, out[0])
+
+    def __call__(self, loaded: Any, *, prompt_len: int, batch: int = 1, new_tokens: int = 32, path: str = "hf",
+                 rounds: int | None = None, warmup: int | None = None, attention: str = "sdpa",
+                 **context: Any) -> Measurement:
+        if self.benchmark is None:
+            raise RuntimeError("generation_benchmark needs pytest-benchmark: pip install pytest-benchmark")
+        rounds = self.rounds if rounds is None else rounds
+        warmup = self.warmup if warmup is None else warmup
+        self.benchmark.group = f"{context.get('group', '')}p{prompt_len}-b{batch}-n{new_tokens}"
+        with self._attention(loaded, attention):
+            model, impl, ids = self._cell(loaded, path, batch, prompt_len, new_tokens)
+            runs: list[Run] = []
+            out: list[Any] = [None]
+            memory.reset(self.device)
+            self.benchmark.pedantic(self._round, args=(impl, ids, new_tokens, runs, out),
+                                    rounds=rounds, warmup_rounds=warmup, iterations=1)
+            synchronize(self.device)
+        timed = runs[-rounds:]  # pytest-benchmark's warmup rounds come first
+        m = self._measurement(model, path, batch, prompt_len, new_tokens, timed, out[0])
+        info = m.extra_info()
+        overhead = self._timer_overhead(m)
+        if overhead is not None:
+            info["timer_overhead_pct"] = overhead
+        self.benchmark.extra_info.update({**info, **{k: str(v) for k, v in context.items()}})
+        if self.recorder is not None:
+            self.record(m, overhead=overhead, **context)
+        return m
+
+    def _timer_overhead(self, m: Measurement) -> float | None:
+        """pytest-benchmark's host-timed round vs the device-clock E2E of the same rounds, in %."""
+        stats = getattr(getattr(self.benchmark, "stats", None), "stats", None)
+        if stats is None:
+            return None
+        e2e = m.latency()["e2e_latency"]
+        return 100.0 * (stats.mean - e2e) / e2e
+
+    def record(self, m: Measurement, *, overhead: float | None = None, **context: Any) -> None:
+        rec = self.recorder
+        rec.update_context(backend=m.path)
+        cell = {"batch": m.batch, "prompt_len": m.prompt_len, "new_tokens": m.new_tokens, **context}
+        for name, (value, unit) in m.all_metrics().items():
+            rec.record(name, value, unit, **cell)
+        if overhead is not None:
+            rec.record("timer_overhead", overhead, "%", **cell)
+
+    @contextlib.contextmanager
+    def _attention(self, loaded: Any, name: str) -> Any:
+        if self.attention is None or name == "sdpa":
+            yield
+            return
+        with self.attention(getattr(loaded, "model", loaded), name):
+            yield
