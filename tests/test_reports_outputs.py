@@ -171,3 +171,15 @@ def test_prometheus_port_rejects_bad_value(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--attnlab-prometheus-port", "http")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--attnlab-prometheus-port: expected a port number 0-65535*"])
+
+
+def test_works_with_nested_conftests(pytester: pytest.Pytester) -> None:
+    """Sibling conftest.py files make pytest build per-path hook subsets: our plugins must be hashable."""
+    test = "def test_x(metrics):\n    metrics.record('tpot', 0.01, 's')\n"
+    for sub in ("a", "b"):
+        pytester.mkpydir(sub)
+        (pytester.path / sub / "conftest.py").write_text("import pytest\n")
+        (pytester.path / sub / f"test_{sub}.py").write_text(test)
+    result = pytester.runpytest("--attnlab-report-dir", "out", "-p", "no:html")
+    result.assert_outcomes(passed=2)
+    assert "INTERNALERROR" not in result.stdout.str()

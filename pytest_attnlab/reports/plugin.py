@@ -108,7 +108,7 @@ OPTIONS = [
 ]
 
 
-@dataclass
+@dataclass(eq=False)  # registered as a plugin: pluggy needs it hashable (identity)
 class ReportsState:
     """Per-run state of the report writers (on config.stash; nothing in module globals)."""
 

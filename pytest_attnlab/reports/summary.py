@@ -55,13 +55,14 @@ def conclusions(lines: list[SummaryLine], outcomes: dict[str, str]) -> list[str]
         have = [(ln, ln.cells[col.label]) for ln in lines if ln.cells[col.label] is not None]
         if len(have) < 2:
             continue
-        best = max(have, key=lambda x: x[1][0]) if col.higher_is_better else min(have, key=lambda x: x[1][0])
+        ranked = sorted(have, key=lambda x: x[1][0], reverse=col.higher_is_better)
         base = next((c for ln, c in have if (ln.quant, ln.attention) == BASELINE), None)
-        text = (
-            f"{col.label}: best {best[0].quant}/{best[0].attention} on {best[0].model} = {fmt_value(best[1])}"
-        )
+        # name the best line, or the worst one when the baseline itself is best
+        baseline_best = base is not None and ranked[0][1][0] == base[0]
+        (ln, cell), word = (ranked[-1], "worst") if baseline_best else (ranked[0], "best")
+        text = f"{col.label}: {word} {ln.quant}/{ln.attention} on {ln.model} = {fmt_value(cell)}"
         if base is not None and base[0] and not math.isnan(base[0]):
-            delta = (best[1][0] - base[0]) / abs(base[0]) * 100
+            delta = (cell[0] - base[0]) / abs(base[0]) * 100
             text += f" ({delta:+.1f}% vs {'/'.join(BASELINE)} = {fmt_value(base)})"
         out.append(text + ".")
     return out
