@@ -101,3 +101,19 @@ def test_xdist_worker_crash_keeps_its_rows(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*crashed*"])
     # the crashed worker's part (with m_b) is merged; the other tests ran on the other/replacement worker
     assert metrics_of(pytester.path / "out" / "metrics.csv") == ["m_a", "m_b", "m_c"]
+
+
+def test_merge_keeps_rows_already_in_dest_and_is_atomic(tmp_path: Path) -> None:
+    from pytest_attnlab.metrics.row import MetricRow
+    from pytest_attnlab.reports.csv_writer import CsvWriter, merge
+
+    dest, parts = tmp_path / "metrics.csv", [tmp_path / "p0.csv", tmp_path / "p1.csv"]
+    with_rows = {dest: ["controller"], parts[0]: ["w0a", "w0b"], parts[1]: ["w1"]}
+    for path, names in with_rows.items():
+        writer = CsvWriter(path)
+        for name in names:
+            writer.write(MetricRow("t::x", name, 1.0))
+        writer.close()
+    assert merge(parts, dest) == 4
+    assert [r["metric"] for r in rows(dest)] == ["controller", "w0a", "w0b", "w1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "p0.csv", "p1.csv"]  # no temp left

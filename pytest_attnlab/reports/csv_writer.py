@@ -49,15 +49,22 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def merge(parts: list[Path], dest: Path) -> int:
-    """Concatenate per-worker CSV files into `dest` (header once); returns the number of rows."""
+    """Append per-worker CSV files to the rows already in `dest` (header once); returns the row count.
+
+    Written to a temporary file and renamed over `dest`, so a controller killed mid-merge leaves the
+    old `dest` and every part intact; rows the controller itself wrote to `dest` are kept.
+    """
+    dest = Path(dest)
+    existing = read_rows(dest) if dest.is_file() else []
+    tmp = dest.with_name(f".{dest.name}.merge-{os.getpid()}")
     n = 0
-    with open(dest, "w", newline="", encoding="utf-8") as out:
+    with open(tmp, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
         writer.writeheader()
-        for part in parts:
-            for row in read_rows(part):
-                writer.writerow({k: row.get(k, "") for k in COLUMNS})
-                n += 1
+        for row in [*existing, *(r for part in parts for r in read_rows(part))]:
+            writer.writerow({k: row.get(k, "") for k in COLUMNS})
+            n += 1
         out.flush()
         os.fsync(out.fileno())
+    os.replace(tmp, dest)
     return n
