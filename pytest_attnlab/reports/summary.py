@@ -68,6 +68,17 @@ def conclusions(lines: list[SummaryLine], outcomes: dict[str, str]) -> list[str]
     return out
 
 
+def _no_nan(obj: Any) -> Any:
+    """NaN / inf -> null, so the JSON is standard (json.dumps would write bare NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name) or "default"
 
@@ -169,6 +180,6 @@ def write(
         }
         path = report_dir / "experiments" / f"{_slug(name)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=1, default=str, allow_nan=True), encoding="utf-8")
+        path.write_text(json.dumps(_no_nan(doc), indent=1, default=str), encoding="utf-8")
         written.append(path)
     return written
