@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pytest_attnlab.quant.awq import AWQ
 from pytest_attnlab.quant.base import Quantizer
+from pytest_attnlab.quant.bnb import BitsAndBytes
+from pytest_attnlab.quant.gptq import GPTQModelQuantizer
 from pytest_attnlab.quant.rtn import RTN
 from pytest_attnlab.registry import Registry
 
@@ -18,3 +21,7 @@ for _group in (32, 64, 128):
     _register(RTN(f"rtn-int4-g{_group}", 4, _group, symmetric=False, zero="float"))
 # The integer zero-point form GPTQ and AWQ store: the baseline their error compensation improves on.
 _register(RTN("rtn-int4-g128-zp", 4, 128, symmetric=False, zero="int"))
+_register(BitsAndBytes("bnb-int8", "int8"))
+_register(BitsAndBytes("bnb-nf4", "nf4"))
+_register(GPTQModelQuantizer("gptq-int4-g128", bits=4, group_size=128))
+_register(AWQ("awq-int4-g128", group_size=128))
