@@ -45,15 +45,15 @@ def _png(fig: Any) -> str:
 def _series(
     rows: Sequence[Row], metrics: Sequence[str], x_keys: Sequence[str], label: Callable[[Row], str]
 ) -> tuple[str, dict[str, list[tuple[float, float]]]]:
-    """{series label: sorted (x, y)} for the first metric name that has points with an x."""
+    """{series label: sorted (x, mean y at x)} for the first metric name that has points with an x."""
     for name in metrics:
-        series: dict[str, list[tuple[float, float]]] = {}
+        series: dict[str, dict[float, list[float]]] = {}
         for r in rows:
             x = to_float(r.get_extra(x_keys))
             if r.metric == name and x is not None and r.value is not None:
-                series.setdefault(label(r), []).append((x, r.value))
+                series.setdefault(label(r), {}).setdefault(x, []).append(r.value)
         if series:
-            return name, {k: sorted(v) for k, v in series.items()}
+            return name, {k: sorted((x, sum(ys) / len(ys)) for x, ys in v.items()) for k, v in series.items()}
     return "", {}
 
 
@@ -90,9 +90,16 @@ def layer_cosine(rows: Sequence[Row]) -> str | None:
     )
 
 
+def _variant(rows: Sequence[Row]) -> Callable[[Row], str]:
+    """Series label: quant/attention, plus the backend (decode path) when the rows use several."""
+    several = len({r.backend for r in rows}) > 1
+    return lambda r: f"{r.quant}/{r.attention}" + (f"/{r.backend}" if several else "")
+
+
 def tpot_vs_prompt_len(rows: Sequence[Row]) -> str | None:
+    """Mean TPOT per prompt length, one line per attention variant (and quantizer / backend)."""
     return line_plot(
-        rows, ("tpot",), PROMPT_LEN_KEYS, lambda r: r.attention, "TPOT vs prompt length", "prompt tokens"
+        rows, ("tpot",), PROMPT_LEN_KEYS, _variant(rows), "TPOT vs prompt length", "prompt tokens"
     )
 
 
@@ -102,7 +109,7 @@ def toks_vs_batch(rows: Sequence[Row]) -> str | None:
         rows,
         tok_metrics,
         BATCH_KEYS,
-        lambda r: f"{r.quant}/{r.attention}",
+        _variant(rows),
         "tokens/s vs batch size",
         "batch size",
     )
