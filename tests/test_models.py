@@ -68,7 +68,11 @@ def test_local_folder_saved_with_save_pretrained_loads_identically(tmp_path) -> 
 
 
 def test_hub_id_without_network_names_the_way_out(monkeypatch, tmp_path) -> None:
+    import huggingface_hub.constants
+
+    # Offline mode is read at import time: set the live flag too, so no network retries are waited for.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(RuntimeError, match="pass a local folder saved with save_pretrained"):
         load_model(parse_model("nobody-here/no-such-model"), LoadOptions())
