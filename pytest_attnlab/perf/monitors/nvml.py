@@ -33,19 +33,34 @@ class NvmlMonitor:
         except Exception as exc:  # pynvml.NVMLError: no driver, no device
             raise MonitorUnavailable(f"NVML could not open {device!r}: {exc}") from None
         self._nvml = pynvml
+        self._readers = self._working_readers()
+        self.units = {k: v for k, v in self.units.items() if k in self._readers}
+
+    def _working_readers(self) -> dict[str, Any]:
+        """Field -> reader, keeping only the queries this GPU/driver answers (VMs refuse some)."""
+        n, h = self._nvml, self._handle
+        readers = {
+            "mem_used": lambda: float(n.nvmlDeviceGetMemoryInfo(h).used),
+            "gpu_util": lambda: float(n.nvmlDeviceGetUtilizationRates(h).gpu),
+            "mem_util": lambda: float(n.nvmlDeviceGetUtilizationRates(h).memory),
+            "power": lambda: n.nvmlDeviceGetPowerUsage(h) / 1000.0,
+            "sm_clock": lambda: float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)),
+            "mem_clock": lambda: float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM)),
+            "temperature": lambda: float(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)),
+        }
+        working = {}
+        for name, read in readers.items():
+            try:
+                read()
+            except Exception:  # pynvml.NVMLError_NotSupported and friends
+                continue
+            working[name] = read
+        if not working:
+            raise MonitorUnavailable("NVML answered none of the monitored queries on this device")
+        return working
 
     def sample(self) -> dict[str, float]:
-        n, h = self._nvml, self._handle
-        util = n.nvmlDeviceGetUtilizationRates(h)
-        return {
-            "mem_used": float(n.nvmlDeviceGetMemoryInfo(h).used),
-            "gpu_util": float(util.gpu),
-            "mem_util": float(util.memory),
-            "power": n.nvmlDeviceGetPowerUsage(h) / 1000.0,
-            "sm_clock": float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)),
-            "mem_clock": float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM)),
-            "temperature": float(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)),
-        }
+        return {name: read() for name, read in self._readers.items()}
 
     def close(self) -> None:
         pass  # nvmlShutdown is reference counted; leaving it open is cheaper across tests
