@@ -8,16 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab.models.loader import LoadedModel
-from pytest_attnlab.quant.base import QuantContext
+from pytest_attnlab.quant.base import QuantContext, QuantizerUnavailable
 from pytest_attnlab.registry import Registry
 
 #: attribute on a base LoadedModel holding its quantized copies for this run
 _RUN_CACHE = "_attnlab_quantized"
 BASELINE = "none"
-
-
-class QuantizerUnavailable(RuntimeError):
-    """The quantizer cannot run here; the message names the pip extra or the device it needs."""
 
 
 @dataclass

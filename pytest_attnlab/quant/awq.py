@@ -100,6 +100,7 @@ class AWQ(StateQuantizer):
                     state.floats[f"{prefix}.{i}.{n}"] = p.detach().clone()  # folded norms, scaled biases
         return state
 
+    @torch.no_grad()
     def _search(self, layer: nn.Module, group: dict[str, Any], feats: dict[str, torch.Tensor], kwargs: dict) -> tuple[float, torch.Tensor]:
         x = feats[group["linears"][0]]
         block = layer.get_submodule(group["block"])
@@ -127,6 +128,7 @@ class AWQ(StateQuantizer):
         return best[1], best[2]
 
 
+@torch.no_grad()
 def _fold(layer: nn.Module, group: dict[str, Any], scales: torch.Tensor) -> None:
     """Divide the previous op's output by `scales`, multiply the linears' input columns by them."""
     prev = group["prev"]
@@ -143,6 +145,7 @@ def _fold(layer: nn.Module, group: dict[str, Any], scales: torch.Tensor) -> None
         fc.weight.mul_(scales.view(1, -1).to(fc.weight.dtype))
 
 
+@torch.no_grad()
 def _clip(grid: Grid, linear: nn.Linear, x: torch.Tensor) -> None:
     """llm-awq auto_clip: per (output channel, group), clamp |w| to the shrink with the least output MSE."""
     w = linear.weight.detach().float()

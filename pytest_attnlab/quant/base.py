@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 
+class QuantizerUnavailable(RuntimeError):
+    """The quantizer cannot run here; the message names the pip extra, device or shape it needs."""
+
+
 @dataclass
 class QuantContext:
     """What a quantizer may need besides the model: calibration ids, a cache folder, the source."""

@@ -11,8 +11,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pytest_attnlab.quant.base import QuantContext, Quantizer
+from pytest_attnlab.quant.base import QuantContext, Quantizer, QuantizerUnavailable
 from pytest_attnlab.quant.layers import target_linears
+
+
+#: bitsandbytes repacks 4-bit weights for its CPU kernel in blocks of 32 output rows
+CPU_BLOCK_N = 32
 
 
 class BitsAndBytes(Quantizer):
@@ -35,8 +39,15 @@ class BitsAndBytes(Quantizer):
         import bitsandbytes as bnb
         import torch
 
+        device = next(loaded.model.parameters()).device
+        if self.kind != "int8" and device.type == "cpu":
+            odd = sorted({m.out_features for m in target_linears(loaded.model).values() if m.out_features % CPU_BLOCK_N})
+            if odd:
+                raise QuantizerUnavailable(
+                    f"{self.name}: bitsandbytes' CPU 4-bit kernel needs out_features divisible by {CPU_BLOCK_N}; "
+                    f"this model has {odd} (run it on CUDA)"
+                )
         model = copy.deepcopy(loaded.model)
-        device = next(model.parameters()).device
         for name, linear in target_linears(model).items():
             weight = linear.weight.detach().to("cpu", torch.float32 if device.type == "cpu" else torch.float16)
             if self.kind == "int8":
