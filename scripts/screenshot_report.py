@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     shot = args.screenshot or args.report.with_suffix(".png")
     page = render(args.report, shot, window=args.window_size)
-    print(f"{args.report}: {page.summary_tables} summary table(s), {page.images} PNG plot(s); screenshot {shot}")
+    found = f"{page.summary_tables} summary table(s), {page.images} PNG plot(s)"
+    print(f"{args.report}: {found}; screenshot {shot}")
     ok = page.summary_tables >= 1 and page.images >= args.min_images
     return 0 if ok else 1
 
