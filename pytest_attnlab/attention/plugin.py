@@ -24,6 +24,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(OPTION, dest="attnlab_attn", metavar="NAMES", default=None, help=f"{help_} Default: {DEFAULT!r}")
     parser.addini(INI, help=help_, default=None)
+    group.addoption(
+        "--attnlab-attn-seq",
+        dest="attnlab_attn_seq",
+        metavar="LENS",
+        default=None,
+        help="sequence lengths of suites/perf/test_attention_modules.py: a comma list, or 'auto' "
+        "(128,256 on CPU; 128,256,512,1024 on CUDA). Default: 'auto'",
+    )
 
 
 def parse_attn(value: str, registry: Any) -> list[str]:
@@ -45,6 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "attention(*names): run attention_patch with these variants instead of --attnlab-attn",
     )
+    _parse_seqs(config.getoption("attnlab_attn_seq", default=None) or "auto")
     value = config.getoption("attnlab_attn", default=None) or config.getini(INI)
     if value:  # named explicitly: check now (a UsageError before collection); else on first use
         selected_names(config)
@@ -62,6 +71,14 @@ def selected_names(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "attention_seq_len" in metafunc.fixturenames:
+        seqs = _parse_seqs(metafunc.config.getoption("attnlab_attn_seq", default=None) or "auto")
+        if seqs is None:
+            from pytest_attnlab.plugin import SESSION_KEY
+
+            device = metafunc.config.stash[SESSION_KEY].settings.resolved_device()
+            seqs = [128, 256] if device == "cpu" else [128, 256, 512, 1024]
+        metafunc.parametrize("attention_seq_len", seqs, ids=[f"seq{n}" for n in seqs])
     if "attention_patch" not in metafunc.fixturenames:
         return
     names = selected_names(metafunc.config)
@@ -115,3 +132,15 @@ def attention_sample(attnlab_model: Any) -> Any:
 
     ids = sample_ids(attnlab_model.tokenizer, 512)
     return ids, probe.capture(attnlab_model.model, ids)
+
+
+def _parse_seqs(value: str) -> list[int] | None:
+    if value.strip() == "auto":
+        return None
+    try:
+        seqs = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        seqs = []
+    if not seqs or min(seqs) < 1:
+        raise pytest.UsageError(f"--attnlab-attn-seq: expected 'auto' or a comma list of positive integers, got {value!r}")
+    return seqs

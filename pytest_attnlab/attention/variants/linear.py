@@ -99,7 +99,7 @@ FORMS.register("chunked", chunked)
 FORMS.register("recurrent", recurrent)
 
 
-def linear_attention(feature: str = "elu", form: str = "chunked") -> KernelVariant:
+def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 64) -> KernelVariant:
     """`linear_attention("elu")` -> `linear_elu`; other forms add a suffix (`linear_elu_recurrent`).
 
     With a normal KV cache the function recomputes from all cached keys. With `LinearStateCache`
@@ -109,6 +109,7 @@ def linear_attention(feature: str = "elu", form: str = "chunked") -> KernelVaria
     fmap, _ = FEATURE_MAPS.get(feature)
     run = FORMS.get(form)
     name = f"linear_{feature}" + ("" if form == "chunked" else f"_{form}")
+    extra = {"chunk": chunk} if form == "chunked" else {}
 
     def attend(
         module: nn.Module,
@@ -132,9 +133,9 @@ def linear_attention(feature: str = "elu", form: str = "chunked") -> KernelVaria
                     f"{name}: tokens start at position {start} but the stored state covers "
                     f"{0 if prior is None else prior.length}; decode with LinearStateCache from position 0"
                 )
-            out, state = run(fq, fk, v, prior)
+            out, state = run(fq, fk, v, prior, **extra)
         else:
-            out, state = run(fq, fk, v)
+            out, state = run(fq, fk, v, **extra)
             out = out[:, :, k_len - q_len :]
         module.__dict__["_attnlab_state"] = state
         return out.to(query.dtype).transpose(1, 2).contiguous(), None
@@ -148,7 +149,7 @@ def linear_attention(feature: str = "elu", form: str = "chunked") -> KernelVaria
         per_layer = s["heads"] * (f * s["head_dim"] + f) * 4  # float32 state
         return KVCacheInfo(0, state_bytes=per_layer * s["layers"], note="with LinearStateCache")
 
-    return KernelVariant(name, fn=attend, mask=None, kv=kv, params={"feature": feature, "form": form})
+    return KernelVariant(name, fn=attend, mask=None, kv=kv, params={"feature": feature, "form": form, **extra})
 
 
 def linear_state_cache(config: Any = None) -> Any:

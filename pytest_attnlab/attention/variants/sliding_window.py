@@ -17,7 +17,7 @@ from pytest_attnlab.attention.variants.dense import combine, masked_attention, p
 
 
 def window_mask(q_len: int, k_len: int, window: int, sinks: int, device: torch.device) -> torch.Tensor:
-    qpos, kpos = positions(q_len, k_len, device)
+    qpos, kpos = (p.to(torch.int32) for p in positions(q_len, k_len, device))
     dist = qpos[:, None] - kpos[None, :]
     return (dist >= 0) & ((dist < window) | (kpos[None, :] < sinks))
 
