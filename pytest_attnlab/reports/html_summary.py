@@ -47,7 +47,8 @@ def render(rows: list[Row], outcomes: dict[str, str]) -> str:
             table = table.replace(
                 cell, f'<td style="background:{colour}">{html.escape(body[lines.index(ln)][-1])}</td>', 1
             )
-    figures = [_img(b64, title) for title, fn in plots.RUN_PLOTS.items() if (b64 := fn(rows))]
+    run_plots = plots.RUN_PLOTS.items() if plots.available() else []
+    figures = [_img(b64, title) for title, fn in run_plots if (b64 := fn(rows))]
     return (
         f'<div id="attnlab-summary"><h2>attnlab summary</h2>{table}'
         f'<div class="attnlab-run-plots">{"".join(figures)}</div></div>'
@@ -62,6 +63,8 @@ def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any) -> 
         return
     from pytest_attnlab.plugin import RECORDER_KEY
 
+    if not plots.available():
+        return
     recorder = item.stash.get(RECORDER_KEY, None)
     rows = [Row.from_csv(r.as_csv()) for r in recorder.rows] if recorder is not None else []
     items = list(getattr(report, "extras", []))

@@ -21,6 +21,13 @@ from pytest_attnlab.reports.rows import (
 )
 
 
+def available() -> bool:
+    """matplotlib is installed (extra `plots`); without it reports keep their tables, minus the plots."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
     import matplotlib
 

@@ -97,7 +97,7 @@ def write(
     written = []
     plot_dir = report_dir / "plots"
     plot_links = []
-    for title, fn in plots.RUN_PLOTS.items():
+    for title, fn in plots.RUN_PLOTS.items() if plots.available() else []:
         png = fn(rows)
         if png:
             plot_dir.mkdir(parents=True, exist_ok=True)
