@@ -132,10 +132,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"attnlab backends: {','.join(state.selected)} ({', '.join(found) or 'vllm not installed'})"]
 
 
+def _quant_names(config: pytest.Config) -> list[str]:
+    """"none" plus --attnlab-quant's choices, expanded through the quant area's public registry."""
+    value = config.getoption("attnlab_quant", default=None) or config.getini("attnlab_quant") or "none"
+    if value.strip() == "none":
+        return ["none"]
+    from pytest_attnlab.quant import QUANTIZERS
+
+    return list(dict.fromkeys(["none", *QUANTIZERS.select(value)]))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "attnlab_backend" in metafunc.fixturenames:
         names = list(metafunc.config.stash[BACKENDS_KEY].selected)
         metafunc.parametrize("attnlab_backend", names, ids=names)
+    if "backend_quant" in metafunc.fixturenames:
+        quants = _quant_names(metafunc.config)
+        metafunc.parametrize("backend_quant", quants, ids=quants)
 
 
 # -- fixtures ------------------------------------------------------------------------------------

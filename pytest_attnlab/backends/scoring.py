@@ -63,6 +63,12 @@ def fast_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: i
     return _stack(steps, torch.cat(toks, dim=1).cpu())
 
 
+def eos_ids(model: Any) -> tuple[int, ...]:
+    """The model's EOS ids: min_new_tokens / min_tokens ban them until the last forced token."""
+    eos = model.generation_config.eos_token_id
+    return tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),))
+
+
 def _scorers() -> dict[type, Callable[..., Scored]]:
     from pytest_attnlab.perf.paths import FastPath, HFGeneratePath
 
@@ -101,12 +107,15 @@ class Agreement:
     logprob_max_diff: float  # max |cand - ref| over every (step, top-k token) of the candidate
     logprob_mean_diff: float
     top1_match: float  # share of steps where the candidate's greedy token is HF's argmax on its context
+    greedy_regret: float  # max over steps of HF's (best logprob - logprob of the candidate's token), nats:
+    # 0 when every choice is HF's argmax; small where the backend broke a near-tie the other way
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
 
 
-def agreement(ref_tokens: list[list[int]], cand: Scored, ref_lp: torch.Tensor) -> Agreement:
+def agreement(ref_tokens: list[list[int]], cand: Scored, ref_lp: torch.Tensor, banned: tuple[int, ...] = ()) -> Agreement:
+    """`banned`: tokens no backend may pick (EOS while exactly n tokens are forced), left out of the argmax."""
     same = total = 0
     prefixes = []
     for r, c in zip(ref_tokens, cand.tokens):
@@ -115,15 +124,20 @@ def agreement(ref_tokens: list[list[int]], cand: Scored, ref_lp: torch.Tensor) -
         total += len(eq)
         first = eq.index(False) if False in eq else len(eq)
         prefixes.append(first / max(1, len(eq)))
-    diffs, top1 = [], []
+    diffs, top1, regret = [], [], [0.0]
     for b, steps in enumerate(cand.top):
         for i, row in enumerate(steps):
             diffs.extend(abs(lp - float(ref_lp[b, i, t])) for t, lp in row.items() if math.isfinite(lp))
-            top1.append(int(ref_lp[b, i].argmax()) == cand.tokens[b][i])
+            tok = cand.tokens[b][i]
+            allowed = ref_lp[b, i].clone()
+            allowed[list(banned)] = -math.inf
+            top1.append(int(allowed.argmax()) == tok)
+            regret.append(float(allowed.max() - allowed[tok]))
     return Agreement(
         token_match=same / max(1, total),
         prefix_match=sum(prefixes) / max(1, len(prefixes)),
         logprob_max_diff=max(diffs) if diffs else math.nan,
         logprob_mean_diff=sum(diffs) / len(diffs) if diffs else math.nan,
         top1_match=sum(top1) / max(1, len(top1)),
+        greedy_regret=max(regret),
     )

@@ -30,6 +30,8 @@ class VLLMPath:
         self.engines = engines
         self.llm: Any = None
         self.last_metrics: list[Any] = []
+        #: LLM(...) arguments on top of the run's settings, e.g. from vllm_quant.engine_extra()
+        self.extra: dict[str, Any] = {}
 
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
         """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it."""
@@ -38,14 +40,15 @@ class VLLMPath:
         from pytest_attnlab.backends.engine import VLLMUnavailable
 
         reason = quantized_reason(model)
-        if reason:
+        if reason and not self.extra:
             pytest.skip(f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
                         "quantizers with a vLLM format run through it (test_backends.py)")
         limit = self.engines.settings.max_model_len
         if prompt_len + new_tokens > limit:
             pytest.skip(f"vllm: prompt {prompt_len} + {new_tokens} new tokens > --attnlab-vllm-max-model-len {limit}")
         try:
-            self.llm = self.engines.for_model(model)
+            settings = self.engines.settings.with_extra(**self.extra) if self.extra else None
+            self.llm = self.engines.for_model(model, settings)
         except VLLMUnavailable as exc:
             pytest.skip(str(exc))
 

@@ -1,0 +1,90 @@
+"""Correctness across backends: each backend's greedy tokens and top-k logprobs against HF.
+
+Per (backend, quantizer): HF `generate` on the same weights is the reference for tokens; HF's
+log_softmax along the backend's own continuation (teacher forcing) is the reference for its
+logprobs, so one early divergence does not misalign every later step. vLLM runs the
+full-precision checkpoint and quantizes in flight where it can (backends/vllm_quant.py); other
+quantizers skip with the reason. Choose with --attnlab-backend and --attnlab-quant.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_attnlab.backends import scoring
+from pytest_attnlab.prompts import load_prompts
+
+NEW_TOKENS = 16
+TOP_K = 5
+PROMPT_IDS = ("plain-capital", "plain-story", "chat-math")
+#: Gates, recorded beside each figure. Kernels differ in summation order, so a backend may break a
+#: near-tie the other way (then every later token differs: token_match is recorded, not gated);
+#: what is gated is that each greedy choice is HF's argmax up to `regret` nats on the same context,
+#: and that the top-k logprobs agree with HF's log_softmax to `logprob_max_diff` nats.
+GATES = {
+    "float32": {"regret": 1e-3, "logprob_max_diff": 5e-3},
+    "bfloat16": {"regret": 0.25, "logprob_max_diff": 0.5},
+    "float16": {"regret": 0.1, "logprob_max_diff": 0.2},
+}
+QUANT_GATES = {"regret": 0.5, "logprob_max_diff": 1.0}  # vLLM's in-flight vs our quantizer: same format, own kernels
+
+
+def _prompts(tokenizer):
+    chosen = [p for p in load_prompts() if p.id in PROMPT_IDS]
+    return [p.encode(tokenizer) for p in chosen]
+
+
+def _candidate(attnlab_backend, backend_path, backend_quant, attnlab_model, reference_model):
+    """(model the backend runs, whether it quantizes itself): skips where the pair cannot run."""
+    if attnlab_backend == "vllm":
+        from pytest_attnlab.backends.engine import VLLMUnavailable, import_vllm
+        from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, engine_extra
+
+        try:
+            import_vllm()
+            from vllm.platforms import current_platform
+
+            backend_path.extra = engine_extra(backend_quant, current_platform.is_cpu())
+        except (VLLMUnavailable, VLLMQuantUnsupported) as exc:
+            pytest.skip(f"vllm x {backend_quant}: {exc}")
+        return attnlab_model.model
+    if attnlab_backend == "fast" and backend_quant != "none":
+        pytest.skip("the fast path runs its own matmuls on plain weights: quantizer none only")
+    return reference_model
+
+
+def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings,
+                                metrics):
+    from pytest_attnlab.quant import QuantizerUnavailable, quantize
+
+    try:
+        reference = quantize(attnlab_model, backend_quant)
+    except QuantizerUnavailable as exc:
+        pytest.skip(str(exc))
+    ref_model = reference.model
+    cand_model = _candidate(attnlab_backend, backend_path, backend_quant, attnlab_model, ref_model)
+    metrics.update_context(**reference.context(), backend=attnlab_backend)
+    prompts = _prompts(attnlab_model.tokenizer)
+    ref_tokens, cands, ref_lps = [], [], []
+    for ids in prompts:
+        backend_path.prepare(cand_model, 1, ids.shape[1], NEW_TOKENS)
+        ref = scoring.hf_greedy_logprobs(None, ref_model, ids, NEW_TOKENS, TOP_K)
+        cand = scoring.greedy_logprobs(backend_path, cand_model, ids, NEW_TOKENS, TOP_K)
+        ref_tokens += ref.tokens
+        cands.append(cand)
+        ref_lps.append(scoring.teacher_forced_logprobs(ref_model, ids, cand.tokens))
+    merged = scoring.Scored([t for c in cands for t in c.tokens], [s for c in cands for s in c.top])
+    lp = torch.nn.utils.rnn.pad_sequence([x[0] for x in ref_lps], batch_first=True)
+    agree = scoring.agreement(ref_tokens, merged, lp, banned=scoring.eos_ids(ref_model))
+    dtype = str(attnlab_settings.resolved_dtype()).removeprefix("torch.")
+    gates = QUANT_GATES if backend_quant != "none" and attnlab_backend == "vllm" else GATES[dtype]
+    metrics.record("backend_token_match", agree.token_match, new_tokens=NEW_TOKENS, prompts=len(prompts))
+    metrics.record("backend_greedy_regret", agree.greedy_regret, "nats", threshold=gates["regret"])
+    metrics.record("backend_prefix_match", agree.prefix_match)
+    metrics.record("backend_top1_match", agree.top1_match)
+    metrics.record("backend_logprob_max_diff", agree.logprob_max_diff, "nats",
+                   threshold=gates["logprob_max_diff"], top_k=TOP_K)
+    metrics.record("backend_logprob_mean_diff", agree.logprob_mean_diff, "nats")
+    assert agree.greedy_regret <= gates["regret"], f"greedy choices vs HF argmax: {agree.as_dict()}"
+    assert agree.logprob_max_diff <= gates["logprob_max_diff"], f"top-{TOP_K} logprobs vs HF: {agree.as_dict()}"
