@@ -21,9 +21,14 @@ BAD_VALUES = [
 
 def test_help_lists_backend_options(run_attnlab):
     result = run_attnlab("--help")
-    for flag in ("--attnlab-backend=NAMES", "--attnlab-vllm-enforce-eager=on|off", "--attnlab-vllm-max-model-len=N",
-                 "--attnlab-vllm-tensor-parallel-size=N", "--attnlab-vllm-kv-cache-dtype=DTYPE",
-                 "--attnlab-vllm-gpu-memory-utilization=FRAC"):
+    for flag in (
+        "--attnlab-backend=NAMES",
+        "--attnlab-vllm-enforce-eager=on|off",
+        "--attnlab-vllm-max-model-len=N",
+        "--attnlab-vllm-tensor-parallel-size=N",
+        "--attnlab-vllm-kv-cache-dtype=DTYPE",
+        "--attnlab-vllm-gpu-memory-utilization=FRAC",
+    ):
         result.stdout.fnmatch_lines([f"*{flag}*"])
     result.stdout.fnmatch_lines(["*attnlab_vllm_max_model_len. Default: '1024'*"])
 
@@ -31,7 +36,9 @@ def test_help_lists_backend_options(run_attnlab):
 @pytest.mark.parametrize(("flag", "value", "message"), BAD_VALUES, ids=[f"{f}={v}" for f, v, _ in BAD_VALUES])
 def test_bad_values_are_usage_errors(pytester, flag, value, message):
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--attnlab-report-dir", "out", flag, value)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--attnlab-report-dir", "out", flag, value
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str(), result.stderr.str()
 
@@ -57,8 +64,18 @@ def test_backend_sets_the_perf_path_and_parametrizes(pytester):
         """
     )
     result = pytester.runpytest_inprocess(
-        "-p", "no:cacheprovider", "--attnlab-report-dir", "out", "--attnlab-device", "cpu",
-        "--attnlab-backend", "fast,vllm", "--attnlab-vllm-max-model-len", "256", "--attnlab-vllm-enforce-eager", "off",
+        "-p",
+        "no:cacheprovider",
+        "--attnlab-report-dir",
+        "out",
+        "--attnlab-device",
+        "cpu",
+        "--attnlab-backend",
+        "fast,vllm",
+        "--attnlab-vllm-max-model-len",
+        "256",
+        "--attnlab-vllm-enforce-eager",
+        "off",
         "-v",
     )
     result.assert_outcomes(passed=3)
@@ -68,8 +85,16 @@ def test_backend_sets_the_perf_path_and_parametrizes(pytester):
 
 def test_backend_and_perf_path_must_agree(pytester):
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--attnlab-report-dir", "out",
-                                          "--attnlab-backend", "vllm", "--attnlab-perf-path", "hf")
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "--attnlab-report-dir",
+        "out",
+        "--attnlab-backend",
+        "vllm",
+        "--attnlab-perf-path",
+        "hf",
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--attnlab-backend vllm and --attnlab-perf-path hf disagree" in result.stderr.str()
 
@@ -77,10 +102,14 @@ def test_backend_and_perf_path_must_agree(pytester):
 def test_default_backends_are_every_registered_path(pytester):
     pytester.makepyfile("def test_each(attnlab_backend): pass")
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--attnlab-report-dir", "out", "-v")
-    result.stdout.fnmatch_lines(["*test_each?hf? PASSED*", "*test_each?fast? PASSED*", "*test_each?vllm? PASSED*"])
+    result.stdout.fnmatch_lines(
+        ["*test_each?hf? PASSED*", "*test_each?fast? PASSED*", "*test_each?vllm? PASSED*"]
+    )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here: nothing to skip")
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here: nothing to skip"
+)
 def test_vllm_skips_with_install_hint_without_vllm(pytester):
     pytester.makepyfile(
         """
@@ -92,7 +121,15 @@ def test_vllm_skips_with_install_hint_without_vllm(pytester):
             backend_state.path("vllm").prepare(model, 1, 8, 4)
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--attnlab-report-dir", "out",
-                                          "--attnlab-model", "random:tiny-qwen2", "-rs", "-vv")
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "--attnlab-report-dir",
+        "out",
+        "--attnlab-model",
+        "random:tiny-qwen2",
+        "-rs",
+        "-vv",
+    )
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*vLLM is not installed: pip install 'pytest-attnlab?vllm?'*"] * 2)

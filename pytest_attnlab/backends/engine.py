@@ -48,10 +48,14 @@ class EngineSettings:
         from pytest_attnlab.backends.options import KV_CACHE_DTYPES, VLLM_DTYPES
 
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
-            raise ValueError(f"kv_cache_dtype: invalid value {self.kv_cache_dtype!r}; choose from: "
-                             f"{', '.join(KV_CACHE_DTYPES)}")
+            raise ValueError(
+                f"kv_cache_dtype: invalid value {self.kv_cache_dtype!r}; choose from: "
+                f"{', '.join(KV_CACHE_DTYPES)}"
+            )
         if self.dtype not in VLLM_DTYPES[1:]:
-            raise ValueError(f"dtype: invalid value {self.dtype!r}; choose from: {', '.join(VLLM_DTYPES[1:])}")
+            raise ValueError(
+                f"dtype: invalid value {self.dtype!r}; choose from: {', '.join(VLLM_DTYPES[1:])}"
+            )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization: {self.gpu_memory_utilization} must be in (0, 1]")
         if self.max_model_len < 16 or self.tensor_parallel_size < 1 or self.kv_cache_gb <= 0:
@@ -90,6 +94,27 @@ def quantized_reason(model: Any) -> str | None:
         mod = type(module).__module__
         if mod.startswith(("pytest_attnlab", "bitsandbytes", "gptqmodel", "awq")):
             return f"module {name!r} is {type(module).__name__} from {mod}: weights quantized in this process"
+    return None
+
+
+def weights_differ(model: Any, folder: Path, probes: int = 3) -> str | None:
+    """Which of a few linear weights of `model` differ from the checkpoint in `folder` (fake-quantized
+    or otherwise edited in place, so vLLM would run other weights than the HF reference), or None."""
+    from safetensors import safe_open
+
+    state = model.state_dict()
+    names = [n for n in state if n.endswith("proj.weight")][:probes]
+    files = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as handle:
+            files.update(dict.fromkeys(handle.keys(), f))
+    for name in names:
+        if name not in files:
+            return f"{name} is not in {folder}"
+        with safe_open(str(files[name]), framework="pt") as handle:
+            saved = handle.get_tensor(name)
+        if not bool((saved.to(state[name].dtype) == state[name].detach().cpu()).all()):
+            return f"{name} differs from {folder}"
     return None
 
 

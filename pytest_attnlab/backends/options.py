@@ -12,7 +12,16 @@ from pytest_attnlab.options import OptionSpec, resolve
 KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 #: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.
 VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
-_BOOL = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False}
+_BOOL = {
+    "1": True,
+    "true": True,
+    "on": True,
+    "yes": True,
+    "0": False,
+    "false": False,
+    "off": False,
+    "no": False,
+}
 
 
 def _backends(value: str) -> tuple[str, ...] | None:
@@ -32,7 +41,9 @@ def _bool(flag: str) -> Any:
         try:
             return _BOOL[value.strip().lower()]
         except KeyError:
-            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: on, off (or true/false, 1/0)") from None
+            raise pytest.UsageError(
+                f"{flag}: invalid value {value!r}; choose from: on, off (or true/false, 1/0)"
+            ) from None
 
     return parse
 
@@ -87,27 +98,67 @@ def _choice(flag: str, choices: tuple[str, ...]) -> Any:
 
 
 BACKEND_OPTION = OptionSpec(
-    "backend", "", _backends, "NAMES",
+    "backend",
+    "",
+    _backends,
+    "NAMES",
     "backends (decode paths) the perf and cross-backend correctness suites run through: a comma list of "
     "hf (HF generate), fast (static KV decode step), vllm (vLLM offline engine, paged KV), or all. "
     "Sets --attnlab-perf-path (empty: the perf path option decides; correctness uses all).",
 )
 
 VLLM_OPTIONS = [
-    OptionSpec("vllm-enforce-eager", "on", _bool("--attnlab-vllm-enforce-eager"), "on|off",
-               "run vLLM without CUDA graphs / torch.compile (seed 000: PagedAttention with enforce_eager=True)."),
-    OptionSpec("vllm-gpu-memory-utilization", "0.5", _fraction("--attnlab-vllm-gpu-memory-utilization"), "FRAC",
-               "share of GPU memory vLLM may take for weights + KV cache (ignored on CPU)."),
-    OptionSpec("vllm-max-model-len", "1024", _int("--attnlab-vllm-max-model-len", 16), "N",
-               "longest prompt + output vLLM plans its KV cache for."),
-    OptionSpec("vllm-tensor-parallel-size", "1", _int("--attnlab-vllm-tensor-parallel-size", 1), "N",
-               "GPUs to shard the model over (tensor parallelism)."),
-    OptionSpec("vllm-kv-cache-dtype", "auto", _choice("--attnlab-vllm-kv-cache-dtype", KV_CACHE_DTYPES), "DTYPE",
-               "KV-cache storage dtype: " + ", ".join(KV_CACHE_DTYPES) + " (auto: the model dtype)."),
-    OptionSpec("vllm-dtype", "auto", _choice("--attnlab-vllm-dtype", VLLM_DTYPES), "DTYPE",
-               "engine dtype: " + ", ".join(VLLM_DTYPES) + " (auto: the resolved --attnlab-dtype, as the HF reference)."),
-    OptionSpec("vllm-kv-cache-gb", "1", _positive("--attnlab-vllm-kv-cache-gb"), "GIB",
-               "KV-cache size in GiB on CPU (vLLM's kv_cache_memory_bytes; GPUs use the utilization share)."),
+    OptionSpec(
+        "vllm-enforce-eager",
+        "on",
+        _bool("--attnlab-vllm-enforce-eager"),
+        "on|off",
+        "run vLLM without CUDA graphs / torch.compile (seed 000: PagedAttention with enforce_eager=True).",
+    ),
+    OptionSpec(
+        "vllm-gpu-memory-utilization",
+        "0.5",
+        _fraction("--attnlab-vllm-gpu-memory-utilization"),
+        "FRAC",
+        "share of GPU memory vLLM may take for weights + KV cache (ignored on CPU).",
+    ),
+    OptionSpec(
+        "vllm-max-model-len",
+        "1024",
+        _int("--attnlab-vllm-max-model-len", 16),
+        "N",
+        "longest prompt + output vLLM plans its KV cache for.",
+    ),
+    OptionSpec(
+        "vllm-tensor-parallel-size",
+        "1",
+        _int("--attnlab-vllm-tensor-parallel-size", 1),
+        "N",
+        "GPUs to shard the model over (tensor parallelism).",
+    ),
+    OptionSpec(
+        "vllm-kv-cache-dtype",
+        "auto",
+        _choice("--attnlab-vllm-kv-cache-dtype", KV_CACHE_DTYPES),
+        "DTYPE",
+        "KV-cache storage dtype: " + ", ".join(KV_CACHE_DTYPES) + " (auto: the model dtype).",
+    ),
+    OptionSpec(
+        "vllm-dtype",
+        "auto",
+        _choice("--attnlab-vllm-dtype", VLLM_DTYPES),
+        "DTYPE",
+        "engine dtype: "
+        + ", ".join(VLLM_DTYPES)
+        + " (auto: the resolved --attnlab-dtype, as the HF reference).",
+    ),
+    OptionSpec(
+        "vllm-kv-cache-gb",
+        "1",
+        _positive("--attnlab-vllm-kv-cache-gb"),
+        "GIB",
+        "KV-cache size in GiB on CPU (vLLM's kv_cache_memory_bytes; GPUs use the utilization share).",
+    ),
 ]
 
 ALL_OPTIONS = [BACKEND_OPTION, *VLLM_OPTIONS]
@@ -117,7 +168,10 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("attnlab")
     for opt in ALL_OPTIONS:
         group.addoption(
-            opt.flag, dest=opt.dest, metavar=opt.metavar, default=None,
+            opt.flag,
+            dest=opt.dest,
+            metavar=opt.metavar,
+            default=None,
             help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
         )
         parser.addini(opt.ini, help=opt.help, default=None)

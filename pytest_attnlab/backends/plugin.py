@@ -25,6 +25,7 @@ class BackendState:
         self.values = values
         self._engines: Any = None
         self.paths: dict[str, Any] = {}
+        self.vllm_path: Any = None
 
     @property
     def attnlab(self) -> Any:
@@ -47,9 +48,13 @@ class BackendState:
         if dtype == "auto":
             dtype = str(self.attnlab.settings.resolved_dtype()).removeprefix("torch.")
         return EngineSettings(
-            enforce_eager=v["enforce_eager"], gpu_memory_utilization=v["gpu_memory_utilization"],
-            max_model_len=v["max_model_len"], tensor_parallel_size=v["tensor_parallel_size"],
-            kv_cache_dtype=v["kv_cache_dtype"], dtype=dtype, kv_cache_gb=v["kv_cache_gb"],
+            enforce_eager=v["enforce_eager"],
+            gpu_memory_utilization=v["gpu_memory_utilization"],
+            max_model_len=v["max_model_len"],
+            tensor_parallel_size=v["tensor_parallel_size"],
+            kv_cache_dtype=v["kv_cache_dtype"],
+            dtype=dtype,
+            kv_cache_gb=v["kv_cache_gb"],
         )
 
     @property
@@ -87,9 +92,13 @@ def _register_vllm(state: BackendState | None) -> None:
 
 
 def _bound_vllm_path(state: BackendState, options: Any = None) -> Any:
+    """One VLLMPath per run, whoever asks (perf's fixture or this area's tests): `extra` and
+    `last_metrics` set through one are seen through the other."""
     from pytest_attnlab.backends.vllm_path import VLLMPath
 
-    return VLLMPath(options, engines=state.engines)
+    if state.vllm_path is None:
+        state.vllm_path = VLLMPath(options, engines=state.engines)
+    return state.vllm_path
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -133,7 +142,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def _quant_names(config: pytest.Config) -> list[str]:
-    """"none" plus --attnlab-quant's choices, expanded through the quant area's public registry."""
+    """ "none" plus --attnlab-quant's choices, expanded through the quant area's public registry."""
     value = config.getoption("attnlab_quant", default=None) or config.getini("attnlab_quant") or "none"
     if value.strip() == "none":
         return ["none"]

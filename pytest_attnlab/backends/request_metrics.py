@@ -28,10 +28,14 @@ class RequestTiming:
             raise ValueError("RequestOutput.metrics is None: build the engine with disable_log_stats=False")
         n = int(stats.num_generation_tokens)
         if n < 1 or stats.first_token_ts <= 0:
-            raise ValueError(f"request has no first-token timestamp (tokens={n}, first_token_ts={stats.first_token_ts})")
+            raise ValueError(
+                f"request has no first-token timestamp (tokens={n}, first_token_ts={stats.first_token_ts})"
+            )
         decode = float(stats.last_token_ts) - float(stats.first_token_ts)
         if decode < 0:
-            raise ValueError(f"last_token_ts {stats.last_token_ts} is before first_token_ts {stats.first_token_ts}")
+            raise ValueError(
+                f"last_token_ts {stats.last_token_ts} is before first_token_ts {stats.first_token_ts}"
+            )
         ttft = float(stats.first_token_latency)
         return cls(ttft, decode / (n - 1) if n > 1 else math.nan, ttft + decode, n)
 

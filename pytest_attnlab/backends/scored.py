@@ -16,6 +16,6 @@ class Scored:
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.top):
             raise ValueError(f"{len(self.tokens)} token rows but {len(self.top)} logprob rows")
-        for b, (toks, steps) in enumerate(zip(self.tokens, self.top)):
+        for b, (toks, steps) in enumerate(zip(self.tokens, self.top, strict=True)):
             if len(toks) != len(steps):
                 raise ValueError(f"row {b}: {len(toks)} tokens but {len(steps)} logprob steps")

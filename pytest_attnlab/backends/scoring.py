@@ -23,14 +23,14 @@ def _top(logits: torch.Tensor, k: int, chosen: torch.Tensor) -> list[dict[int, f
     vals, idx = lp.topk(k, dim=-1)
     rows = []
     for b in range(lp.shape[0]):
-        row = {int(t): float(v) for t, v in zip(idx[b], vals[b])}
+        row = {int(t): float(v) for t, v in zip(idx[b], vals[b], strict=True)}
         row[int(chosen[b])] = float(lp[b, chosen[b]])
         rows.append(row)
     return rows
 
 
 def _stack(steps: list[list[dict[int, float]]], tokens: torch.Tensor) -> Scored:
-    return Scored(tokens.tolist(), [list(row) for row in zip(*steps)])
+    return Scored(tokens.tolist(), [list(row) for row in zip(*steps, strict=True)])
 
 
 @torch.inference_mode()
@@ -39,8 +39,17 @@ def hf_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int
 
     cfg = model.generation_config
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
-    out = hf_generate(model, ids, new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                      min_new_tokens=new_tokens, pad_token_id=pad)
+    out = hf_generate(
+        model,
+        ids,
+        new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        min_new_tokens=new_tokens,
+        pad_token_id=pad,
+    )
     steps = [_top(out.logits[:, i], k, out.tokens[:, i]) for i in range(out.tokens.shape[1])]
     return _stack(steps, out.tokens)
 
@@ -84,7 +93,9 @@ def greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k
     if scorer is None:
         import pytest
 
-        pytest.skip(f"backend {getattr(path, 'name', path)!r} has no greedy_logprobs(ids, new_tokens, top_k) method")
+        pytest.skip(
+            f"backend {getattr(path, 'name', path)!r} has no greedy_logprobs(ids, new_tokens, top_k) method"
+        )
     return scorer(path, model, ids, new_tokens, k)
 
 
@@ -114,12 +125,14 @@ class Agreement:
         return dict(self.__dict__)
 
 
-def agreement(ref_tokens: list[list[int]], cand: Scored, ref_lp: torch.Tensor, banned: tuple[int, ...] = ()) -> Agreement:
-    """`banned`: tokens no backend may pick (EOS while exactly n tokens are forced), left out of the argmax."""
+def agreement(
+    ref_tokens: list[list[int]], cand: Scored, ref_lp: torch.Tensor, banned: tuple[int, ...] = ()
+) -> Agreement:
+    """`banned`: tokens no backend may pick (EOS while n tokens are forced), left out of the argmax."""
     same = total = 0
     prefixes = []
-    for r, c in zip(ref_tokens, cand.tokens):
-        eq = [a == b for a, b in zip(r, c)]
+    for r, c in zip(ref_tokens, cand.tokens, strict=True):
+        eq = [a == b for a, b in zip(r, c, strict=True)]
         same += sum(eq)
         total += len(eq)
         first = eq.index(False) if False in eq else len(eq)

@@ -12,7 +12,14 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from pytest_attnlab.backends.engine import EngineHolder, EngineSettings, quantized_reason
+from pytest_attnlab.backends.engine import (
+    EngineHolder,
+    EngineSettings,
+    checkpoint_for,
+    import_vllm,
+    quantized_reason,
+    weights_differ,
+)
 from pytest_attnlab.backends.scored import Scored
 
 _ids = itertools.count()
@@ -41,22 +48,39 @@ class VLLMPath:
 
         reason = quantized_reason(model)
         if reason and not self.extra:
-            pytest.skip(f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
-                        "quantizers with a vLLM format run through it (test_backends.py)")
+            pytest.skip(
+                f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
+                "quantizers with a vLLM format run through it (test_backends.py)"
+            )
         limit = self.engines.settings.max_model_len
         if prompt_len + new_tokens > limit:
-            pytest.skip(f"vllm: prompt {prompt_len} + {new_tokens} new tokens > --attnlab-vllm-max-model-len {limit}")
+            pytest.skip(
+                f"vllm: prompt {prompt_len} + {new_tokens} new tokens > --attnlab-vllm-max-model-len {limit}"
+            )
         try:
-            settings = self.engines.settings.with_extra(**self.extra) if self.extra else None
-            self.llm = self.engines.for_model(model, settings)
+            import_vllm()
         except VLLMUnavailable as exc:
             pytest.skip(str(exc))
+        folder = checkpoint_for(model, self.engines.workdir)
+        differ = None if self.extra else weights_differ(model, folder)
+        if differ:
+            pytest.skip(
+                f"vllm: the model's weights are not its checkpoint's ({differ}); vLLM would run other weights"
+            )
+        settings = self.engines.settings.with_extra(**self.extra) if self.extra else None
+        self.llm = self.engines.get(folder, settings)
 
     def _params(self, new_tokens: int, logprobs: int | None = None) -> Any:
         from vllm import SamplingParams
 
-        return SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True,
-                              detokenize=False, logprobs=logprobs)
+        return SamplingParams(
+            temperature=0.0,
+            max_tokens=new_tokens,
+            min_tokens=new_tokens,
+            ignore_eos=True,
+            detokenize=False,
+            logprobs=logprobs,
+        )
 
     def generate(self, ids: Any, new_tokens: int, on_token: Callable[[], None]) -> Any:
         import torch
@@ -67,7 +91,7 @@ class VLLMPath:
         rows = ids.tolist()
         run = next(_ids)
         request_ids = [f"attnlab-{run}-{i}" for i in range(len(rows))]
-        for rid, row in zip(request_ids, rows):
+        for rid, row in zip(request_ids, rows, strict=True):
             engine.add_request(rid, {"prompt_token_ids": row}, params)
         counts = dict.fromkeys(request_ids, 0)
         final: dict[str, Any] = {}
@@ -93,6 +117,8 @@ class VLLMPath:
         prompts = [TokensPrompt(prompt_token_ids=row) for row in ids.tolist()]
         outs = self.llm.generate(prompts, self._params(new_tokens, logprobs=top_k), use_tqdm=False)
         tokens = [list(o.outputs[0].token_ids) for o in outs]
-        top = [[{int(t): float(lp.logprob) for t, lp in step.items()} for step in o.outputs[0].logprobs]
-               for o in outs]
+        top = [
+            [{int(t): float(lp.logprob) for t, lp in step.items()} for step in o.outputs[0].logprobs]
+            for o in outs
+        ]
         return Scored(tokens, top)

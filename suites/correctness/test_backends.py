@@ -27,7 +27,10 @@ GATES = {
     "bfloat16": {"regret": 0.25, "logprob_max_diff": 0.5},
     "float16": {"regret": 0.1, "logprob_max_diff": 0.2},
 }
-QUANT_GATES = {"regret": 0.5, "logprob_max_diff": 1.0}  # vLLM's in-flight vs our quantizer: same format, own kernels
+QUANT_GATES = {
+    "regret": 0.5,
+    "logprob_max_diff": 1.0,
+}  # vLLM's in-flight vs our quantizer: same format, own kernels
 
 
 def _prompts(tokenizer):
@@ -54,8 +57,9 @@ def _candidate(attnlab_backend, backend_path, backend_quant, attnlab_model, refe
     return reference_model
 
 
-def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings,
-                                metrics):
+def test_backend_agrees_with_hf(
+    attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings, metrics
+):
     from pytest_attnlab.quant import QuantizerUnavailable, quantize
 
     try:
@@ -83,8 +87,15 @@ def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, at
     metrics.record("backend_greedy_regret", agree.greedy_regret, "nats", threshold=gates["regret"])
     metrics.record("backend_prefix_match", agree.prefix_match)
     metrics.record("backend_top1_match", agree.top1_match)
-    metrics.record("backend_logprob_max_diff", agree.logprob_max_diff, "nats",
-                   threshold=gates["logprob_max_diff"], top_k=TOP_K)
+    metrics.record(
+        "backend_logprob_max_diff",
+        agree.logprob_max_diff,
+        "nats",
+        threshold=gates["logprob_max_diff"],
+        top_k=TOP_K,
+    )
     metrics.record("backend_logprob_mean_diff", agree.logprob_mean_diff, "nats")
     assert agree.greedy_regret <= gates["regret"], f"greedy choices vs HF argmax: {agree.as_dict()}"
-    assert agree.logprob_max_diff <= gates["logprob_max_diff"], f"top-{TOP_K} logprobs vs HF: {agree.as_dict()}"
+    assert agree.logprob_max_diff <= gates["logprob_max_diff"], (
+        f"top-{TOP_K} logprobs vs HF: {agree.as_dict()}"
+    )

@@ -19,8 +19,15 @@ from pytest_attnlab.backends.request_metrics import RequestTiming, summarize
 def test_vllm_request_metrics(batch, attnlab_model, backend_state, generation_benchmark, metrics):
     new_tokens, prompt_len = 16, 32
     path = backend_state.path("vllm")  # skips with the install hint without vLLM (prepare)
-    m = generation_benchmark.measure(attnlab_model, prompt_len=prompt_len, batch=batch, new_tokens=new_tokens,
-                                     path="vllm", rounds=2, warmup=1)
+    m = generation_benchmark.measure(
+        attnlab_model,
+        prompt_len=prompt_len,
+        batch=batch,
+        new_tokens=new_tokens,
+        path="vllm",
+        rounds=2,
+        warmup=1,
+    )
     generation_benchmark.record(m)
     stats = path.last_metrics
     assert len(stats) == batch

@@ -55,8 +55,13 @@ def test_paged_vs_quant(attnlab_case, attnlab_model, backend_state, generation_b
             pytest.skip(str(exc))
     gen = case.generation
     m = generation_benchmark.measure(
-        loaded, prompt_len=PROMPT_LEN, batch=case.batch_size, new_tokens=gen.max_tokens, path=case.backend,
-        rounds=case.experiment.test_iterations, warmup=case.experiment.warmup_iterations,
+        loaded,
+        prompt_len=PROMPT_LEN,
+        batch=case.batch_size,
+        new_tokens=gen.max_tokens,
+        path=case.backend,
+        rounds=case.experiment.test_iterations,
+        warmup=case.experiment.warmup_iterations,
     )
     generation_benchmark.record(m, batch_level=case.batch_level, experiment=case.experiment.experiment_name)
     if case.backend == "vllm":
