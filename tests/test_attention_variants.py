@@ -70,3 +70,13 @@ def test_mqa_pools_heads_and_reports_costs(tiny, ids):
     assert a.kv_reduction == pytest.approx(0.5)
     assert a.attn_params_after < a.attn_params_before
     assert torch.isfinite(out).all()
+
+
+def test_linear_decode_with_full_kv_cache_matches_full_pass(tiny, ids):
+    """Decode through a normal DynamicCache (keys of the prefix + one new query) equals one full pass."""
+    from pytest_attnlab.generation import decode_loop
+
+    with applied(tiny, linear_attention("elu")), torch.inference_mode():
+        gen = decode_loop(tiny, ids[:1, :20], 5)
+        full = tiny(torch.cat([ids[:1, :20], gen.tokens], 1)).logits
+    assert_close(gen.logits, full[:, 19:24], rtol=1e-4, atol=1e-4)

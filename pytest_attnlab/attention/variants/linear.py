@@ -134,9 +134,10 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
                     f"{0 if prior is None else prior.length}; decode with LinearStateCache from position 0"
                 )
             out, state = run(fq, fk, v, prior, **extra)
-        else:
-            out, state = run(fq, fk, v, **extra)
-            out = out[:, :, k_len - q_len :]
+        else:  # a full KV cache: fold the cached prefix into a state, then run the new queries
+            p = k_len - q_len
+            prefix = State(fk[:, :, :p].transpose(-1, -2) @ v[:, :, :p], fk[:, :, :p].sum(2), p) if p else None
+            out, state = run(fq, fk[:, :, p:], v[:, :, p:], prefix, **extra)
         module.__dict__["_attnlab_state"] = state
         return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
