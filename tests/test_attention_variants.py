@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from pytest_attnlab.attention import ATTENTION, applied, block_sparse, gqa, linear_attention, mla, sliding_window
+from pytest_attnlab.attention import (
+    ATTENTION,
+    applied,
+    block_sparse,
+    gqa,
+    linear_attention,
+    mla,
+    sliding_window,
+)
 from pytest_attnlab.models import random_models
 from pytest_attnlab.registry import UnknownNameError
 
@@ -40,8 +48,9 @@ def test_factories_name_variants():
         linear_attention("relu")
 
 
-@pytest.mark.parametrize("variant", [sliding_window(40), block_sparse(8, 10), gqa(2), mla(64, joint=True)],
-                         ids=lambda v: v.name)
+@pytest.mark.parametrize(
+    "variant", [sliding_window(40), block_sparse(8, 10), gqa(2), mla(64, joint=True)], ids=lambda v: v.name
+)
 def test_full_budget_is_dense_on_tiny_qwen2(tiny, ids, variant):
     assert_close(logits(tiny, ids, variant), logits(tiny, ids), rtol=1e-4, atol=1e-4)
 

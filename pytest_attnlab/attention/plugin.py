@@ -22,7 +22,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "attention variants for tests using the attention_patch fixture: a comma list of registered "
         "names or 'all' (e.g. sdpa,sliding_window_64,mqa). Ini key: attnlab_attn."
     )
-    group.addoption(OPTION, dest="attnlab_attn", metavar="NAMES", default=None, help=f"{help_} Default: {DEFAULT!r}")
+    group.addoption(
+        OPTION, dest="attnlab_attn", metavar="NAMES", default=None, help=f"{help_} Default: {DEFAULT!r}"
+    )
     parser.addini(INI, help=help_, default=None)
     group.addoption(
         "--attnlab-attn-seq",
@@ -43,7 +45,9 @@ def parse_attn(value: str, registry: Any) -> list[str]:
     except UnknownNameError as exc:
         raise pytest.UsageError(f"{OPTION}: {exc}") from None
     if not names:
-        raise pytest.UsageError(f"{OPTION}: no variant named; choose from: all, {', '.join(registry.names())}")
+        raise pytest.UsageError(
+            f"{OPTION}: no variant named; choose from: all, {', '.join(registry.names())}"
+        )
     return names
 
 
@@ -142,5 +146,7 @@ def _parse_seqs(value: str) -> list[int] | None:
     except ValueError:
         seqs = []
     if not seqs or min(seqs) < 1:
-        raise pytest.UsageError(f"--attnlab-attn-seq: expected 'auto' or a comma list of positive integers, got {value!r}")
+        raise pytest.UsageError(
+            f"--attnlab-attn-seq: expected 'auto' or a comma list of positive integers, got {value!r}"
+        )
     return seqs

@@ -14,7 +14,14 @@ import time
 
 import torch
 
-from pytest_attnlab.attention import applied, block_sparse, linear_attention, linear_state_cache, sdpa, sliding_window
+from pytest_attnlab.attention import (
+    applied,
+    block_sparse,
+    linear_attention,
+    linear_state_cache,
+    sdpa,
+    sliding_window,
+)
 from pytest_attnlab.attention.variants.linear import state_bytes
 from pytest_attnlab.models import random_models
 
@@ -50,18 +57,25 @@ def run_cell(model, variant, n: int, vocab: int) -> dict:
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        cache = make_cache()
-        out, prefill_s = sync_time(lambda: model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1))
+        kv = make_cache()
+        out, prefill_s = sync_time(lambda: model(ids, past_key_values=kv, use_cache=True, logits_to_keep=1))
         peak = torch.cuda.max_memory_allocated() - base
         del out
         held = torch.cuda.memory_allocated() - base
         nxt = ids[:, -1:]
-        _, step_s = sync_time(lambda: model(nxt, past_key_values=cache, use_cache=True))
+        _, step_s = sync_time(lambda: model(nxt, past_key_values=kv, use_cache=True))
         state = state_bytes(model) if linear else 0
-    del cache
+    kv = None  # drop the cache before the next cell
     torch.cuda.empty_cache()
-    return {"variant": variant.name, "ctx": n, "prefill_ms": prefill_s * 1e3, "prefill_peak_MiB": peak / MiB,
-            "decode_held_MiB": held / MiB, "decode_step_ms": step_s * 1e3, "state_MiB": state / MiB}
+    return {
+        "variant": variant.name,
+        "ctx": n,
+        "prefill_ms": prefill_s * 1e3,
+        "prefill_peak_MiB": peak / MiB,
+        "decode_held_MiB": held / MiB,
+        "decode_step_ms": step_s * 1e3,
+        "state_MiB": state / MiB,
+    }
 
 
 def main() -> None:
@@ -76,9 +90,20 @@ def main() -> None:
     t0 = time.perf_counter()
     model = random_models.build(args.model, dtype=torch.bfloat16, device="cuda", attn_implementation="sdpa")
     vocab = model.config.vocab_size
-    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} model random:{args.model} bf16, "
-          f"weights {torch.cuda.memory_allocated() / MiB:.0f} MiB", flush=True)
-    cols = ["variant", "ctx", "prefill_ms", "prefill_peak_MiB", "decode_held_MiB", "decode_step_ms", "state_MiB"]
+    print(
+        f"# {torch.cuda.get_device_name()} torch {torch.__version__} model random:{args.model} bf16, "
+        f"weights {torch.cuda.memory_allocated() / MiB:.0f} MiB",
+        flush=True,
+    )
+    cols = [
+        "variant",
+        "ctx",
+        "prefill_ms",
+        "prefill_peak_MiB",
+        "decode_held_MiB",
+        "decode_step_ms",
+        "state_MiB",
+    ]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols), flush=True)
     for variant in variants(args):
         for n in map(int, args.contexts.split(",")):
@@ -91,8 +116,12 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 print(f"| {variant.name} | {n} | {type(exc).__name__}: {str(exc)[:160]} |", flush=True)
                 continue
-            print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
-                  + " |", flush=True)
+            print(
+                "| "
+                + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
+                + " |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Attention variants on the model under test: quality vs dense, KV-cache size, hot swap and back.
 
-    pytest suites/correctness -k attention --attnlab-attn all
+pytest suites/correctness -k attention --attnlab-attn all
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def greedy_reference(attnlab_model, attention_sample):
     return decode_loop(attnlab_model.model, ids[:, :GREEDY_PROMPT], GREEDY_TOKENS).tokens
 
 
-def test_attention_variant_quality(attnlab_model, attention_patch, attention_sample, greedy_reference, metrics):
+def test_attention_variant_quality(
+    attnlab_model, attention_patch, attention_sample, greedy_reference, metrics
+):
     """Each selected variant vs dense sdpa on 512 tokens of the embedded sample: recorded, not gated."""
     ids, reference = attention_sample
     model = attnlab_model.model
@@ -37,8 +39,13 @@ def test_attention_variant_quality(attnlab_model, attention_patch, attention_sam
     metrics.record("top1_agreement", q.top1_agreement)
     metrics.record("greedy_agreement", agree, tokens=GREEDY_TOKENS)
     metrics.record("forward_seconds", q.forward_seconds, "s", tokens=ids.shape[1])
-    metrics.record("kv_bytes_per_token", cost["kv_bytes_per_token_after"], "B",
-                   cap_tokens=cost["kv_cap_tokens"], state_bytes=cost["kv_state_bytes"])
+    metrics.record(
+        "kv_bytes_per_token",
+        cost["kv_bytes_per_token_after"],
+        "B",
+        cap_tokens=cost["kv_cap_tokens"],
+        state_bytes=cost["kv_state_bytes"],
+    )
     metrics.record("attn_params", cost["attn_params_after"], before=cost["attn_params_before"])
     metrics.table(f"{attention_patch.name}: per-layer diff vs dense", q.layer_diff.table())
     assert math.isfinite(q.perplexity) and math.isfinite(q.logits_cosine), q.as_dict()

@@ -34,4 +34,4 @@ def test_attention_budget_is_monotone(attnlab_model, attention_sample, ladder, m
         rows.append({"variant": variant.name, **{k: round(v, 5) for k, v in q.as_dict().items()}})
     metrics.table(f"{ladder}: quality vs budget", rows)
     cos = [r["logits_cosine"] for r in rows]
-    assert all(b >= a - NOISE for a, b in zip(cos, cos[1:])), rows
+    assert all(b >= a - NOISE for a, b in zip(cos, cos[1:], strict=False)), rows

@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from pytest_attnlab.attention import applied, block_sparse, gqa, linear_attention, linear_state_cache, mla, sliding_window
+from pytest_attnlab.attention import (
+    applied,
+    block_sparse,
+    gqa,
+    linear_attention,
+    linear_state_cache,
+    mla,
+    sliding_window,
+)
 from pytest_attnlab.attention.variants import linear
 from pytest_attnlab.attention.variants.block_sparse import dense_keep, flex_path
 from pytest_attnlab.attention.variants.dense import masked_attention
@@ -33,8 +41,11 @@ def _logits(model, variant, ids):
         return model(ids).logits
 
 
-@pytest.mark.parametrize("variant", [sliding_window(96), sliding_window(200, sinks=4), block_sparse(16, 6),
-                                     block_sparse(32, 99)], ids=lambda v: v.name)
+@pytest.mark.parametrize(
+    "variant",
+    [sliding_window(96), sliding_window(200, sinks=4), block_sparse(16, 6), block_sparse(32, 99)],
+    ids=lambda v: v.name,
+)
 def test_attention_full_budget_equals_dense(attnlab_model, ids, dense_logits, variant):
     """A window >= the sequence, or every block kept, is dense attention."""
     assert_close(_logits(attnlab_model.model, variant, ids), dense_logits, **FP32)
@@ -71,7 +82,9 @@ def test_attention_linear_forms_agree(feature):
 
 def test_attention_linear_forms_agree_in_the_model(attnlab_model, ids):
     model, short = attnlab_model.model, ids[:, :40]
-    outs = {f: _logits(model, linear_attention("elu", f), short) for f in ("parallel", "chunked", "recurrent")}
+    outs = {
+        f: _logits(model, linear_attention("elu", f), short) for f in ("parallel", "chunked", "recurrent")
+    }
     assert_close(outs["chunked"], outs["parallel"], **LINEAR_MODEL)
     assert_close(outs["recurrent"], outs["parallel"], **LINEAR_MODEL)
 

@@ -25,7 +25,9 @@ def _pool(x: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
     return total / count[:, None]
 
 
-def kept_blocks(query: torch.Tensor, key: torch.Tensor, block: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kept_blocks(
+    query: torch.Tensor, key: torch.Tensor, block: int, topk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean [b, h, query blocks, key blocks] of kept blocks, and the absolute index of each query block."""
     heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
     qpos, kpos = positions(q_len, k_len, query.device)
@@ -74,7 +76,12 @@ def block_mask(query: torch.Tensor, key: torch.Tensor, block: int, topk: int) ->
         return keep[b, h, q // block - first, kv // block] & (q >= kv)
 
     return BlockMask.from_kv_blocks(
-        partial_num, partial_idx, full.sum(-1).to(torch.int32), full_idx, BLOCK_SIZE=block, mask_mod=selected,
+        partial_num,
+        partial_idx,
+        full.sum(-1).to(torch.int32),
+        full_idx,
+        BLOCK_SIZE=block,
+        mask_mod=selected,
         seq_lengths=(query.shape[2], key.shape[2]),
     )
 
@@ -86,8 +93,15 @@ def _compiled_flex() -> Any:
     return torch.compile(flex_attention, dynamic=False)
 
 
-def flex_path(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block: int, topk: int,
-              scaling: float | None, compiled: bool = True) -> torch.Tensor:
+def flex_path(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    block: int,
+    topk: int,
+    scaling: float | None,
+    compiled: bool = True,
+) -> torch.Tensor:
     from torch.nn.attention.flex_attention import flex_attention
 
     fn = _compiled_flex() if compiled else flex_attention
@@ -97,7 +111,7 @@ def flex_path(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block
 
 
 def block_sparse(block: int, topk: int) -> KernelVariant:
-    """`block_sparse(64, 4)` -> `block_sparse_b64_k4`: local block + 4 best earlier key blocks per query block."""
+    """`block_sparse(64, 4)` -> `block_sparse_b64_k4`: local block + the 4 best earlier key blocks."""
     if block < 1 or topk < 0:
         raise ValueError(f"block_sparse: block must be >= 1 and topk >= 0 (got {block}, {topk})")
     name = f"block_sparse_b{block}_k{topk}"

@@ -19,8 +19,13 @@ from pytest_attnlab.attention.base import ConversionVariant, KVCacheInfo, dtype_
 def pool_linear(proj: nn.Linear, heads: int, groups: int, head_dim: int) -> nn.Linear:
     """A Linear whose output heads are the means of `heads // groups` consecutive heads of `proj`."""
     per = heads // groups
-    new = nn.Linear(proj.in_features, groups * head_dim, bias=proj.bias is not None,
-                    device=proj.weight.device, dtype=proj.weight.dtype)
+    new = nn.Linear(
+        proj.in_features,
+        groups * head_dim,
+        bias=proj.bias is not None,
+        device=proj.weight.device,
+        dtype=proj.weight.dtype,
+    )
     with torch.no_grad():
         w = proj.weight.view(groups, per, head_dim, proj.in_features)
         new.weight.copy_(w.mean(dim=1).reshape(groups * head_dim, proj.in_features))
@@ -53,8 +58,10 @@ def gqa(groups: int) -> ConversionVariant:
     def check(model: nn.Module) -> str | None:
         s = model_shape(model)
         if s["kv_heads"] % groups:
-            return (f"{name}: g={groups} must divide the model's {s['kv_heads']} KV heads "
-                    f"(possible: {[g for g in range(1, s['kv_heads'] + 1) if s['kv_heads'] % g == 0]})")
+            return (
+                f"{name}: g={groups} must divide the model's {s['kv_heads']} KV heads "
+                f"(possible: {[g for g in range(1, s['kv_heads'] + 1) if s['kv_heads'] % g == 0]})"
+            )
         return None
 
     def run(attn: nn.Module, model: nn.Module) -> nn.Module:

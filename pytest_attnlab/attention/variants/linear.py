@@ -57,8 +57,10 @@ def empty_state(fq: torch.Tensor, v: torch.Tensor) -> State:
     return State(fq.new_zeros(b, h, f, v.shape[-1]), fq.new_zeros(b, h, f), 0)
 
 
-def parallel(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-    """Inputs are feature-mapped [b, h, t, f] (and v [b, h, t, d]); returns out [b, h, t, d] and the new state."""
+def parallel(
+    fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, state: State | None = None
+) -> tuple[torch.Tensor, State]:
+    """Feature-mapped inputs [b, h, t, f] (v: [b, h, t, d]) -> (out [b, h, t, d], the new state)."""
     state = state or empty_state(fq, v)
     t = fq.shape[2]
     a = (fq @ fk.transpose(-1, -2)).tril()
@@ -80,7 +82,9 @@ def chunked(
     return torch.cat(outs, dim=2), state
 
 
-def recurrent(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+def recurrent(
+    fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, state: State | None = None
+) -> tuple[torch.Tensor, State]:
     """One token at a time: the state is all that is kept between tokens (decode)."""
     state = state or empty_state(fq, v)
     s, z, outs = state.s, state.z, []
@@ -136,7 +140,9 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
             out, state = run(fq, fk, v, prior, **extra)
         else:  # a full KV cache: fold the cached prefix into a state, then run the new queries
             p = k_len - q_len
-            prefix = State(fk[:, :, :p].transpose(-1, -2) @ v[:, :, :p], fk[:, :, :p].sum(2), p) if p else None
+            prefix = (
+                State(fk[:, :, :p].transpose(-1, -2) @ v[:, :, :p], fk[:, :, :p].sum(2), p) if p else None
+            )
             out, state = run(fq, fk[:, :, p:], v[:, :, p:], prefix, **extra)
         module.__dict__["_attnlab_state"] = state
         return out.to(query.dtype).transpose(1, 2).contiguous(), None
@@ -150,7 +156,9 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
         per_layer = s["heads"] * (f * s["head_dim"] + f) * 4  # float32 state
         return KVCacheInfo(0, state_bytes=per_layer * s["layers"], note="with LinearStateCache")
 
-    return KernelVariant(name, fn=attend, mask=None, kv=kv, params={"feature": feature, "form": form, **extra})
+    return KernelVariant(
+        name, fn=attend, mask=None, kv=kv, params={"feature": feature, "form": form, **extra}
+    )
 
 
 def linear_state_cache(config: Any = None) -> Any:
@@ -163,7 +171,9 @@ def linear_state_cache(config: Any = None) -> Any:
             super().lazy_initialization(key_states, value_states)
             self.seen = 0
 
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> Any:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             self.seen += key_states.shape[-2]
@@ -181,5 +191,8 @@ def state_bytes(model: nn.Module) -> int:
     """Bytes of the linear-attention state currently held by the model's attention modules."""
     from pytest_attnlab.attention.base import attention_modules
 
-    return sum(m.__dict__["_attnlab_state"].nbytes for _, _, m in attention_modules(model) if "_attnlab_state" in m.__dict__)
-
+    return sum(
+        m.__dict__["_attnlab_state"].nbytes
+        for _, _, m in attention_modules(model)
+        if "_attnlab_state" in m.__dict__
+    )

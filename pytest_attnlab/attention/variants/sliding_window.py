@@ -23,7 +23,7 @@ def window_mask(q_len: int, k_len: int, window: int, sinks: int, device: torch.d
 
 
 def sliding_window(window: int, sinks: int = 0) -> KernelVariant:
-    """`sliding_window(256)` -> `sliding_window_256`; `sliding_window(256, 4)` -> `sliding_window_256_sink4`."""
+    """`sliding_window(256)` -> `sliding_window_256`; with `sinks=4` -> `sliding_window_256_sink4`."""
     if window < 1 or sinks < 0:
         raise ValueError(f"sliding_window: window must be >= 1 and sinks >= 0 (got {window}, {sinks})")
     name = f"sliding_window_{window}" + (f"_sink{sinks}" if sinks else "")
