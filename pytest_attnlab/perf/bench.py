@@ -22,6 +22,13 @@ from pytest_attnlab.perf.timing import clock_for, synchronize
 _MS = ("ttft", "tpot", "e2e_latency", "itl_p50", "itl_p90", "itl_p99", "itl_max")
 
 
+def _unwrap(loaded: Any) -> Any:
+    """The torch model of a LoadedModel, or the model itself (a CausalLM also has `.model`)."""
+    from pytest_attnlab.models.loader import LoadedModel
+
+    return loaded.model if isinstance(loaded, LoadedModel) else loaded
+
+
 def make_prompt(vocab: int, batch: int, prompt_len: int, device: Any, seed: int = 0) -> Any:
     """Deterministic token ids [batch, prompt_len], clear of the low special-token ids."""
     import torch
@@ -120,7 +127,7 @@ class GenerationBenchmark:
         self.last: Measurement | None = None
 
     def _cell(self, loaded: Any, path: str, batch: int, prompt_len: int, new_tokens: int) -> tuple[Any, Any, Any]:
-        model = getattr(loaded, "model", loaded)
+        model = _unwrap(loaded)
         impl = self.path_factory(path)
         impl.prepare(model, batch, prompt_len, new_tokens)
         ids = make_prompt(model.config.vocab_size, batch, prompt_len, self.device)
@@ -208,5 +215,5 @@ class GenerationBenchmark:
         if self.attention is None or name == "sdpa":
             yield
             return
-        with self.attention(getattr(loaded, "model", loaded), name):
+        with self.attention(_unwrap(loaded), name):
             yield

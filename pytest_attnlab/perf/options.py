@@ -98,6 +98,14 @@ def _compile(value: str) -> str:
     return _choice("--attnlab-perf-compile", COMPILE_MODES)(value)
 
 
+#: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
+FAST_ATTENTION = ("sdpa", "math")
+
+
+def _fast_attention(value: str) -> str:
+    return _choice("--attnlab-perf-fast-attention", FAST_ATTENTION)(value)
+
+
 def _models(value: str) -> tuple[str, ...]:
     from pytest_attnlab.options import parse_model_option
 
@@ -133,6 +141,10 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-compile", "none", _compile, "MODE",
         "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs.",
+    ),    OptionSpec(
+        "perf-fast-attention", "math", _fast_attention, "NAME",
+        "the fast path's decode attention over the static cache: sdpa (fused kernel) or math "
+        "(matmul-softmax-matmul, fused by --attnlab-perf-compile).",
     ),
 ]
 
@@ -149,6 +161,7 @@ class PerfSettings:
     monitor: str
     monitor_interval_s: float
     compile: str
+    fast_attention: str
 
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> PerfSettings:
@@ -173,6 +186,7 @@ class PerfSettings:
             monitor=v["monitor"],
             monitor_interval_s=v["monitor_interval"] / 1e3,
             compile=v["compile"],
+            fast_attention=v["fast_attention"],
         )
 
 

@@ -51,7 +51,9 @@ class PerfState:
         if name not in self.paths:
             from pytest_attnlab.perf.paths import DECODE_PATHS, PathOptions
 
-            self.paths[name] = DECODE_PATHS.get(name)(PathOptions(compile=self.settings.compile))
+            self.paths[name] = DECODE_PATHS.get(name)(
+                PathOptions(compile=self.settings.compile, decode_attention=self.settings.fast_attention)
+            )
         return self.paths[name]
 
     def peaks(self) -> Any:

@@ -47,6 +47,7 @@ class StaticModel:
     intermediate: int
     scaling: float
     rotary: Any  # the HF rotary embedding module: cos/sin tables come from it, bit for bit
+    decode_attention: str = "sdpa"  # a key of DECODE_ATTENTION
 
 
 @dataclass
@@ -155,6 +156,23 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
+def _sdpa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _math_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """Plain matmul-softmax-matmul: torch.compile fuses the mask and softmax, and the two small
+    batched matmuls split over the cache length (SDPA's fused kernels parallelise over batch x heads
+    only, a handful of blocks at batch 1)."""
+    scores = (q @ k.transpose(-1, -2)).float() * scale
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(v.dtype)
+    return probs @ v
+
+
+#: how a decode step attends over the static cache: name -> fn(q [b, hkv, g, d], k, v, mask, scale)
+DECODE_ATTENTION = {"sdpa": _sdpa_decode, "math": _math_decode}
+
+
 def _layer(sm: StaticModel, i: int, cache: StaticCache, x: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:
     L = sm.layers[i]
     b, t, _ = x.shape
@@ -169,8 +187,7 @@ def _layer(sm: StaticModel, i: int, cache: StaticCache, x: torch.Tensor, pos: to
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm.scaling, enable_gqa=hq != hkv)
     else:  # one new token: fold the query heads of a KV group into the query axis (no KV repeat)
         qg = q.reshape(b, hkv, (hq // hkv) * t, d)
-        o = F.scaled_dot_product_attention(qg, cache.k[i], cache.v[i], attn_mask=mask, scale=sm.scaling)
-        o = o.view(b, hq, t, d)
+        o = DECODE_ATTENTION[sm.decode_attention](qg, cache.k[i], cache.v[i], mask, sm.scaling).view(b, hq, t, d)
     x = x + F.linear(o.transpose(1, 2).reshape(b, t, hq * d), L.o_w)
     gate, up = F.linear(rms_norm(x, L.post_norm, sm.eps), L.gate_up_w).split(sm.intermediate, dim=-1)
     return x + F.linear(F.silu(gate) * up, L.down_w)

@@ -47,7 +47,7 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
     eos = loaded.model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
     ref = hf_generate(loaded.model, ids, n, do_sample=False, temperature=None, top_p=None, top_k=None).tokens
-    fast = FastPath(PathOptions(compile=perf_settings.compile))
+    fast = FastPath(PathOptions(compile=perf_settings.compile, decode_attention=perf_settings.fast_attention))
     fast.prepare(loaded.model, batch, width, n)
     got = fast.generate(ids, n, lambda: None).cpu()
     agree = _agreement(ref, got[:, : ref.shape[1]], eos)
@@ -57,10 +57,13 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
 
 
 @pytest.mark.parametrize("spec", ["random:tiny-qwen2", "model"])
-def test_fast_logits_close_on_random_model(model_factory, attnlab_settings, spec):
+@pytest.mark.parametrize("attention", ["sdpa", "math"])
+def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, spec, attention):
     if spec == "model" and attnlab_settings.model.source != "random":
         pytest.skip("--attnlab-model is not a random shape (the trained model is checked token for token)")
-    loaded = model_factory(None if spec == "model" else spec)
+    from pytest_attnlab.perf.loading import load
+
+    loaded = load(attnlab_session, None if spec == "model" else spec)
     from pytest_attnlab.generation import decode_loop
     from pytest_attnlab.perf import static_decode as sd
 
@@ -69,6 +72,7 @@ def test_fast_logits_close_on_random_model(model_factory, attnlab_settings, spec
     n = 8
     ref = decode_loop(model, ids, n)  # HF forward with a DynamicCache: logits of every step
     sm = sd.from_hf(model)
+    sm.decode_attention = attention
     cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + n)
     with torch.no_grad():
         logits = [sd.prefill(sm, cache, ids)]

@@ -2,15 +2,37 @@
 
 A path is a factory `(options: PathOptions) -> DecodePath`; users add one from a conftest.py with
 `DECODE_PATHS.register("mine", MyPath)`. The name is the test id and the CSV `backend` value.
+The built-in paths import torch only when one is built, so option parsing stays light.
 """
 
 from __future__ import annotations
 
-from pytest_attnlab.perf.paths.base import DECODE_PATHS, DecodePath, PathOptions
-from pytest_attnlab.perf.paths.fast import FastPath
-from pytest_attnlab.perf.paths.hf import HFGeneratePath
+import importlib
+from typing import Any
 
-DECODE_PATHS.register("hf", HFGeneratePath)
-DECODE_PATHS.register("fast", FastPath)
+from pytest_attnlab.perf.paths.base import DECODE_PATHS, DecodePath, PathOptions
+
+_BUILTIN = {"hf": ("pytest_attnlab.perf.paths.hf", "HFGeneratePath"), "fast": ("pytest_attnlab.perf.paths.fast", "FastPath")}
+
+
+def _lazy(module: str, cls: str) -> Any:
+    def factory(options: PathOptions | None = None) -> DecodePath:
+        return getattr(importlib.import_module(module), cls)(options)
+
+    factory.__name__ = cls
+    return factory
+
+
+for _name, (_module, _cls) in _BUILTIN.items():
+    if _name not in DECODE_PATHS:
+        DECODE_PATHS.register(_name, _lazy(_module, _cls))
+
+
+def __getattr__(name: str) -> Any:  # FastPath, HFGeneratePath on first use
+    for module, cls in _BUILTIN.values():
+        if name == cls:
+            return getattr(importlib.import_module(module), cls)
+    raise AttributeError(name)
+
 
 __all__ = ["DECODE_PATHS", "DecodePath", "PathOptions", "FastPath", "HFGeneratePath"]

@@ -15,6 +15,7 @@ COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
 class PathOptions:
     compile: str = "none"  # torch.compile mode for the fast path's decode step, or "none"
     cuda_graph: bool = True  # capture the fast path's decode step in a CUDA graph on GPU
+    decode_attention: str = "math"  # the fast path's decode attention: sdpa | math (static_decode)
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:

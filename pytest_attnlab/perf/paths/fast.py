@@ -56,6 +56,7 @@ class FastPath:
         if self._model_id != id(model):
             self.sm, self._model_id, self._shape = sd.from_hf(model), id(model), None
         assert self.sm is not None
+        self.sm.decode_attention = self.options.decode_attention
         # max_len rounded up to 64: aligned masks keep SDPA on its fused kernels
         shape = (batch, -(-(prompt_len + new_tokens) // 64) * 64)
         if self._shape == shape:  # same cell as before: reuse the cache and the captured graph
