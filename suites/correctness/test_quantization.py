@@ -85,9 +85,23 @@ def _check_attention(model: Any, attention: str) -> None:
         from pytest_attnlab.attention import ATTENTION
     except ImportError:
         pytest.skip(f"attention variant {attention!r} needs pytest_attnlab.attention")
-    reason = ATTENTION.get(attention).unavailable(model)
+    variant = ATTENTION.get(attention)
+    reason = variant.unavailable(model)
     if reason:
         pytest.skip(f"{attention} cannot run on this quantized model: {reason}")
+    from pytest_attnlab.attention import ConversionVariant
+
+    if isinstance(variant, ConversionVariant):
+        # conversions rebuild the attention projections from their float weights
+        odd = sorted(
+            {
+                type(m).__name__
+                for n, m in model.named_modules()
+                if ".self_attn." in n and n.endswith("_proj") and (type(m) is not torch.nn.Linear or not m.weight.is_floating_point())
+            }
+        )
+        if odd:
+            pytest.skip(f"{attention} converts float nn.Linear projections; this quantizer made them {', '.join(odd)}")
 
 
 def test_quantized_logits_match_baseline(
