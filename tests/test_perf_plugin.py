@@ -11,7 +11,8 @@ import sys
 import pytest
 
 SUITE = """
-def test_cell(perf_model, perf_prompt_len, perf_batch, perf_new_tokens, perf_path, generation_benchmark, gpu_monitor):
+def test_cell(perf_model, perf_prompt_len, perf_batch, perf_new_tokens, perf_path,
+              generation_benchmark, gpu_monitor):
     m = generation_benchmark(perf_model, prompt_len=perf_prompt_len, batch=perf_batch,
                              new_tokens=perf_new_tokens, path=perf_path)
     assert tuple(m.tokens.shape) == (perf_batch, perf_new_tokens)
@@ -20,16 +21,28 @@ def test_cell(perf_model, perf_prompt_len, perf_batch, perf_new_tokens, perf_pat
 
 def test_help_lists_perf_options(pytester):
     result = pytester.runpytest("--help")
-    for flag in ("--attnlab-perf-prompt-lens", "--attnlab-perf-batch", "--attnlab-perf-new-tokens",
-                 "--attnlab-perf-path", "--attnlab-perf-monitor-interval", "--attnlab-perf-compile"):
+    for flag in (
+        "--attnlab-perf-prompt-lens",
+        "--attnlab-perf-batch",
+        "--attnlab-perf-new-tokens",
+        "--attnlab-perf-path",
+        "--attnlab-perf-monitor-interval",
+        "--attnlab-perf-compile",
+    ):
         result.stdout.fnmatch_lines([f"*{flag}*"])
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--attnlab-perf-batch", "huge"], "*--attnlab-perf-batch: invalid value 'huge'; choose from: small, medium, large*"),
-        (["--attnlab-perf-path", "warp"], "*--attnlab-perf-path: unknown decode path *warp*; choose from: hf, fast*"),
+        (
+            ["--attnlab-perf-batch", "huge"],
+            "*--attnlab-perf-batch: invalid value 'huge'; choose from: small, medium, large*",
+        ),
+        (
+            ["--attnlab-perf-path", "warp"],
+            "*--attnlab-perf-path: unknown decode path *warp*; choose from: hf, fast*",
+        ),
         (["--attnlab-perf-prompt-lens", "0"], "*--attnlab-perf-prompt-lens: 0 must be >= 1*"),
         (["--attnlab-perf-monitor", "gpu"], "*choose from: auto, nvml, psutil, none*"),
         (["--attnlab-perf-compile", "fast"], "*choose from: none, default, max-autotune-no-cudagraphs*"),
@@ -44,8 +57,18 @@ def test_bad_values_are_usage_errors(pytester, args, message):
 
 def test_grid_ids_and_levels(pytester):
     pytester.makepyfile(test_grid=SUITE)
-    result = pytester.runpytest("--collect-only", "-q", "--attnlab-device", "cpu", "--attnlab-perf-batch", "small,medium",
-                                "--attnlab-perf-prompt-lens", "16", "--attnlab-perf-new-tokens", "3")
+    result = pytester.runpytest(
+        "--collect-only",
+        "-q",
+        "--attnlab-device",
+        "cpu",
+        "--attnlab-perf-batch",
+        "small,medium",
+        "--attnlab-perf-prompt-lens",
+        "16",
+        "--attnlab-perf-new-tokens",
+        "3",
+    )
     result.stdout.fnmatch_lines(["*test_cell[model-p16-b1-n3-hf]*", "*test_cell[model-p16-b8-n3-fast]*"])
 
 
@@ -55,20 +78,50 @@ def test_benchmark_json_metrics_and_monitor(pytester):
     out = pytester.path / "out.json"
     # a subprocess: an in-process run would drop torch's submodules from sys.modules afterwards
     result = pytester.runpytest_subprocess(
-        "--attnlab-model", "random:tiny-qwen2", "--attnlab-device", "cpu", "--attnlab-report-dir", str(report),
-        "--attnlab-perf-prompt-lens", "8", "--attnlab-perf-batch", "1,2", "--attnlab-perf-new-tokens", "3",
-        "--attnlab-perf-rounds", "1", "--attnlab-perf-monitor-interval", "5", "--attnlab-perf-path", "hf,fast", f"--benchmark-json={out}", "-p", "no:html",
+        "--attnlab-model",
+        "random:tiny-qwen2",
+        "--attnlab-device",
+        "cpu",
+        "--attnlab-report-dir",
+        str(report),
+        "--attnlab-perf-prompt-lens",
+        "8",
+        "--attnlab-perf-batch",
+        "1,2",
+        "--attnlab-perf-new-tokens",
+        "3",
+        "--attnlab-perf-rounds",
+        "1",
+        "--attnlab-perf-monitor-interval",
+        "5",
+        "--attnlab-perf-path",
+        "hf,fast",
+        f"--benchmark-json={out}",
+        "-p",
+        "no:html",
     )
     result.assert_outcomes(passed=4)
     data = json.loads(out.read_text())
     assert data["machine_info"]["attnlab"]["model"] == "random:tiny-qwen2"
     info = data["benchmarks"][0]["extra_info"]
-    for key in ("ttft_ms", "tpot_ms", "itl_p99_ms", "prefill_tok_s", "decode_tok_s", "e2e_tok_s", "mbu_pct", "mfu_pct"):
+    for key in (
+        "ttft_ms",
+        "tpot_ms",
+        "itl_p99_ms",
+        "prefill_tok_s",
+        "decode_tok_s",
+        "e2e_tok_s",
+        "mbu_pct",
+        "mfu_pct",
+    ):
         assert info[key] > 0, key
     groups = {b["group"] for b in data["benchmarks"]}
     assert groups == {"p8-b1-n3", "p8-b2-n3"}  # hf and fast side by side per cell
-    compare = subprocess.run([sys.executable, "-c", "from pytest_benchmark.cli import main; main()", "compare", str(out)],
-                             capture_output=True, text=True)
+    compare = subprocess.run(
+        [sys.executable, "-c", "from pytest_benchmark.cli import main; main()", "compare", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert compare.returncode == 0, compare.stderr
     assert "benchmark 'p8-b1-n3'" in compare.stdout and "n3-fast]" in compare.stdout
     rows = list(csv.DictReader(open(report / "metrics.csv")))

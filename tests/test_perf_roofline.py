@@ -36,7 +36,10 @@ def test_param_count_llama_untied():
     assert shape.param_count() == sum(p.numel() for p in model.parameters())
     # an untied input table is only gathered: batch rows instead of the whole table
     full = roofline.unique_param_bytes(model)
-    assert roofline.weight_bytes_per_step(model, shape, 3, 4) == full - shape.vocab * shape.hidden * 4 + 3 * shape.hidden * 4
+    assert (
+        roofline.weight_bytes_per_step(model, shape, 3, 4)
+        == full - shape.vocab * shape.hidden * 4 + 3 * shape.hidden * 4
+    )
 
 
 def test_decode_step_bytes_closed_form(tiny):
@@ -55,7 +58,17 @@ def test_mean_decode_context_is_the_mean_over_steps():
 
 
 def test_prefill_flops_closed_form():
-    s = Shape(layers=2, hidden=8, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=50, tied=True, qkv_bias=False)
+    s = Shape(
+        layers=2,
+        hidden=8,
+        heads=2,
+        kv_heads=1,
+        head_dim=4,
+        intermediate=16,
+        vocab=50,
+        tied=True,
+        qkv_bias=False,
+    )
     per_layer = 8 * (8 + 2 * 4) + 8 * 8 + 3 * 8 * 16
     assert s.layer_linear_params() == per_layer
     b, L = 3, 5

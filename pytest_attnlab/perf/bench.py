@@ -59,7 +59,9 @@ class Measurement:
         lat = self.latency()
         assert self.shape is not None
         ctx = roofline.mean_decode_context(self.prompt_len, self.new_tokens)
-        step_bytes = roofline.decode_step_bytes(self.weight_bytes, self.shape, self.batch, ctx, self.elem_bytes)
+        step_bytes = roofline.decode_step_bytes(
+            self.weight_bytes, self.shape, self.batch, ctx, self.elem_bytes
+        )
         flops = self.shape.prefill_flops(self.batch, self.prompt_len)
         tpot, ttft = lat["tpot"], lat["ttft"]
         return {
@@ -86,8 +88,13 @@ class Measurement:
 
     def extra_info(self) -> dict[str, Any]:
         """pytest-benchmark extra_info: readable units (ms, tok/s, %), plus the cell's settings."""
-        info: dict[str, Any] = {"path": self.path, "batch": self.batch, "prompt_len": self.prompt_len,
-                                "new_tokens": self.new_tokens, "rounds": len(self.runs)}
+        info: dict[str, Any] = {
+            "path": self.path,
+            "batch": self.batch,
+            "prompt_len": self.prompt_len,
+            "new_tokens": self.new_tokens,
+            "rounds": len(self.runs),
+        }
         for name, (value, unit) in self.all_metrics().items():
             if name in _MS:
                 info[f"{name}_ms"] = value * 1e3
@@ -126,19 +133,40 @@ class GenerationBenchmark:
         self.attention = attention
         self.last: Measurement | None = None
 
-    def _cell(self, loaded: Any, path: str, batch: int, prompt_len: int, new_tokens: int) -> tuple[Any, Any, Any]:
+    def _cell(
+        self, loaded: Any, path: str, batch: int, prompt_len: int, new_tokens: int
+    ) -> tuple[Any, Any, Any]:
         model = _unwrap(loaded)
         impl = self.path_factory(path)
         impl.prepare(model, batch, prompt_len, new_tokens)
         ids = make_prompt(model.config.vocab_size, batch, prompt_len, self.device)
         return model, impl, ids
 
-    def _measurement(self, model: Any, path: str, batch: int, prompt_len: int, new_tokens: int,
-                     runs: list[Run], tokens: Any) -> Measurement:
+    def _measurement(
+        self,
+        model: Any,
+        path: str,
+        batch: int,
+        prompt_len: int,
+        new_tokens: int,
+        runs: list[Run],
+        tokens: Any,
+    ) -> Measurement:
         elem = next(model.parameters()).element_size()
         shape = roofline.Shape.from_config(model.config)
-        m = Measurement(path, batch, prompt_len, new_tokens, runs, tokens, self.peaks(), memory.read(self.device),
-                        shape, roofline.weight_bytes_per_step(model, shape, batch, elem), elem)
+        m = Measurement(
+            path,
+            batch,
+            prompt_len,
+            new_tokens,
+            runs,
+            tokens,
+            self.peaks(),
+            memory.read(self.device),
+            shape,
+            roofline.weight_bytes_per_step(model, shape, batch, elem),
+            elem,
+        )
         self.last = m
         return m
 
@@ -151,8 +179,18 @@ class GenerationBenchmark:
             raise RuntimeError(f"{impl.name}: expected {new_tokens} token marks, got {len(marks)}")
         runs.append(Run(ids.shape[0], ids.shape[1], tuple(marks)))
 
-    def measure(self, loaded: Any, *, prompt_len: int, batch: int = 1, new_tokens: int = 32, path: str = "hf",
-                rounds: int | None = None, warmup: int | None = None, attention: str = "sdpa") -> Measurement:
+    def measure(
+        self,
+        loaded: Any,
+        *,
+        prompt_len: int,
+        batch: int = 1,
+        new_tokens: int = 32,
+        path: str = "hf",
+        rounds: int | None = None,
+        warmup: int | None = None,
+        attention: str = "sdpa",
+    ) -> Measurement:
         rounds = self.rounds if rounds is None else rounds
         warmup = self.warmup if warmup is None else warmup
         with self._attention(loaded, attention):
@@ -166,9 +204,19 @@ class GenerationBenchmark:
                 self._round(impl, ids, new_tokens, runs, out)
         return self._measurement(model, path, batch, prompt_len, new_tokens, runs, out[0])
 
-    def __call__(self, loaded: Any, *, prompt_len: int, batch: int = 1, new_tokens: int = 32, path: str = "hf",
-                 rounds: int | None = None, warmup: int | None = None, attention: str = "sdpa",
-                 **context: Any) -> Measurement:
+    def __call__(
+        self,
+        loaded: Any,
+        *,
+        prompt_len: int,
+        batch: int = 1,
+        new_tokens: int = 32,
+        path: str = "hf",
+        rounds: int | None = None,
+        warmup: int | None = None,
+        attention: str = "sdpa",
+        **context: Any,
+    ) -> Measurement:
         if self.benchmark is None:
             raise RuntimeError("generation_benchmark needs pytest-benchmark: pip install pytest-benchmark")
         rounds = self.rounds if rounds is None else rounds
@@ -179,8 +227,13 @@ class GenerationBenchmark:
             runs: list[Run] = []
             out: list[Any] = [None]
             memory.reset(self.device)
-            self.benchmark.pedantic(self._round, args=(impl, ids, new_tokens, runs, out),
-                                    rounds=rounds, warmup_rounds=warmup, iterations=1)
+            self.benchmark.pedantic(
+                self._round,
+                args=(impl, ids, new_tokens, runs, out),
+                rounds=rounds,
+                warmup_rounds=warmup,
+                iterations=1,
+            )
             synchronize(self.device)
         timed = runs[-rounds:]  # pytest-benchmark's warmup rounds come first
         m = self._measurement(model, path, batch, prompt_len, new_tokens, timed, out[0])

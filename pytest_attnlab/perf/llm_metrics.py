@@ -38,7 +38,7 @@ class Run:
     def __post_init__(self) -> None:
         if not self.marks:
             raise ValueError("a run needs at least one token mark")
-        if any(b < a for a, b in zip(self.marks, self.marks[1:])):
+        if any(b < a for a, b in zip(self.marks, self.marks[1:], strict=False)):
             raise ValueError(f"token marks must not decrease: {self.marks}")
 
     @property
@@ -60,7 +60,7 @@ class Run:
 
     @property
     def itl(self) -> list[float]:
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
 
 
 #: metric name -> unit, in the order they are reported.

@@ -24,5 +24,7 @@ def load(session: Any, spec: str | None) -> Any:
 
     opts = LoadOptions(session.settings.resolved_device(), session.settings.resolved_dtype(), "sdpa", 0)
     start = time.perf_counter()
-    model = random_models.build(parsed.ref, seed=0, dtype=opts.dtype, device=opts.device, attn_implementation="sdpa")
+    model = random_models.build(
+        parsed.ref, seed=0, dtype=opts.dtype, device=opts.device, attn_implementation="sdpa"
+    )
     return LoadedModel(model, None, parsed, opts, time.perf_counter() - start)

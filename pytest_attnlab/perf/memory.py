@@ -31,7 +31,10 @@ def read(device: str) -> dict[str, tuple[float, str]]:
         out["rss"] = (float(psutil.Process().memory_info().rss), "bytes")
     except ImportError:
         pass
-    out["max_rss"] = (float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "bytes")  # KiB on Linux
+    out["max_rss"] = (
+        float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+        "bytes",
+    )  # KiB on Linux
     return out
 
 

@@ -18,7 +18,12 @@ BATCH_LEVELS = {"small": 1, "medium": 8, "large": 32}
 MONITOR_CHOICES = ("auto", "nvml", "psutil", "none")
 AUTO_GRID = {
     "cpu": {"prompt_lens": "16,64", "batch": "small", "new_tokens": "6", "rounds": "2"},
-    "cuda": {"prompt_lens": "128,512,2048", "batch": "small,medium,large", "new_tokens": "128", "rounds": "5"},
+    "cuda": {
+        "prompt_lens": "128,512,2048",
+        "batch": "small,medium,large",
+        "new_tokens": "128",
+        "rounds": "5",
+    },
 }
 
 
@@ -86,7 +91,9 @@ def _interval_ms(value: str) -> float:
     try:
         ms = float(value)
     except ValueError:
-        raise pytest.UsageError(f"--attnlab-perf-monitor-interval: expected milliseconds, got {value!r}") from None
+        raise pytest.UsageError(
+            f"--attnlab-perf-monitor-interval: expected milliseconds, got {value!r}"
+        ) from None
     if ms <= 0:
         raise pytest.UsageError(f"--attnlab-perf-monitor-interval: {ms} must be > 0 ms")
     return ms
@@ -116,33 +123,72 @@ def _models(value: str) -> tuple[str, ...]:
 
 
 PERF_OPTIONS = [
-    OptionSpec("perf-models", "", _models, "MODELS", "comma list of models for the perf grid (empty: --attnlab-model)."),
     OptionSpec(
-        "perf-prompt-lens", "auto", _int_list("--attnlab-perf-prompt-lens"), "N,...",
+        "perf-models",
+        "",
+        _models,
+        "MODELS",
+        "comma list of models for the perf grid (empty: --attnlab-model).",
+    ),
+    OptionSpec(
+        "perf-prompt-lens",
+        "auto",
+        _int_list("--attnlab-perf-prompt-lens"),
+        "N,...",
         f"prompt lengths in tokens (auto: {AUTO_GRID['cpu']['prompt_lens']} on CPU, "
         f"{AUTO_GRID['cuda']['prompt_lens']} on CUDA).",
     ),
     OptionSpec(
-        "perf-batch", "auto", _int_list("--attnlab-perf-batch", names=BATCH_LEVELS), "B,...",
+        "perf-batch",
+        "auto",
+        _int_list("--attnlab-perf-batch", names=BATCH_LEVELS),
+        "B,...",
         "batch sizes or levels small=1, medium=8, large=32 (auto: small on CPU, small,medium,large on CUDA).",
     ),
     OptionSpec(
-        "perf-new-tokens", "auto", _int_list("--attnlab-perf-new-tokens"), "N,...",
+        "perf-new-tokens",
+        "auto",
+        _int_list("--attnlab-perf-new-tokens"),
+        "N,...",
         "output lengths in tokens (auto: 6 on CPU, 128 on CUDA).",
     ),
-    OptionSpec("perf-path", "all", _paths, "PATHS", "decode paths: hf (HF generate), fast (static KV + CUDA graph), all."),
-    OptionSpec("perf-rounds", "auto", _int("--attnlab-perf-rounds", 1), "N", "timed rounds per test (auto: 2 CPU, 5 CUDA)."),
+    OptionSpec(
+        "perf-path",
+        "all",
+        _paths,
+        "PATHS",
+        "decode paths: hf (HF generate), fast (static KV + CUDA graph), all.",
+    ),
+    OptionSpec(
+        "perf-rounds",
+        "auto",
+        _int("--attnlab-perf-rounds", 1),
+        "N",
+        "timed rounds per test (auto: 2 CPU, 5 CUDA).",
+    ),
     OptionSpec("perf-warmup", "1", _int("--attnlab-perf-warmup", 0), "N", "untimed warmup rounds per test."),
     OptionSpec(
-        "perf-monitor", "auto", _choice("--attnlab-perf-monitor", MONITOR_CHOICES), "NAME",
+        "perf-monitor",
+        "auto",
+        _choice("--attnlab-perf-monitor", MONITOR_CHOICES),
+        "NAME",
         "device monitor: auto (nvml on CUDA, psutil on CPU), nvml, psutil, none.",
     ),
-    OptionSpec("perf-monitor-interval", "20", _interval_ms, "MS", "monitor sampling interval in milliseconds."),
     OptionSpec(
-        "perf-compile", "none", _compile, "MODE",
+        "perf-monitor-interval", "20", _interval_ms, "MS", "monitor sampling interval in milliseconds."
+    ),
+    OptionSpec(
+        "perf-compile",
+        "none",
+        _compile,
+        "MODE",
         "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs.",
-    ),    OptionSpec(
-        "perf-fast-attention", "math", _fast_attention, "NAME",
+    ),
+    OptionSpec(
+        "perf-fast-attention",
+        "math",
+        _fast_attention,
+        "NAME",
         "the fast path's decode attention over the static cache: sdpa (fused kernel) or math "
         "(matmul-softmax-matmul, fused by --attnlab-perf-compile).",
     ),
@@ -194,7 +240,10 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("attnlab")
     for opt in PERF_OPTIONS:
         group.addoption(
-            opt.flag, dest=opt.dest, metavar=opt.metavar, default=None,
+            opt.flag,
+            dest=opt.dest,
+            metavar=opt.metavar,
+            default=None,
             help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
         )
         parser.addini(opt.ini, help=opt.help, default=None)

@@ -16,8 +16,15 @@ import pytest
 from pytest_attnlab.perf import options as perf_options
 
 PERF_STATE_KEY = pytest.StashKey["PerfState"]()
-GRID_FIXTURES = ("perf_model_name", "perf_quant", "perf_attn", "perf_prompt_len", "perf_batch",
-                 "perf_new_tokens", "perf_path")
+GRID_FIXTURES = (
+    "perf_model_name",
+    "perf_quant",
+    "perf_attn",
+    "perf_prompt_len",
+    "perf_batch",
+    "perf_new_tokens",
+    "perf_path",
+)
 
 
 class PerfState:

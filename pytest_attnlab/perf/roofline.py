@@ -205,10 +205,18 @@ def device_identity(device: str) -> dict[str, str]:
 
     if device.startswith("cuda"):
         idx = torch.device(device).index or 0
-        return {"name": torch.cuda.get_device_name(idx), "torch": torch.__version__, "cuda": str(torch.version.cuda)}
+        return {
+            "name": torch.cuda.get_device_name(idx),
+            "torch": torch.__version__,
+            "cuda": str(torch.version.cuda),
+        }
     import os
 
-    return {"name": platform.processor() or platform.machine(), "cpus": str(os.cpu_count()), "torch": torch.__version__}
+    return {
+        "name": platform.processor() or platform.machine(),
+        "cpus": str(os.cpu_count()),
+        "torch": torch.__version__,
+    }
 
 
 def _cache_file(identity: dict[str, str]) -> Path:
@@ -232,7 +240,9 @@ def measure_peaks(device: str) -> DevicePeaks:
         return DevicePeaks(ident["name"], bw, bw_source, nvml, copy_bw, flops, source, time.time())
     copy_bw = measure_copy_bandwidth(device, 256 << 20)
     flops = measure_matmul_flops(device, 1024, torch.float32)
-    return DevicePeaks(ident["name"], copy_bw, "measured-copy", None, copy_bw, flops, "measured-matmul", time.time())
+    return DevicePeaks(
+        ident["name"], copy_bw, "measured-copy", None, copy_bw, flops, "measured-matmul", time.time()
+    )
 
 
 def device_peaks(device: str, *, refresh: bool = False) -> DevicePeaks:

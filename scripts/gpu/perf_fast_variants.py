@@ -52,21 +52,39 @@ def main() -> None:
 
         inductor_config.coordinate_descent_tuning = cdt
         opts = PathOptions(compile=compile_mode, decode_attention=attention)
-        gb = GenerationBenchmark(device=args.device, rounds=5, warmup=1, path_factory=lambda _n: FastPath(opts),
-                                 peaks=lambda: peaks)
+        gb = GenerationBenchmark(
+            device=args.device,
+            rounds=5,
+            warmup=1,
+            path_factory=lambda _n, o=opts: FastPath(o),
+            peaks=lambda: peaks,
+        )
         start = time.perf_counter()
         try:
             m = gb.measure(model, prompt_len=args.prompt, batch=1, new_tokens=args.new, path="fast")
         except Exception as exc:  # report and go on to the next variant
-            print(f"{compile_mode:28s} {attention:5s} cdt={cdt!s:5s} FAILED: {type(exc).__name__}: {exc}"[:400])
+            print(
+                f"{compile_mode:28s} {attention:5s} cdt={cdt!s:5s} FAILED: {type(exc).__name__}: {exc}"[:400]
+            )
             continue
         lat, roof = m.latency(), m.roofline()
-        row = {"compile": compile_mode, "attention": attention, "coordinate_descent": cdt,
-               "tpot_ms": lat["tpot"] * 1e3, "ttft_ms": lat["ttft"] * 1e3, "mbu_pct": roof["mbu"][0],
-               "decode_tok_s": lat["decode_tok_s"], "setup_s": time.perf_counter() - start}
+        row = {
+            "compile": compile_mode,
+            "attention": attention,
+            "coordinate_descent": cdt,
+            "tpot_ms": lat["tpot"] * 1e3,
+            "ttft_ms": lat["ttft"] * 1e3,
+            "mbu_pct": roof["mbu"][0],
+            "decode_tok_s": lat["decode_tok_s"],
+            "setup_s": time.perf_counter() - start,
+        }
         results.append(row)
-        print(f"{compile_mode:28s} {attention:5s} cdt={cdt!s:5s} TPOT {row['tpot_ms']:.2f} ms  MBU {row['mbu_pct']:.1f} %"
-              f"  TTFT {row['ttft_ms']:.1f} ms  ({row['setup_s']:.0f} s incl. compile)", flush=True)
+        print(
+            f"{compile_mode:28s} {attention:5s} cdt={cdt!s:5s} TPOT {row['tpot_ms']:.2f} ms"
+            f"  MBU {row['mbu_pct']:.1f} %"
+            f"  TTFT {row['ttft_ms']:.1f} ms  ({row['setup_s']:.0f} s incl. compile)",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -28,8 +28,18 @@ COLUMNS = [
     ("peak mem GiB", "peak_mem", "{:.2f}"),
 ]
 SCALE = {"ttft": 1e3, "tpot": 1e3, "itl_p99": 1e3, "peak_mem": 1 / 2**30}
-SINGLE = ("timing_error", "timer_overhead", "monitor_overhead", "tpot_monitor_off", "tpot_monitor_on",
-          "e2e_latency_fixture", "e2e_latency_raw_events", "greedy_tokens_agree", "peak_bandwidth", "peak_flops")
+SINGLE = (
+    "timing_error",
+    "timer_overhead",
+    "monitor_overhead",
+    "tpot_monitor_off",
+    "tpot_monitor_on",
+    "e2e_latency_fixture",
+    "e2e_latency_raw_events",
+    "greedy_tokens_agree",
+    "peak_bandwidth",
+    "peak_flops",
+)
 
 
 def load(path: str) -> tuple[dict, list[dict]]:
@@ -42,8 +52,14 @@ def load(path: str) -> tuple[dict, list[dict]]:
                 singles.append(row)
             if "test_generation" not in row["nodeid"] or "prompt_len" not in extra:
                 continue
-            key = (extra.get("compile", ""), row["backend"], int(extra["prompt_len"]), int(extra["batch"]),
-                   int(extra["new_tokens"]), row["nodeid"].split("::")[0])
+            key = (
+                extra.get("compile", ""),
+                row["backend"],
+                int(extra["prompt_len"]),
+                int(extra["batch"]),
+                int(extra["new_tokens"]),
+                row["nodeid"].split("::")[0],
+            )
             try:
                 cells[key][row["metric"]] = float(row["value"])
             except ValueError:
@@ -76,8 +92,10 @@ def main() -> None:
         cells, singles = load(path)
         out += [f"### {path}", *table(cells), ""]
         for row in singles:
-            out.append(f"- {row['nodeid'].split('::')[-1]} {row['metric']} = {row['value']} {row['unit']} "
-                       f"(backend {row['backend']}) {row['extra'][:160]}")
+            out.append(
+                f"- {row['nodeid'].split('::')[-1]} {row['metric']} = {row['value']} {row['unit']} "
+                f"(backend {row['backend']}) {row['extra'][:160]}"
+            )
         out.append("")
     print("\n".join(out))
     if args.markdown:

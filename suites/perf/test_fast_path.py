@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pytest_attnlab.perf.bench import make_prompt
-from pytest_attnlab.perf.paths import FastPath, HFGeneratePath, PathOptions
+from pytest_attnlab.perf.paths import FastPath, PathOptions
 
 #: per dtype (atol, rtol) for per-step logits of the static path vs HF with the same tokens fed
 LOGIT_TOL = {torch.float32: (2e-4, 2e-4), torch.bfloat16: (0.25, 0.05), torch.float16: (0.05, 0.01)}
@@ -20,7 +20,7 @@ def _agreement(ref: torch.Tensor, got: torch.Tensor, eos: int | None) -> int:
     """Tokens that agree, each row compared up to and including its first EOS in `ref`
     (HF stops or pads there; the fast path always decodes the full length)."""
     agree = []
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         stop = len(r)
         if eos is not None and (r == eos).any():
             stop = int((r == eos).nonzero()[0]) + 1
@@ -32,9 +32,8 @@ def _agreement(ref: torch.Tensor, got: torch.Tensor, eos: int | None) -> int:
 @pytest.mark.parametrize("batch", [1, 2], ids=["b1", "b2"])
 def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, metrics, batch):
     from pytest_attnlab.generation import hf_generate
-    from pytest_attnlab.prompts import load_prompts
-
     from pytest_attnlab.models.embedded import EmbeddedModelMissing
+    from pytest_attnlab.prompts import load_prompts
 
     try:
         loaded = model_factory("embedded")

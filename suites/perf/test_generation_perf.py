@@ -14,15 +14,28 @@ import pytest
 
 
 def test_generation(
-    perf_model, perf_quant, perf_attn, perf_prompt_len, perf_batch, perf_new_tokens, perf_path,
-    generation_benchmark, gpu_monitor, metrics,
+    perf_model,
+    perf_quant,
+    perf_attn,
+    perf_prompt_len,
+    perf_batch,
+    perf_new_tokens,
+    perf_path,
+    generation_benchmark,
+    gpu_monitor,
+    metrics,
 ):
     if perf_path == "fast" and (perf_quant != "none" or perf_attn != "sdpa"):
         pytest.skip("the fast path runs its own attention on plain weights: quant none, attention sdpa only")
     metrics.update_context(**{**perf_model.context(), "quant": perf_quant, "attention": perf_attn})
     m = generation_benchmark(
-        perf_model, prompt_len=perf_prompt_len, batch=perf_batch, new_tokens=perf_new_tokens,
-        path=perf_path, attention=perf_attn, quant=perf_quant,
+        perf_model,
+        prompt_len=perf_prompt_len,
+        batch=perf_batch,
+        new_tokens=perf_new_tokens,
+        path=perf_path,
+        attention=perf_attn,
+        quant=perf_quant,
         group=f"{perf_model.spec.label}-{perf_quant}-{perf_attn}-",
     )
     lat = m.latency()
@@ -31,7 +44,9 @@ def test_generation(
     assert 0 < lat["ttft"] <= lat["e2e_latency"]
     if perf_new_tokens > 1:
         # TPOT is the mean ITL of each run (vLLM's identity E2E = TTFT + (n - 1) * TPOT)
-        assert math.isclose(lat["ttft"] + (perf_new_tokens - 1) * lat["tpot"], lat["e2e_latency"], rel_tol=1e-9)
+        assert math.isclose(
+            lat["ttft"] + (perf_new_tokens - 1) * lat["tpot"], lat["e2e_latency"], rel_tol=1e-9
+        )
         assert lat["itl_p50"] <= lat["itl_p90"] <= lat["itl_p99"] <= lat["itl_max"]
         assert 0 < m.roofline()["mbu"][0] < 100
     assert gpu_monitor.timeline, "the monitor took no sample"

@@ -15,8 +15,12 @@ from pytest_attnlab.perf.timing import clock_for
 def decode_cell(perf_settings):
     """The cell both checks use: batch 1, the smallest prompt, the largest output length."""
     path = "fast" if "fast" in perf_settings.paths else perf_settings.paths[0]
-    return {"path": path, "batch": 1, "prompt_len": min(perf_settings.prompt_lens),
-            "new_tokens": max(max(perf_settings.new_tokens), 2)}
+    return {
+        "path": path,
+        "batch": 1,
+        "prompt_len": min(perf_settings.prompt_lens),
+        "new_tokens": max(max(perf_settings.new_tokens), 2),
+    }
 
 
 def _raw_e2e(gb, loaded, cell, rounds):
@@ -53,16 +57,22 @@ def test_monitor_overhead(perf_model, generation_benchmark, perf_settings, decod
     from pytest_attnlab.perf.monitors import MonitorUnavailable, Sampler, pick
 
     try:
-        monitor = pick("auto" if perf_settings.monitor == "none" else perf_settings.monitor, generation_benchmark.device)
+        monitor = pick(
+            "auto" if perf_settings.monitor == "none" else perf_settings.monitor, generation_benchmark.device
+        )
     except MonitorUnavailable as exc:
         pytest.skip(str(exc))
     rounds = perf_settings.rounds
     tpot = {"off": [], "on": []}
     samples = 0
     for _ in range(2):  # interleave off/on so drift hits both alike
-        tpot["off"].append(generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"])
+        tpot["off"].append(
+            generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"]
+        )
         with Sampler(monitor, perf_settings.monitor_interval_s) as sampler:
-            tpot["on"].append(generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"])
+            tpot["on"].append(
+                generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"]
+            )
         samples += len(sampler.timeline)
     off, on = min(tpot["off"]), min(tpot["on"])
     overhead = 100.0 * (on - off) / off

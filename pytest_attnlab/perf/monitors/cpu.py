@@ -18,7 +18,10 @@ class PsutilMonitor:
         self._proc.cpu_percent(None)  # the first call only starts the interval
 
     def sample(self) -> dict[str, float]:
-        return {"cpu_percent": float(self._proc.cpu_percent(None)), "rss": float(self._proc.memory_info().rss)}
+        return {
+            "cpu_percent": float(self._proc.cpu_percent(None)),
+            "rss": float(self._proc.memory_info().rss),
+        }
 
     def close(self) -> None:
         pass

@@ -12,7 +12,10 @@ from typing import Any
 
 from pytest_attnlab.perf.paths.base import DECODE_PATHS, DecodePath, PathOptions
 
-_BUILTIN = {"hf": ("pytest_attnlab.perf.paths.hf", "HFGeneratePath"), "fast": ("pytest_attnlab.perf.paths.fast", "FastPath")}
+_BUILTIN = {
+    "hf": ("pytest_attnlab.perf.paths.hf", "HFGeneratePath"),
+    "fast": ("pytest_attnlab.perf.paths.fast", "FastPath"),
+}
 
 
 def _lazy(module: str, cls: str) -> Any:
