@@ -14,14 +14,18 @@ def test_names(quantizer):
 
 def test_help_lists_the_quant_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["*--attnlab-quant=NAMES*", "*--attnlab-quant-threshold=*", "*--attnlab-quant-cache=MODE*"])
+    result.stdout.fnmatch_lines(
+        ["*--attnlab-quant=NAMES*", "*--attnlab-quant-threshold=*", "*--attnlab-quant-cache=MODE*"]
+    )
 
 
 def test_unknown_quantizer_is_a_usage_error_listing_the_names(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FIXTURE_TEST)
     result = pytester.runpytest("--attnlab-quant", "rtn-int8,int3-magic")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--attnlab-quant: unknown quantizer 'int3-magic'; choose from: none, all, rtn-int8,*"])
+    result.stderr.fnmatch_lines(
+        ["*--attnlab-quant: unknown quantizer 'int3-magic'; choose from: none, all, rtn-int8,*"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,7 +67,12 @@ def test_marked(quantizer):
     )
     result = pytester.runpytest("--co", "-q")
     result.stdout.fnmatch_lines(
-        ["*test_names[[]rtn-int8[]]*", "*test_names[[]rtn-int4-g32[]]*", "*test_marked[[]rtn-int4-g128[]]*", "3 tests collected*"]
+        [
+            "*test_names[[]rtn-int8[]]*",
+            "*test_names[[]rtn-int4-g32[]]*",
+            "*test_marked[[]rtn-int4-g128[]]*",
+            "3 tests collected*",
+        ]
     )
 
 
@@ -114,10 +123,17 @@ def test_user_quantizer_from_conftest_and_missing_extra_skip(pytester: pytest.Py
     pytester.makepyfile(USER_TEST)
     # a subprocess: the registry is process-wide and this must not leak into other tests
     result = pytester.runpytest_subprocess(
-        "--attnlab-model", "random:tiny-qwen2", "--attnlab-quant", "fp16-cast,needs-lib", "-rs",
-        "--attnlab-report-dir", str(pytester.path / "reports"),
+        "--attnlab-model",
+        "random:tiny-qwen2",
+        "--attnlab-quant",
+        "fp16-cast,needs-lib",
+        "-rs",
+        "--attnlab-report-dir",
+        str(pytester.path / "reports"),
     )
     result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*SKIPPED*needs attnlab_no_such_module: pip install 'pytest-attnlab[[]magic[]]'*"])
+    result.stdout.fnmatch_lines(
+        ["*SKIPPED*needs attnlab_no_such_module: pip install 'pytest-attnlab[[]magic[]]'*"]
+    )
     csv = (pytester.path / "reports" / "metrics.csv").read_text()
     assert ",fp16-cast," in csv

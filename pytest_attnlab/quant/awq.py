@@ -47,11 +47,23 @@ def scale_groups(layer: nn.Module) -> list[dict[str, Any]]:
     attn, mlp = _get(layer, "self_attn"), _get(layer, "mlp")
     q, k, v, o = (_get(layer, f"self_attn.{n}_proj") for n in "qkvo")
     if attn is not None and q is not None:
-        groups.append({"prev": layer.input_layernorm, "linears": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "block": "self_attn"})
+        groups.append(
+            {
+                "prev": layer.input_layernorm,
+                "linears": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                "block": "self_attn",
+            }
+        )
     if v is not None and o is not None and v.weight.shape == o.weight.shape:
         groups.append({"prev": v, "linears": ["self_attn.o_proj"], "block": "self_attn.o_proj"})
     if mlp is not None and _get(layer, "mlp.gate_proj") is not None:
-        groups.append({"prev": layer.post_attention_layernorm, "linears": ["mlp.gate_proj", "mlp.up_proj"], "block": "mlp"})
+        groups.append(
+            {
+                "prev": layer.post_attention_layernorm,
+                "linears": ["mlp.gate_proj", "mlp.up_proj"],
+                "block": "mlp",
+            }
+        )
         groups.append({"prev": layer.mlp.up_proj, "linears": ["mlp.down_proj"], "block": "mlp.down_proj"})
     return groups
 
@@ -65,8 +77,15 @@ class AWQ(StateQuantizer):
         self.grid = Grid(4, group_size, symmetric=False, zero="int")
 
     def settings(self) -> dict[str, Any]:
-        return {"method": "awq", "bits": 4, "group_size": self.grid.group_size, "zero": "int",
-                "n_grid": N_GRID, "clip": self.clip, "backend": "pytest-attnlab torch"}
+        return {
+            "method": "awq",
+            "bits": 4,
+            "group_size": self.grid.group_size,
+            "zero": "int",
+            "n_grid": N_GRID,
+            "clip": self.clip,
+            "backend": "pytest-attnlab torch",
+        }
 
     @torch.no_grad()
     def make_state(self, model: Any, ctx: QuantContext) -> QuantState:
@@ -96,12 +115,16 @@ class AWQ(StateQuantizer):
                 if isinstance(m, nn.Linear):
                     state.add_linear(f"{prefix}.{i}.{n}", m.weight.detach())
             for n, p in layer.named_parameters():
-                if not any(n == f"{ln}.weight" for ln, m in layer.named_modules() if isinstance(m, nn.Linear)):
+                if not any(
+                    n == f"{ln}.weight" for ln, m in layer.named_modules() if isinstance(m, nn.Linear)
+                ):
                     state.floats[f"{prefix}.{i}.{n}"] = p.detach().clone()  # folded norms, scaled biases
         return state
 
     @torch.no_grad()
-    def _search(self, layer: nn.Module, group: dict[str, Any], feats: dict[str, torch.Tensor], kwargs: dict) -> tuple[float, torch.Tensor]:
+    def _search(
+        self, layer: nn.Module, group: dict[str, Any], feats: dict[str, torch.Tensor], kwargs: dict
+    ) -> tuple[float, torch.Tensor]:
         x = feats[group["linears"][0]]
         block = layer.get_submodule(group["block"])
         fcs = [layer.get_submodule(n) for n in group["linears"]]
@@ -118,12 +141,12 @@ class AWQ(StateQuantizer):
             alpha = step / N_GRID
             s = x_mean.pow(alpha).clamp(min=1e-4)
             s = s / (s.max() * s.min()).sqrt()
-            for fc, w in zip(fcs, originals):
+            for fc, w in zip(fcs, originals, strict=True):
                 fc.weight.copy_(self.grid.fake(w * s.to(w.dtype)) / s.to(w.dtype))
             loss = float((reference - forward()).float().pow(2).mean())
             if loss < best[0]:
                 best = (loss, alpha, s.clone())
-        for fc, w in zip(fcs, originals):
+        for fc, w in zip(fcs, originals, strict=True):
             fc.weight.copy_(w)
         return best[1], best[2]
 

@@ -14,7 +14,6 @@ from typing import Any
 from pytest_attnlab.quant.base import QuantContext, Quantizer, QuantizerUnavailable
 from pytest_attnlab.quant.layers import target_linears
 
-
 #: bitsandbytes repacks 4-bit weights for its CPU kernel in blocks of 32 output rows
 CPU_BLOCK_N = 32
 
@@ -41,15 +40,24 @@ class BitsAndBytes(Quantizer):
 
         device = next(loaded.model.parameters()).device
         if self.kind != "int8" and device.type == "cpu":
-            odd = sorted({m.out_features for m in target_linears(loaded.model).values() if m.out_features % CPU_BLOCK_N})
+            odd = sorted(
+                {
+                    m.out_features
+                    for m in target_linears(loaded.model).values()
+                    if m.out_features % CPU_BLOCK_N
+                }
+            )
             if odd:
                 raise QuantizerUnavailable(
-                    f"{self.name}: bitsandbytes' CPU 4-bit kernel needs out_features divisible by {CPU_BLOCK_N}; "
+                    f"{self.name}: bitsandbytes' CPU 4-bit kernel needs out_features divisible by "
+                    f"{CPU_BLOCK_N}; "
                     f"this model has {odd} (run it on CUDA)"
                 )
         model = copy.deepcopy(loaded.model)
         for name, linear in target_linears(model).items():
-            weight = linear.weight.detach().to("cpu", torch.float32 if device.type == "cpu" else torch.float16)
+            weight = linear.weight.detach().to(
+                "cpu", torch.float32 if device.type == "cpu" else torch.float16
+            )
             if self.kind == "int8":
                 new = bnb.nn.Linear8bitLt(
                     linear.in_features,

@@ -17,7 +17,8 @@ FORMAT_VERSION = 1
 
 
 def model_key(spec: Any, options: Any) -> dict[str, Any]:
-    """What identifies the weights: the embedded GGUF's size/mtime, a random shape + seed, a folder's mtime."""
+    """What identifies the weights: the embedded GGUF's size/mtime, a random shape + seed, a folder's
+    mtime."""
     key: dict[str, Any] = {"source": spec.source, "ref": spec.ref, "dtype": str(options.dtype)}
     if spec.source == "embedded":
         from pytest_attnlab.models import embedded
@@ -50,7 +51,6 @@ def load_or_build(entry: Path, make: Callable[[], QuantState]) -> QuantState:
             invalidate(entry)
     build_entry(entry, lambda tmp: make().save(tmp))
     return QuantState.load(entry)
-
 
 
 def invalidate_for(loaded: Any, name: str) -> None:

@@ -61,7 +61,9 @@ def layer_inputs(model: nn.Module, ids: torch.Tensor) -> LayerInputs:
         pass
     finally:
         handle.remove()
-    kwargs = {k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "past_key_value", "use_cache")}
+    kwargs = {
+        k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "past_key_value", "use_cache")
+    }
     return LayerInputs(seen["hidden"], kwargs)
 
 

@@ -87,7 +87,8 @@ class PackedLinear(nn.Module):
         return F.linear(x, self.weight_q().to(x.dtype), self.bias)
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, bits={self.grid.bits}, group={self.grid.group_size}"
+        g = self.grid
+        return f"in={self.in_features}, out={self.out_features}, bits={g.bits}, group={g.group_size}"
 
 
 def apply(model: nn.Module, state: QuantState, runtime: str = "fake") -> nn.Module:

@@ -21,7 +21,8 @@ class QuantSettings:
     default_threshold: float = 0.95
 
     def gate(self, name: str, quantizer: Any = None) -> float:
-        """The logits-cosine gate for `name`: --attnlab-quant-threshold, else the method's own, else the run's."""
+        """The logits-cosine gate for `name`: --attnlab-quant-threshold, else the method's own, else
+        the run's --attnlab-logits-cosine."""
         if name in self.thresholds:
             return self.thresholds[name]
         own = getattr(quantizer, "min_cosine", None)
@@ -59,7 +60,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("attnlab")
     for name, metavar, default, help_ in _OPTIONS:
         dest = "attnlab_" + name.replace("-", "_")
-        group.addoption(f"--attnlab-{name}", dest=dest, metavar=metavar, default=None, help=f"{help_} Default: {default!r}")
+        group.addoption(
+            f"--attnlab-{name}",
+            dest=dest,
+            metavar=metavar,
+            default=None,
+            help=f"{help_} Default: {default!r}",
+        )
         parser.addini(dest, help=help_, default=None)
 
 
@@ -87,7 +94,8 @@ def parse_quant(value: str, registry: Any) -> list[str]:
                 registry.get(name)
     except UnknownNameError as exc:
         raise pytest.UsageError(
-            f"--attnlab-quant: unknown quantizer {exc.name!r}; choose from: none, all, {', '.join(exc.choices)}"
+            f"--attnlab-quant: unknown quantizer {exc.name!r}; "
+            f"choose from: none, all, {', '.join(exc.choices)}"
         ) from None
     return names
 
@@ -99,25 +107,32 @@ def parse_thresholds(value: str, registry: Any) -> dict[str, float]:
         name = name.strip()
         if not sep or name not in registry:
             raise pytest.UsageError(
-                f"--attnlab-quant-threshold: {item!r} is not NAME=COSINE with NAME one of: {', '.join(registry.names())}"
+                f"--attnlab-quant-threshold: {item!r} is not NAME=COSINE with NAME one of: "
+                f"{', '.join(registry.names())}"
             )
         try:
             out[name] = float(cos)
         except ValueError:
-            raise pytest.UsageError(f"--attnlab-quant-threshold: {cos!r} (for {name}) is not a number") from None
+            raise pytest.UsageError(
+                f"--attnlab-quant-threshold: {cos!r} (for {name}) is not a number"
+            ) from None
     return out
 
 
 def parse_cache(value: str) -> str:
     value = value.strip().lower()
     if value not in CACHE_CHOICES:
-        raise pytest.UsageError(f"--attnlab-quant-cache: invalid mode {value!r}; choose from: {', '.join(CACHE_CHOICES)}")
+        raise pytest.UsageError(
+            f"--attnlab-quant-cache: invalid mode {value!r}; choose from: {', '.join(CACHE_CHOICES)}"
+        )
     return value
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "quant(*names): run `quantizer` with these quantizers instead of --attnlab-quant")
+    config.addinivalue_line(
+        "markers", "quant(*names): run `quantizer` with these quantizers instead of --attnlab-quant"
+    )
     from pytest_attnlab.quant import QUANTIZERS
 
     config.hook.pytest_attnlab_register_quantizers.call_historic(kwargs={"quantizers": QUANTIZERS})

@@ -16,7 +16,13 @@ class RTN(StateQuantizer):
     modifies_model = False
 
     def __init__(
-        self, name: str, bits: int, group_size: int | None, symmetric: bool, zero: str = "int", runtime: str = "fake"
+        self,
+        name: str,
+        bits: int,
+        group_size: int | None,
+        symmetric: bool,
+        zero: str = "int",
+        runtime: str = "fake",
     ) -> None:
         super().__init__(runtime)
         self.name, self.bits = name, bits

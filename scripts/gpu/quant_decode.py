@@ -63,7 +63,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
     args = ap.parse_args()
-    QUANTIZERS.register("rtn-int4-g128-packed", RTN("rtn-int4-g128-packed", 4, 128, False, "float", runtime="packed"))
+    QUANTIZERS.register(
+        "rtn-int4-g128-packed", RTN("rtn-int4-g128-packed", 4, 128, False, "float", runtime="packed")
+    )
     start_bytes = allocated(args.device)
     base = load_model(parse_model(args.model), device=args.device, dtype=getattr(torch, args.dtype))
     base_bytes = weight_bytes(base.model)
@@ -97,7 +99,8 @@ def main() -> None:
         results.append(row)
         print(
             f"{name:24s} TPOT {row['tpot_ms']:7.2f} ms  {row['tokens_per_s']:7.1f} tok/s  "
-            f"weights {row['weight_bytes'] / 1e6:8.1f} MB (x{row['weight_ratio']:.3f})  device memory held {held / 1e6:8.1f} MB",
+            f"weights {row['weight_bytes'] / 1e6:8.1f} MB (x{row['weight_ratio']:.3f})  "
+            f"device memory held {held / 1e6:8.1f} MB",
             flush=True,
         )
         if name != "none":
@@ -107,8 +110,21 @@ def main() -> None:
     for r in results:
         if base_tpot and "tpot_ms" in r:
             r["speedup_vs_bf16"] = base_tpot / r["tpot_ms"]
-    json.dump({"model": args.model, "device": args.device, "dtype": args.dtype, "prompt": args.prompt, "new": args.new, "results": results}, open(args.out, "w"), indent=1)
-    print(json.dumps([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in results]))
+    json.dump(
+        {
+            "model": args.model,
+            "device": args.device,
+            "dtype": args.dtype,
+            "prompt": args.prompt,
+            "new": args.new,
+            "results": results,
+        },
+        open(args.out, "w"),
+        indent=1,
+    )
+    print(
+        json.dumps([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in results])
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def main(path: str) -> None:
         table.setdefault(key, {})[r["metric"]] = r["value"]
         if r["metric"] == "logits_cosine":
             gates[key] = r["threshold"]
-    print(f"model={rows[0]['model'] if rows else '?'} device={rows[0]['device'] if rows else '?'} dtype={rows[0]['dtype'] if rows else '?'}")
+    print(" ".join(f"{k}={rows[0][k] if rows else '?'}" for k in ("model", "device", "dtype")))
     print("| quant | attention | gate | " + " | ".join(c[1] for c in COLUMNS) + " |")
     print("|" + "---|" * (len(COLUMNS) + 3))
     for key, vals in table.items():
