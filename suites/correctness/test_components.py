@@ -53,7 +53,7 @@ def captured(attnlab_model, chat_ids):
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, metrics, what: str) -> None:
-    actual, expected = actual.double().cpu(), expected.cpu()
+    actual, expected = actual.detach().double().cpu(), expected.detach().cpu()
     rel = float((actual - expected).norm() / expected.norm())
     metrics.record(f"{what}_max_abs_diff", (actual - expected).abs().max(), "abs")
     metrics.record(f"{what}_rel_l2", rel, threshold=REL_L2.get(dtype))
