@@ -104,7 +104,8 @@ class GPTQModelQuantizer(StateQuantizer):
                 str(calib),
                 json.dumps(cfg),
             ]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            # cwd=tmp: gptqmodel writes a logs/ folder into its working directory
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
             if proc.returncode:
                 raise RuntimeError(f"gptqmodel failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
             tensors = load_file(str(out / "model.safetensors"))
