@@ -26,9 +26,7 @@ def parse_model_option(value: str) -> ModelSpec:
 def parse_device(value: str) -> str:
     value = value.strip().lower()
     if not _DEVICE.match(value):
-        raise pytest.UsageError(
-            f"--attnlab-device: invalid device {value!r}; choose from: {', '.join(DEVICE_CHOICES)}"
-        )
+        raise pytest.UsageError(f"--attnlab-device: invalid device {value!r}; choose from: {', '.join(DEVICE_CHOICES)}")
     return value
 
 

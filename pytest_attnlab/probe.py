@@ -129,7 +129,7 @@ def diff(
     if len(reference.layers) != len(candidate.layers):
         raise ValueError(f"layer count differs: {len(reference.layers)} vs {len(candidate.layers)}")
     rows = []
-    for i, (ref, cand) in enumerate(zip(reference.layers, candidate.layers)):
+    for i, (ref, cand) in enumerate(zip(reference.layers, candidate.layers, strict=True)):
         c, rel = cosine(cand, ref), relative_error(cand, ref)
         rows.append(LayerRow(i, c, max_abs_diff(cand, ref), rel, c >= cos_threshold and rel <= rel_threshold))
     logits_cos = None

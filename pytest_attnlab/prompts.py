@@ -27,6 +27,4 @@ class Prompt:
 
 def load_prompts() -> list[Prompt]:
     raw = json.loads(resources.files("pytest_attnlab").joinpath("data", "prompts.json").read_text())
-    return [
-        Prompt(p["id"], p["kind"], p.get("text", ""), tuple(p.get("messages", ()))) for p in raw["prompts"]
-    ]
+    return [Prompt(p["id"], p["kind"], p.get("text", ""), tuple(p.get("messages", ()))) for p in raw["prompts"]]

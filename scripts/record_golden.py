@@ -22,8 +22,13 @@ OUT = Path(__file__).resolve().parents[1] / "suites" / "correctness" / "golden" 
 
 def main() -> None:
     loaded = load_model(parse_model("embedded"), LoadOptions("cpu", torch.float32, "sdpa"))
-    data = {"model": loaded.spec.label, "transformers": transformers.__version__, "torch": torch.__version__,
-            "max_new_tokens": MAX_NEW_TOKENS, "prompts": {}}
+    data = {
+        "model": loaded.spec.label,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "prompts": {},
+    }
     for prompt in load_prompts():
         ids = prompt.encode(loaded.tokenizer)
         out = hf_generate(loaded.model, ids, MAX_NEW_TOKENS, do_sample=False)

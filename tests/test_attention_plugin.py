@@ -26,9 +26,7 @@ def test_help_lists_attention_options(pytester: pytest.Pytester) -> None:
 def test_unknown_variant_is_a_usage_error_listing_choices(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--attnlab-attn", "sdpa,nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["*--attnlab-attn: unknown attention variant 'nope'; choose from: eager, sdpa*mqa*"]
-    )
+    result.stderr.fnmatch_lines(["*--attnlab-attn: unknown attention variant 'nope'; choose from: eager, sdpa*mqa*"])
 
 
 def test_bad_seq_list_is_a_usage_error(pytester: pytest.Pytester) -> None:

@@ -36,9 +36,7 @@ def test_help_lists_backend_options(run_attnlab):
 @pytest.mark.parametrize(("flag", "value", "message"), BAD_VALUES, ids=[f"{f}={v}" for f, v, _ in BAD_VALUES])
 def test_bad_values_are_usage_errors(pytester, flag, value, message):
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest_inprocess(
-        "-p", "no:cacheprovider", "--attnlab-report-dir", "out", flag, value
-    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--attnlab-report-dir", "out", flag, value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str(), result.stderr.str()
 
@@ -102,14 +100,10 @@ def test_backend_and_perf_path_must_agree(pytester):
 def test_default_backends_are_every_registered_path(pytester):
     pytester.makepyfile("def test_each(attnlab_backend): pass")
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--attnlab-report-dir", "out", "-v")
-    result.stdout.fnmatch_lines(
-        ["*test_each?hf? PASSED*", "*test_each?fast? PASSED*", "*test_each?vllm? PASSED*"]
-    )
+    result.stdout.fnmatch_lines(["*test_each?hf? PASSED*", "*test_each?fast? PASSED*", "*test_each?vllm? PASSED*"])
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here: nothing to skip"
-)
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here: nothing to skip")
 def test_vllm_skips_with_install_hint_without_vllm(pytester):
     pytester.makepyfile(
         """

@@ -55,9 +55,7 @@ def test_identical_runs_pass(tmp_path: Path) -> None:
         (("t::perf", "decode_tok_s"), 0.90, "tok_s:-5%", True),
     ],
 )
-def test_injected_regression_fails(
-    tmp_path: Path, key: tuple, factor: float, threshold: str, regressed: bool
-) -> None:
+def test_injected_regression_fails(tmp_path: Path, key: tuple, factor: float, threshold: str, regressed: bool) -> None:
     base = write_csv(tmp_path / "base" / "metrics.csv", BASE)
     cur = write_csv(tmp_path / "cur" / "metrics.csv", {**BASE, key: BASE[key] * factor})
     rc, out = run(str(base.parent), str(cur.parent), "--threshold", threshold)  # report dirs work too

@@ -50,7 +50,10 @@ def test_shipped_qwen25_configs_have_real_shapes() -> None:
     cfg = random_models.RANDOM_CONFIGS.get("qwen2.5-3b-instruct")()
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_key_value_heads"]) == (2048, 36, 2)
     assert set(random_models.RANDOM_CONFIGS.names()) >= {
-        "tiny-qwen2", "qwen2.5-0.5b-instruct", "qwen2.5-3b-instruct", "qwen2.5-7b-instruct"
+        "tiny-qwen2",
+        "qwen2.5-0.5b-instruct",
+        "qwen2.5-3b-instruct",
+        "qwen2.5-7b-instruct",
     }
 
 

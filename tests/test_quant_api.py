@@ -47,9 +47,7 @@ def test_weight_bytes_count_packed_linears(tiny, tmp_path: Path) -> None:
     q4 = weight_bytes(quantize(tiny, "rtn-int4-g32", cache=tmp_path).model)
     linear = sum(m.weight.numel() for m in tiny.model.modules() if isinstance(m, torch.nn.Linear))
     layers_linear = sum(
-        m.weight.numel()
-        for n, m in tiny.model.named_modules()
-        if isinstance(m, torch.nn.Linear) and ".layers." in n
+        m.weight.numel() for n, m in tiny.model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n
     )
     assert linear > layers_linear  # lm_head (tied) is not quantized
     # int8: 1 byte per weight + an fp16 scale per row; int4 g32: half a byte + fp16 scale and min per 32
@@ -125,9 +123,7 @@ def test_packed_runtime_matches_fake(tiny) -> None:
     assert any(isinstance(m, PackedLinear) for m in packed.model.modules())
     assert weight_bytes(packed.model) == weight_bytes(fake.model)
     with torch.no_grad():
-        torch.testing.assert_close(
-            packed.model(_ids()).logits, fake.model(_ids()).logits, rtol=1e-5, atol=1e-5
-        )
+        torch.testing.assert_close(packed.model(_ids()).logits, fake.model(_ids()).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_calibrated_method_without_tokenizer_is_unavailable(tiny) -> None:

@@ -49,17 +49,13 @@ def test_awq_beats_rtn_on_calibration_like_text(tiny) -> None:
     with torch.no_grad():
         ref = tiny.model(ids).logits
         awq = (
-            quantize(tiny, "awq-int4-g128", cache=False, calibration_samples=4, calibration_seqlen=64)
-            .model(ids)
-            .logits
+            quantize(tiny, "awq-int4-g128", cache=False, calibration_samples=4, calibration_seqlen=64).model(ids).logits
         )
         rtn = quantize(tiny, "rtn-int4-g128-zp", cache=False).model(ids).logits
     assert float((awq - ref).pow(2).mean()) < float((rtn - ref).pow(2).mean())
 
 
-def _gptq_pack(
-    codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int
-) -> dict[str, torch.Tensor]:
+def _gptq_pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> dict[str, torch.Tensor]:
     """Pack like GPTQ v1: qweight [in/8, out], qzeros (minus one) [groups, out/8], scales [groups, out]."""
     out, cols = codes.shape
     c = codes.t().to(torch.int32).reshape(cols // 8, 8, out)
@@ -87,9 +83,7 @@ def test_gptq_act_order_checkpoint_is_refused() -> None:
         unpack_gptq(packed, 32)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("bitsandbytes") is None, reason="pip install 'pytest-attnlab[bnb]'"
-)
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="pip install 'pytest-attnlab[bnb]'")
 @pytest.mark.parametrize("name, module", [("bnb-int8", "Linear8bitLt"), ("bnb-nf4", "Linear4bit")])
 def test_bitsandbytes_swaps_decoder_linears(name: str, module: str) -> None:
     from pytest_attnlab.models.loader import LoadedModel, LoadOptions
@@ -108,9 +102,7 @@ def test_bitsandbytes_swaps_decoder_linears(name: str, module: str) -> None:
     assert float(cos) > 0.9
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("bitsandbytes") is None, reason="pip install 'pytest-attnlab[bnb]'"
-)
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="pip install 'pytest-attnlab[bnb]'")
 def test_bitsandbytes_4bit_on_cpu_refuses_odd_shapes(tiny) -> None:
     from pytest_attnlab.quant import QuantizerUnavailable
 

@@ -132,8 +132,6 @@ def test_user_quantizer_from_conftest_and_missing_extra_skip(pytester: pytest.Py
         str(pytester.path / "reports"),
     )
     result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(
-        ["*SKIPPED*needs attnlab_no_such_module: pip install 'pytest-attnlab[[]magic[]]'*"]
-    )
+    result.stdout.fnmatch_lines(["*SKIPPED*needs attnlab_no_such_module: pip install 'pytest-attnlab[[]magic[]]'*"])
     csv = (pytester.path / "reports" / "metrics.csv").read_text()
     assert ",fp16-cast," in csv

@@ -33,9 +33,7 @@ def metrics_of(path: Path) -> list[str]:
     return sorted(r["metric"] for r in rows(path))
 
 
-@pytest.mark.parametrize(
-    "body", ["os._exit(3)", "os.kill(os.getpid(), signal.SIGKILL)"], ids=["os._exit", "SIGKILL"]
-)
+@pytest.mark.parametrize("body", ["os._exit(3)", "os.kill(os.getpid(), signal.SIGKILL)"], ids=["os._exit", "SIGKILL"])
 def test_rows_survive_a_test_that_kills_the_process(pytester: pytest.Pytester, body: str) -> None:
     pytester.makepyfile(RECORD.format(body=body))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--attnlab-report-dir", "out")

@@ -160,9 +160,7 @@ def test_scrape(metrics, pytestconfig):
 def test_prometheus_live_port_serves_gauges(pytester: pytest.Pytester) -> None:
     pytest.importorskip("prometheus_client", reason="pip install 'pytest-attnlab[prometheus]'")
     pytester.makepyfile(LIVE)
-    result = pytester.runpytest(
-        "--attnlab-report-dir", "out", "--attnlab-prometheus-port", "0", "-p", "no:html"
-    )
+    result = pytester.runpytest("--attnlab-report-dir", "out", "--attnlab-prometheus-port", "0", "-p", "no:html")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["attnlab: served Prometheus gauges on 127.0.0.1:*"])
 

@@ -46,9 +46,7 @@ def test_workflow_is_valid(path: Path) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return
     jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema check-jsonschema")
-    vendored = pytest.importorskip(
-        "check_jsonschema", reason="pip install check-jsonschema (vendored schema)"
-    )
+    vendored = pytest.importorskip("check_jsonschema", reason="pip install check-jsonschema (vendored schema)")
     schema_path = Path(vendored.__file__).parent / "builtin_schemas" / "vendor" / "github-workflows.json"
     schema = json.loads(schema_path.read_text())
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(load(path)), key=str)

@@ -124,9 +124,7 @@ class KernelVariant:
         if self.needs_cuda and device.type != "cuda":
             return f"{self.name} needs a CUDA device (model is on {device}); on CPU its compile takes minutes"
         if not type(model)._can_set_attn_implementation():
-            return (
-                f"{type(model).__name__} cannot switch attention at run time (no AttentionInterface support)"
-            )
+            return f"{type(model).__name__} cannot switch attention at run time (no AttentionInterface support)"
         return None
 
     def install(self, model: nn.Module) -> Undo:

@@ -69,9 +69,7 @@ def measure(model: Any, ids: torch.Tensor, reference: probe.Capture) -> Quality:
 
 
 @torch.inference_mode()
-def greedy_agreement(
-    model: Any, ids: torch.Tensor, reference_tokens: torch.Tensor, cache: Any = None
-) -> float:
+def greedy_agreement(model: Any, ids: torch.Tensor, reference_tokens: torch.Tensor, cache: Any = None) -> float:
     """Fraction of free-running greedy tokens equal to the reference's, up to the first mismatch counted."""
     from transformers import DynamicCache
 

@@ -74,9 +74,7 @@ class AttentionBlock(nn.Module):
         n = k.shape[1]
         k = k.view(b, n, -1, s.head_dim).transpose(1, 2)
         v = v.view(b, n, -1, s.head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=t > 1 and t == n, enable_gqa=k.shape[1] != s.heads
-        )
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1 and t == n, enable_gqa=k.shape[1] != s.heads)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, s.d_model))
 
 

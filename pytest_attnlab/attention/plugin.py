@@ -22,9 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "attention variants for tests using the attention_patch fixture: a comma list of registered "
         "names or 'all' (e.g. sdpa,sliding_window_64,mqa). Ini key: attnlab_attn."
     )
-    group.addoption(
-        OPTION, dest="attnlab_attn", metavar="NAMES", default=None, help=f"{help_} Default: {DEFAULT!r}"
-    )
+    group.addoption(OPTION, dest="attnlab_attn", metavar="NAMES", default=None, help=f"{help_} Default: {DEFAULT!r}")
     parser.addini(INI, help=help_, default=None)
     group.addoption(
         "--attnlab-attn-seq",
@@ -45,9 +43,7 @@ def parse_attn(value: str, registry: Any) -> list[str]:
     except UnknownNameError as exc:
         raise pytest.UsageError(f"{OPTION}: {exc}") from None
     if not names:
-        raise pytest.UsageError(
-            f"{OPTION}: no variant named; choose from: all, {', '.join(registry.names())}"
-        )
+        raise pytest.UsageError(f"{OPTION}: no variant named; choose from: all, {', '.join(registry.names())}")
     return names
 
 

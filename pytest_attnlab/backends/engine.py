@@ -49,13 +49,10 @@ class EngineSettings:
 
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(
-                f"kv_cache_dtype: invalid value {self.kv_cache_dtype!r}; choose from: "
-                f"{', '.join(KV_CACHE_DTYPES)}"
+                f"kv_cache_dtype: invalid value {self.kv_cache_dtype!r}; choose from: {', '.join(KV_CACHE_DTYPES)}"
             )
         if self.dtype not in VLLM_DTYPES[1:]:
-            raise ValueError(
-                f"dtype: invalid value {self.dtype!r}; choose from: {', '.join(VLLM_DTYPES[1:])}"
-            )
+            raise ValueError(f"dtype: invalid value {self.dtype!r}; choose from: {', '.join(VLLM_DTYPES[1:])}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization: {self.gpu_memory_utilization} must be in (0, 1]")
         if self.max_model_len < 16 or self.tensor_parallel_size < 1 or self.kv_cache_gb <= 0:

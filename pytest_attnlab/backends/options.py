@@ -148,9 +148,7 @@ VLLM_OPTIONS = [
         "auto",
         _choice("--attnlab-vllm-dtype", VLLM_DTYPES),
         "DTYPE",
-        "engine dtype: "
-        + ", ".join(VLLM_DTYPES)
-        + " (auto: the resolved --attnlab-dtype, as the HF reference).",
+        "engine dtype: " + ", ".join(VLLM_DTYPES) + " (auto: the resolved --attnlab-dtype, as the HF reference).",
     ),
     OptionSpec(
         "vllm-kv-cache-gb",

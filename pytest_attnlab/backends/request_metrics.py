@@ -33,9 +33,7 @@ class RequestTiming:
             )
         decode = float(stats.last_token_ts) - float(stats.first_token_ts)
         if decode < 0:
-            raise ValueError(
-                f"last_token_ts {stats.last_token_ts} is before first_token_ts {stats.first_token_ts}"
-            )
+            raise ValueError(f"last_token_ts {stats.last_token_ts} is before first_token_ts {stats.first_token_ts}")
         ttft = float(stats.first_token_latency)
         return cls(ttft, decode / (n - 1) if n > 1 else math.nan, ttft + decode, n)
 

@@ -93,9 +93,7 @@ def greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k
     if scorer is None:
         import pytest
 
-        pytest.skip(
-            f"backend {getattr(path, 'name', path)!r} has no greedy_logprobs(ids, new_tokens, top_k) method"
-        )
+        pytest.skip(f"backend {getattr(path, 'name', path)!r} has no greedy_logprobs(ids, new_tokens, top_k) method")
     return scorer(path, model, ids, new_tokens, k)
 
 

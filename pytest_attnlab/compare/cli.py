@@ -76,8 +76,7 @@ def _context_suffix(ctx_key: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m pytest_attnlab compare",
-        description="Compare two runs (metrics.csv, a report dir, or pytest-benchmark JSON); "
-        "exit 1 on a regression.",
+        description="Compare two runs (metrics.csv, a report dir, or pytest-benchmark JSON); exit 1 on a regression.",
     )
     ap.add_argument("base", help="baseline run: metrics.csv, its report dir, or a --benchmark-json file")
     ap.add_argument("current", help="the run to check, same kinds as BASE")
@@ -86,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="regression threshold; repeatable. '+': higher is worse, '-': lower is worse, '%%': relative. "
         f"Default: {' '.join(DEFAULT_THRESHOLDS)}",
     )  # fmt: skip
-    ap.add_argument(
-        "--fail-on-missing", action="store_true", help="fail when a BASE metric is missing in CURRENT"
-    )
+    ap.add_argument("--fail-on-missing", action="store_true", help="fail when a BASE metric is missing in CURRENT")
     ap.add_argument("--all", action="store_true", help="also list metrics no threshold applies to")
     ap.add_argument("--json", metavar="PATH", help="also write the comparison as JSON")
     return ap

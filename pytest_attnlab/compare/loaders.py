@@ -37,11 +37,7 @@ def from_csv(path: Path) -> dict[Key, float]:
                 extra = json.loads(row.get("extra") or "{}")
             except json.JSONDecodeError:
                 extra = {}
-            extra = (
-                {k: v for k, v in extra.items() if k not in _VOLATILE_EXTRA}
-                if isinstance(extra, dict)
-                else {}
-            )
+            extra = {k: v for k, v in extra.items() if k not in _VOLATILE_EXTRA} if isinstance(extra, dict) else {}
             ctx = {k: row.get(k, "") for k in ("model", "quant", "attention", "backend")}
             ctx_key = json.dumps({**ctx, **extra}, sort_keys=True, default=str)
             values.setdefault((row["nodeid"], row["metric"], ctx_key), []).append(value)

@@ -43,19 +43,13 @@ class Threshold:
         return cls(m["name"], m["sign"] == "+", float(m["amount"]), bool(m["pct"]))
 
     def matches(self, metric: str) -> bool:
-        return (
-            metric == self.name or metric.endswith("_" + self.name) or fnmatch.fnmatchcase(metric, self.name)
-        )
+        return metric == self.name or metric.endswith("_" + self.name) or fnmatch.fnmatchcase(metric, self.name)
 
     def change(self, base: float, current: float) -> float:
         """Signed change in the threshold's unit (fraction for relative)."""
         delta = current - base
         if self.relative:
-            return (
-                delta / abs(base)
-                if base
-                else (0.0 if delta == 0 else float("inf") * (1 if delta > 0 else -1))
-            )
+            return delta / abs(base) if base else (0.0 if delta == 0 else float("inf") * (1 if delta > 0 else -1))
         return delta
 
     def regressed(self, base: float, current: float) -> bool:
@@ -65,9 +59,7 @@ class Threshold:
         return change > limit if self.increase_is_bad else change < -limit
 
     def __str__(self) -> str:
-        return (
-            f"{self.name}:{'+' if self.increase_is_bad else '-'}{self.amount:g}{'%' if self.relative else ''}"
-        )
+        return f"{self.name}:{'+' if self.increase_is_bad else '-'}{self.amount:g}{'%' if self.relative else ''}"
 
 
 def pick(thresholds: list[Threshold], metric: str) -> Threshold | None:

@@ -71,25 +71,13 @@ class Generation:
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
             _fail("generation.max_tokens", self.max_tokens, "an integer >= 1")
-        if (
-            not isinstance(self.num_prompts, int)
-            or isinstance(self.num_prompts, bool)
-            or self.num_prompts < 1
-        ):
+        if not isinstance(self.num_prompts, int) or isinstance(self.num_prompts, bool) or self.num_prompts < 1:
             _fail("generation.num_prompts", self.num_prompts, "an integer >= 1")
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
             _fail("generation.top_k", self.top_k, "an integer >= 0 (0 = off)")
-        if (
-            not isinstance(self.temperature, (int, float))
-            or isinstance(self.temperature, bool)
-            or self.temperature < 0
-        ):
+        if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) or self.temperature < 0:
             _fail("generation.temperature", self.temperature, "a number >= 0 (0 = greedy)")
-        if (
-            not isinstance(self.top_p, (int, float))
-            or isinstance(self.top_p, bool)
-            or not 0 < self.top_p <= 1
-        ):
+        if not isinstance(self.top_p, (int, float)) or isinstance(self.top_p, bool) or not 0 < self.top_p <= 1:
             _fail("generation.top_p", self.top_p, "a number in (0, 1]")
         if self.prompts_file is not None and not isinstance(self.prompts_file, str):
             _fail("generation.prompts_file", self.prompts_file, "a path (string) or null")

@@ -58,9 +58,7 @@ def _from_pretrained(ref: str, opts: LoadOptions) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ref)
-    model = AutoModelForCausalLM.from_pretrained(
-        ref, dtype=opts.dtype, attn_implementation=opts.attn_implementation
-    )
+    model = AutoModelForCausalLM.from_pretrained(ref, dtype=opts.dtype, attn_implementation=opts.attn_implementation)
     return model.to(opts.device).eval(), tokenizer
 
 

@@ -65,8 +65,6 @@ def applied(model: Any, name: str) -> Iterator[None]:
     try:
         from pytest_attnlab.attention import applied as attention_applied
     except ImportError:
-        pytest.skip(
-            f"attention variant {name!r} needs pytest_attnlab.attention.applied, which is not available"
-        )
+        pytest.skip(f"attention variant {name!r} needs pytest_attnlab.attention.applied, which is not available")
     with attention_applied(model, name):
         yield

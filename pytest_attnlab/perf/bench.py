@@ -59,9 +59,7 @@ class Measurement:
         lat = self.latency()
         assert self.shape is not None
         ctx = roofline.mean_decode_context(self.prompt_len, self.new_tokens)
-        step_bytes = roofline.decode_step_bytes(
-            self.weight_bytes, self.shape, self.batch, ctx, self.elem_bytes
-        )
+        step_bytes = roofline.decode_step_bytes(self.weight_bytes, self.shape, self.batch, ctx, self.elem_bytes)
         flops = self.shape.prefill_flops(self.batch, self.prompt_len)
         tpot, ttft = lat["tpot"], lat["ttft"]
         return {
@@ -133,9 +131,7 @@ class GenerationBenchmark:
         self.attention = attention
         self.last: Measurement | None = None
 
-    def _cell(
-        self, loaded: Any, path: str, batch: int, prompt_len: int, new_tokens: int
-    ) -> tuple[Any, Any, Any]:
+    def _cell(self, loaded: Any, path: str, batch: int, prompt_len: int, new_tokens: int) -> tuple[Any, Any, Any]:
         model = _unwrap(loaded)
         impl = self.path_factory(path)
         impl.prepare(model, batch, prompt_len, new_tokens)

@@ -91,9 +91,7 @@ def _interval_ms(value: str) -> float:
     try:
         ms = float(value)
     except ValueError:
-        raise pytest.UsageError(
-            f"--attnlab-perf-monitor-interval: expected milliseconds, got {value!r}"
-        ) from None
+        raise pytest.UsageError(f"--attnlab-perf-monitor-interval: expected milliseconds, got {value!r}") from None
     if ms <= 0:
         raise pytest.UsageError(f"--attnlab-perf-monitor-interval: {ms} must be > 0 ms")
     return ms
@@ -174,9 +172,7 @@ PERF_OPTIONS = [
         "NAME",
         "device monitor: auto (nvml on CUDA, psutil on CPU), nvml, psutil, none.",
     ),
-    OptionSpec(
-        "perf-monitor-interval", "20", _interval_ms, "MS", "monitor sampling interval in milliseconds."
-    ),
+    OptionSpec("perf-monitor-interval", "20", _interval_ms, "MS", "monitor sampling interval in milliseconds."),
     OptionSpec(
         "perf-compile",
         "none",

@@ -240,9 +240,7 @@ def measure_peaks(device: str) -> DevicePeaks:
         return DevicePeaks(ident["name"], bw, bw_source, nvml, copy_bw, flops, source, time.time())
     copy_bw = measure_copy_bandwidth(device, 256 << 20)
     flops = measure_matmul_flops(device, 1024, torch.float32)
-    return DevicePeaks(
-        ident["name"], copy_bw, "measured-copy", None, copy_bw, flops, "measured-matmul", time.time()
-    )
+    return DevicePeaks(ident["name"], copy_bw, "measured-copy", None, copy_bw, flops, "measured-matmul", time.time())
 
 
 def device_peaks(device: str, *, refresh: bool = False) -> DevicePeaks:

@@ -75,9 +75,7 @@ def _fuse(modules: list[Any], attr: str = "weight") -> torch.Tensor:
     if adjacent:  # fused by an earlier call: rebuild the view over the shared storage
         first = parts[0]
         rows = sum(p.shape[0] for p in parts)
-        return torch.as_strided(
-            first.detach(), (rows, *first.shape[1:]), first.stride(), first.storage_offset()
-        )
+        return torch.as_strided(first.detach(), (rows, *first.shape[1:]), first.stride(), first.storage_offset())
     fused = torch.cat([p.detach() for p in parts], dim=0)
     start = 0
     for m, p in zip(modules, parts, strict=True):
@@ -90,9 +88,7 @@ def _fuse(modules: list[Any], attr: str = "weight") -> torch.Tensor:
 def from_hf(model: Any) -> StaticModel:
     cfg = model.config
     if cfg.model_type not in SUPPORTED:
-        raise UnsupportedModel(
-            f"the fast decode path supports {', '.join(SUPPORTED)}, not {cfg.model_type!r}"
-        )
+        raise UnsupportedModel(f"the fast decode path supports {', '.join(SUPPORTED)}, not {cfg.model_type!r}")
     if getattr(cfg, "use_sliding_window", False):
         raise UnsupportedModel("the fast decode path has no sliding-window attention")
     rope = getattr(model.model.rotary_emb, "rope_type", "default")
@@ -160,15 +156,11 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
-def _sdpa_decode(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
-) -> torch.Tensor:
+def _sdpa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def _math_decode(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
-) -> torch.Tensor:
+def _math_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
     """Plain matmul-softmax-matmul: torch.compile fuses the mask and softmax, and the two small
     batched matmuls split over the cache length (SDPA's fused kernels parallelise over batch x heads
     only, a handful of blocks at batch 1)."""
@@ -181,9 +173,7 @@ def _math_decode(
 DECODE_ATTENTION = {"sdpa": _sdpa_decode, "math": _math_decode}
 
 
-def _layer(
-    sm: StaticModel, i: int, cache: StaticCache, x: torch.Tensor, pos: torch.Tensor, mask: Any
-) -> torch.Tensor:
+def _layer(sm: StaticModel, i: int, cache: StaticCache, x: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:
     L = sm.layers[i]
     b, t, _ = x.shape
     hq, hkv, d = sm.heads, sm.kv_heads, sm.head_dim
@@ -197,17 +187,13 @@ def _layer(
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm.scaling, enable_gqa=hq != hkv)
     else:  # one new token: fold the query heads of a KV group into the query axis (no KV repeat)
         qg = q.reshape(b, hkv, (hq // hkv) * t, d)
-        o = DECODE_ATTENTION[sm.decode_attention](qg, cache.k[i], cache.v[i], mask, sm.scaling).view(
-            b, hq, t, d
-        )
+        o = DECODE_ATTENTION[sm.decode_attention](qg, cache.k[i], cache.v[i], mask, sm.scaling).view(b, hq, t, d)
     x = x + F.linear(o.transpose(1, 2).reshape(b, t, hq * d), L.o_w)
     gate, up = F.linear(rms_norm(x, L.post_norm, sm.eps), L.gate_up_w).split(sm.intermediate, dim=-1)
     return x + F.linear(F.silu(gate) * up, L.down_w)
 
 
-def forward(
-    sm: StaticModel, cache: StaticCache, ids: torch.Tensor, pos: torch.Tensor, mask: Any
-) -> torch.Tensor:
+def forward(sm: StaticModel, cache: StaticCache, ids: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:
     """Logits of the last position, [batch, vocab]."""
     x = F.embedding(ids, sm.embed)
     for i in range(len(sm.layers)):
@@ -221,9 +207,7 @@ def prefill(sm: StaticModel, cache: StaticCache, ids: torch.Tensor) -> torch.Ten
     return forward(sm, cache, ids, pos, None)
 
 
-def decode_one_token(
-    sm: StaticModel, cache: StaticCache, tok: torch.Tensor, pos: torch.Tensor
-) -> torch.Tensor:
+def decode_one_token(sm: StaticModel, cache: StaticCache, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """tok [batch, 1] at position pos ([1] tensor, so one CUDA graph serves every step); logits."""
     mask = (torch.arange(cache.max_len, device=tok.device) <= pos).view(1, 1, 1, -1)
     return forward(sm, cache, tok, pos, mask)

@@ -115,9 +115,7 @@ class AWQ(StateQuantizer):
                 if isinstance(m, nn.Linear):
                     state.add_linear(f"{prefix}.{i}.{n}", m.weight.detach())
             for n, p in layer.named_parameters():
-                if not any(
-                    n == f"{ln}.weight" for ln, m in layer.named_modules() if isinstance(m, nn.Linear)
-                ):
+                if not any(n == f"{ln}.weight" for ln, m in layer.named_modules() if isinstance(m, nn.Linear)):
                     state.floats[f"{prefix}.{i}.{n}"] = p.detach().clone()  # folded norms, scaled biases
         return state
 

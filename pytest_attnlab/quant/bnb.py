@@ -41,11 +41,7 @@ class BitsAndBytes(Quantizer):
         device = next(loaded.model.parameters()).device
         if self.kind != "int8" and device.type == "cpu":
             odd = sorted(
-                {
-                    m.out_features
-                    for m in target_linears(loaded.model).values()
-                    if m.out_features % CPU_BLOCK_N
-                }
+                {m.out_features for m in target_linears(loaded.model).values() if m.out_features % CPU_BLOCK_N}
             )
             if odd:
                 raise QuantizerUnavailable(
@@ -55,9 +51,7 @@ class BitsAndBytes(Quantizer):
                 )
         model = copy.deepcopy(loaded.model)
         for name, linear in target_linears(model).items():
-            weight = linear.weight.detach().to(
-                "cpu", torch.float32 if device.type == "cpu" else torch.float16
-            )
+            weight = linear.weight.detach().to("cpu", torch.float32 if device.type == "cpu" else torch.float16)
             if self.kind == "int8":
                 new = bnb.nn.Linear8bitLt(
                     linear.in_features,

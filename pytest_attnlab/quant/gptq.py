@@ -26,30 +26,22 @@ from pytest_attnlab.quant.packed import QuantState
 from pytest_attnlab.quant.state_quantizer import StateQuantizer
 
 
-def unpack_gptq(
-    tensors: dict[str, torch.Tensor], group_size: int, checkpoint_format: str = "gptq"
-) -> QTensor:
+def unpack_gptq(tensors: dict[str, torch.Tensor], group_size: int, checkpoint_format: str = "gptq") -> QTensor:
     """GPTQ packing (qweight [in/8, out] int32, qzeros [groups, out/8] int32, scales [groups, out])
     -> codes [out, in], scales/zeros [out, groups]. The v1 "gptq" format stores zero points minus one."""
     shifts = torch.arange(0, 32, 4, dtype=torch.int32)
     qweight = tensors["qweight"]
     codes = ((qweight[:, None, :] >> shifts[None, :, None]) & 0xF).reshape(-1, qweight.shape[1])  # [in, out]
     qzeros = tensors["qzeros"]
-    zeros = ((qzeros[:, :, None] >> shifts[None, None, :]) & 0xF).reshape(
-        qzeros.shape[0], -1
-    )  # [groups, out]
+    zeros = ((qzeros[:, :, None] >> shifts[None, None, :]) & 0xF).reshape(qzeros.shape[0], -1)  # [groups, out]
     if checkpoint_format == "gptq":
         zeros = zeros + 1
     cols = codes.shape[0]
     g_idx = tensors.get("g_idx")
     if g_idx is not None and not torch.equal(g_idx.long(), torch.arange(cols) // group_size):
-        raise ValueError(
-            "GPTQ checkpoint uses act-order (g_idx is not contiguous); not supported by the converter"
-        )
+        raise ValueError("GPTQ checkpoint uses act-order (g_idx is not contiguous); not supported by the converter")
     out = codes.shape[1]
-    return QTensor(
-        codes.t().contiguous().to(torch.uint8), tensors["scales"].t().float()[:out], zeros.t().float()[:out]
-    )
+    return QTensor(codes.t().contiguous().to(torch.uint8), tensors["scales"].t().float()[:out], zeros.t().float()[:out])
 
 
 class GPTQModelQuantizer(StateQuantizer):
@@ -58,14 +50,10 @@ class GPTQModelQuantizer(StateQuantizer):
     calibrated = True
     modifies_model = False
 
-    def __init__(
-        self, name: str, bits: int = 4, group_size: int = 128, sym: bool = True, desc_act: bool = False
-    ):
+    def __init__(self, name: str, bits: int = 4, group_size: int = 128, sym: bool = True, desc_act: bool = False):
         super().__init__("fake")
         if bits != 4:
-            raise ValueError(
-                f"GPTQModelQuantizer.bits: {bits} is not supported by the converter; choose from: 4"
-            )
+            raise ValueError(f"GPTQModelQuantizer.bits: {bits} is not supported by the converter; choose from: 4")
         self.name, self.bits, self.group_size, self.sym, self.desc_act = name, bits, group_size, sym, desc_act
 
     def settings(self) -> dict[str, Any]:
@@ -114,9 +102,7 @@ class GPTQModelQuantizer(StateQuantizer):
         state = QuantState(grid, info={"method": "gptq", "backend": self.settings()["backend"]})
         for name, linear in target_linears(model).items():
             parts = {
-                k: tensors[f"{name}.{k}"]
-                for k in ("qweight", "qzeros", "scales", "g_idx")
-                if f"{name}.{k}" in tensors
+                k: tensors[f"{name}.{k}"] for k in ("qweight", "qzeros", "scales", "g_idx") if f"{name}.{k}" in tensors
             }
             state.add_linear(name, linear.weight.detach(), unpack_gptq(parts, self.group_size, fmt))
         return state

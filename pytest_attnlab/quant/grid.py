@@ -107,9 +107,7 @@ def dequantize(grid: Grid, qt: QTensor, shape: torch.Size | tuple[int, int]) -> 
     out, cols = shape
     group = grid.group(cols)
     q = _grouped(qt.codes.float(), group)
-    return grid.dequant(q, qt.scales.float(), None if qt.zeros is None else qt.zeros.float()).reshape(
-        out, -1
-    )[:, :cols]
+    return grid.dequant(q, qt.scales.float(), None if qt.zeros is None else qt.zeros.float()).reshape(out, -1)[:, :cols]
 
 
 def pack(grid: Grid, qt: QTensor) -> dict[str, torch.Tensor]:

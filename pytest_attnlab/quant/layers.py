@@ -27,9 +27,7 @@ def target_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Every nn.Linear inside the decoder layers (embeddings and lm_head stay in float)."""
     prefix = layer_prefix(model)
     return {
-        f"{prefix}.{name}": m
-        for name, m in decoder_layers(model).named_modules()
-        if isinstance(m, nn.Linear) and name
+        f"{prefix}.{name}": m for name, m in decoder_layers(model).named_modules() if isinstance(m, nn.Linear) and name
     }
 
 
@@ -61,9 +59,7 @@ def layer_inputs(model: nn.Module, ids: torch.Tensor) -> LayerInputs:
         pass
     finally:
         handle.remove()
-    kwargs = {
-        k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "past_key_value", "use_cache")
-    }
+    kwargs = {k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "past_key_value", "use_cache")}
     return LayerInputs(seen["hidden"], kwargs)
 
 

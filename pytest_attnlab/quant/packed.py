@@ -122,9 +122,7 @@ def weight_bytes(model: nn.Module) -> int:
     """
     seen: set[int] = set()
     total = 0
-    packed_weights = {
-        id(m.weight): getattr(m, PACKED_NBYTES) for m in model.modules() if hasattr(m, PACKED_NBYTES)
-    }
+    packed_weights = {id(m.weight): getattr(m, PACKED_NBYTES) for m in model.modules() if hasattr(m, PACKED_NBYTES)}
     for t in [*model.parameters(), *model.buffers()]:
         key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
         if key in seen:

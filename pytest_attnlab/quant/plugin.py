@@ -94,8 +94,7 @@ def parse_quant(value: str, registry: Any) -> list[str]:
                 registry.get(name)
     except UnknownNameError as exc:
         raise pytest.UsageError(
-            f"--attnlab-quant: unknown quantizer {exc.name!r}; "
-            f"choose from: none, all, {', '.join(exc.choices)}"
+            f"--attnlab-quant: unknown quantizer {exc.name!r}; choose from: none, all, {', '.join(exc.choices)}"
         ) from None
     return names
 
@@ -113,9 +112,7 @@ def parse_thresholds(value: str, registry: Any) -> dict[str, float]:
         try:
             out[name] = float(cos)
         except ValueError:
-            raise pytest.UsageError(
-                f"--attnlab-quant-threshold: {cos!r} (for {name}) is not a number"
-            ) from None
+            raise pytest.UsageError(f"--attnlab-quant-threshold: {cos!r} (for {name}) is not a number") from None
     return out
 
 

@@ -22,9 +22,7 @@ class StateQuantizer(Quantizer):
 
     def __init__(self, runtime: str = "fake") -> None:
         if runtime not in RUNTIMES:
-            raise ValueError(
-                f"{type(self).__name__}.runtime: {runtime!r} is not one of: {', '.join(RUNTIMES)}"
-            )
+            raise ValueError(f"{type(self).__name__}.runtime: {runtime!r} is not one of: {', '.join(RUNTIMES)}")
         self.runtime = runtime
 
     @abstractmethod

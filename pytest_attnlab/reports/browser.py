@@ -49,9 +49,7 @@ class Rendered:
         return self.count(r'<img[^>]+src="data:image/png;base64,')
 
 
-def render(
-    report: Path, screenshot: Path | None = None, window: str = "1400,2400", timeout: float = 90
-) -> Rendered:
+def render(report: Path, screenshot: Path | None = None, window: str = "1400,2400", timeout: float = 90) -> Rendered:
     """Load `report` with every result row expanded, dump the DOM and optionally take a screenshot."""
     binary = find_chromium()
     if binary is None:

@@ -51,9 +51,7 @@ def gpus() -> list[dict[str, str]]:
     out = _run(["nvidia-smi", "--query-gpu=index,name,driver_version,memory.total", "--format=csv,noheader"])
     keys = ("index", "name", "driver", "memory")
     return [
-        dict(zip(keys, (c.strip() for c in line.split(",")), strict=False))
-        for line in out.splitlines()
-        if line.strip()
+        dict(zip(keys, (c.strip() for c in line.split(",")), strict=False)) for line in out.splitlines() if line.strip()
     ]
 
 
@@ -63,9 +61,7 @@ def collect(rootdir: Path, args: list[str]) -> dict[str, Any]:
         torch = sys.modules["torch"]
         torch_info = {"cuda": getattr(torch.version, "cuda", None), "threads": torch.get_num_threads()}
     sha = _run(["git", "rev-parse", "HEAD"], cwd=rootdir)
-    dirty = (
-        bool(_run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=rootdir)) if sha else False
-    )
+    dirty = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=rootdir)) if sha else False
     return {
         "command": shlex.join(["python", "-m", "pytest", *args]),
         "python": platform.python_version(),

@@ -34,8 +34,10 @@ def render_table(table: Table) -> str:
 
 
 def render_metrics(recorder: MetricRecorder) -> str:
-    rows = [[r.metric, r.value if not isinstance(r.value, float) else f"{r.value:.6g}", r.unit, r.threshold or ""]
-            for r in recorder.rows]
+    rows = [
+        [r.metric, r.value if not isinstance(r.value, float) else f"{r.value:.6g}", r.unit, r.threshold or ""]
+        for r in recorder.rows
+    ]
     return render_table(Table("metrics", ["metric", "value", "unit", "threshold"], rows))
 
 

@@ -105,9 +105,7 @@ def _variant(rows: Sequence[Row]) -> Callable[[Row], str]:
 
 def tpot_vs_prompt_len(rows: Sequence[Row]) -> str | None:
     """Mean TPOT per prompt length, one line per attention variant (and quantizer / backend)."""
-    return line_plot(
-        rows, ("tpot",), PROMPT_LEN_KEYS, _variant(rows), "TPOT vs prompt length", "prompt tokens"
-    )
+    return line_plot(rows, ("tpot",), PROMPT_LEN_KEYS, _variant(rows), "TPOT vs prompt length", "prompt tokens")
 
 
 def toks_vs_batch(rows: Sequence[Row]) -> str | None:

@@ -86,8 +86,7 @@ OPTIONS = [
         "",
         lambda v: Path(v) if v else None,
         "PATH",
-        "write the run's metrics at session end in Prometheus text format "
-        "(node_exporter textfile collector).",
+        "write the run's metrics at session end in Prometheus text format (node_exporter textfile collector).",
     ),
     opts.OptionSpec(
         "prometheus-port",
@@ -102,8 +101,7 @@ OPTIONS = [
         "auto",
         parse_choice("--attnlab-xdist-gpus", ("auto", "off")),
         "MODE",
-        "auto: under xdist pin worker gwN to the N-th visible GPU (and -n auto = one worker per GPU); "
-        "off: don't.",
+        "auto: under xdist pin worker gwN to the N-th visible GPU (and -n auto = one worker per GPU); off: don't.",
     ),
 ]
 
@@ -216,8 +214,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     experiment = config.stash.get(EXPERIMENT_KEY, None)
     if experiment is not None:
         lines.append(
-            f"attnlab experiment: {experiment.experiment_name} ({experiment.source}), "
-            f"{len(experiment.cases())} cases"
+            f"attnlab experiment: {experiment.experiment_name} ({experiment.source}), {len(experiment.cases())} cases"
         )
     return lines
 
@@ -261,9 +258,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_html_results_summary(
-    prefix: list[str], summary: list[str], postfix: list[str], session: Any
-) -> None:
+def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
     from pytest_attnlab.reports import html_summary
 
     config = session.config
@@ -294,9 +289,7 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         )
         textfile = _opt(config, "prometheus-textfile")
         if textfile is not None:
-            state.written.append(
-                write_textfile(Path(config.invocation_params.dir, textfile), rows, core.run_id)
-            )
+            state.written.append(write_textfile(Path(config.invocation_params.dir, textfile), rows, core.run_id))
     return result
 
 

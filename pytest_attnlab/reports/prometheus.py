@@ -81,9 +81,7 @@ class LiveExporter:
             registry=self.registry,
         )
         self.registry.register(_ProcessCollector(worker or "main"))
-        self.server, self.thread = prometheus_client.start_http_server(
-            port, addr="127.0.0.1", registry=self.registry
-        )
+        self.server, self.thread = prometheus_client.start_http_server(port, addr="127.0.0.1", registry=self.registry)
         self.port = self.server.server_port
 
     def observe(self, row: Any) -> None:
@@ -124,9 +122,7 @@ class _ProcessCollector:
             return g
 
         yield gauge("attnlab_process_cpu_percent", "CPU use of the test process", self.proc.cpu_percent(None))
-        yield gauge(
-            "attnlab_process_rss_bytes", "Resident memory of the test process", self.proc.memory_info().rss
-        )
+        yield gauge("attnlab_process_rss_bytes", "Resident memory of the test process", self.proc.memory_info().rss)
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():  # never initialise CUDA from a scrape
             yield gauge(

@@ -104,9 +104,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("perplexity", ("perplexity", "ppl"), statistics.fmean, False),
     Column("TTFT", ("ttft",), statistics.fmean, False),
     Column("TPOT", ("tpot",), statistics.fmean, False),
-    Column(
-        "tok/s", ("decode_tokens_per_s", "decode_tok_s", "tokens_per_s", "e2e_tok_s"), statistics.fmean, True
-    ),
+    Column("tok/s", ("decode_tokens_per_s", "decode_tok_s", "tokens_per_s", "e2e_tok_s"), statistics.fmean, True),
     Column("MBU", ("mbu",), statistics.fmean, True),
     Column("peak memory", ("peak_memory", "peak_memory_bytes", "peak_mem"), max, False),
 )

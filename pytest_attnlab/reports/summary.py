@@ -43,14 +43,11 @@ def conclusions(lines: list[SummaryLine], outcomes: dict[str, str]) -> list[str]
     out = []
     counts = Counter(outcomes.values())
     out.append(
-        f"{counts.get('passed', 0)} tests passed, {counts.get('failed', 0)} failed, "
-        f"{counts.get('skipped', 0)} skipped."
+        f"{counts.get('passed', 0)} tests passed, {counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped."
     )
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
     if failed:
-        out.append(
-            "Failed: " + ", ".join(f"`{n}`" for n in failed[:10]) + (" ..." if len(failed) > 10 else "")
-        )
+        out.append("Failed: " + ", ".join(f"`{n}`" for n in failed[:10]) + (" ..." if len(failed) > 10 else ""))
     for col in SUMMARY_COLUMNS:
         have = [(ln, ln.cells[col.label]) for ln in lines if ln.cells[col.label] is not None]
         if len(have) < 2:
@@ -112,8 +109,7 @@ def write(
         ["platform", environment["platform"]],
         [
             "GPU",
-            "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in environment["gpus"])
-            or "none",
+            "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in environment["gpus"]) or "none",
         ],
         ["torch CUDA", str(environment["torch"].get("cuda") or "-")],
         *([name, ver] for name, ver in environment["packages"].items()),

@@ -120,9 +120,7 @@ def main() -> None:
                 print(f"| {variant.name} | {n} | {type(exc).__name__}: {str(exc)[:160]} |", flush=True)
                 continue
             print(
-                "| "
-                + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
-                + " |",
+                "| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |",
                 flush=True,
             )
 

@@ -63,9 +63,7 @@ def main() -> None:
         try:
             m = gb.measure(model, prompt_len=args.prompt, batch=1, new_tokens=args.new, path="fast")
         except Exception as exc:  # report and go on to the next variant
-            print(
-                f"{compile_mode:28s} {attention:5s} cdt={cdt!s:5s} FAILED: {type(exc).__name__}: {exc}"[:400]
-            )
+            print(f"{compile_mode:28s} {attention:5s} cdt={cdt!s:5s} FAILED: {type(exc).__name__}: {exc}"[:400])
             continue
         lat, roof = m.latency(), m.roofline()
         row = {

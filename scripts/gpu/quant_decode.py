@@ -63,9 +63,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
     args = ap.parse_args()
-    QUANTIZERS.register(
-        "rtn-int4-g128-packed", RTN("rtn-int4-g128-packed", 4, 128, False, "float", runtime="packed")
-    )
+    QUANTIZERS.register("rtn-int4-g128-packed", RTN("rtn-int4-g128-packed", 4, 128, False, "float", runtime="packed"))
     start_bytes = allocated(args.device)
     base = load_model(parse_model(args.model), device=args.device, dtype=getattr(torch, args.dtype))
     base_bytes = weight_bytes(base.model)
@@ -122,9 +120,7 @@ def main() -> None:
         open(args.out, "w"),
         indent=1,
     )
-    print(
-        json.dumps([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in results])
-    )
+    print(json.dumps([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in results]))
 
 
 if __name__ == "__main__":

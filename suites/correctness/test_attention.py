@@ -23,9 +23,7 @@ def greedy_reference(attnlab_model, attention_sample):
     return decode_loop(attnlab_model.model, ids[:, :GREEDY_PROMPT], GREEDY_TOKENS).tokens
 
 
-def test_attention_variant_quality(
-    attnlab_model, attention_patch, attention_sample, greedy_reference, metrics
-):
+def test_attention_variant_quality(attnlab_model, attention_patch, attention_sample, greedy_reference, metrics):
     """Each selected variant vs dense sdpa on 512 tokens of the embedded sample: recorded, not gated."""
     ids, reference = attention_sample
     model = attnlab_model.model

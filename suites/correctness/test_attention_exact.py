@@ -82,9 +82,7 @@ def test_attention_linear_forms_agree(feature):
 
 def test_attention_linear_forms_agree_in_the_model(attnlab_model, ids):
     model, short = attnlab_model.model, ids[:, :40]
-    outs = {
-        f: _logits(model, linear_attention("elu", f), short) for f in ("parallel", "chunked", "recurrent")
-    }
+    outs = {f: _logits(model, linear_attention("elu", f), short) for f in ("parallel", "chunked", "recurrent")}
     assert_close(outs["chunked"], outs["parallel"], **LINEAR_MODEL)
     assert_close(outs["recurrent"], outs["parallel"], **LINEAR_MODEL)
 

@@ -57,9 +57,7 @@ def _candidate(attnlab_backend, backend_path, backend_quant, attnlab_model, refe
     return reference_model
 
 
-def test_backend_agrees_with_hf(
-    attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings, metrics
-):
+def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings, metrics):
     from pytest_attnlab.quant import QuantizerUnavailable, quantize
 
     try:
@@ -96,6 +94,4 @@ def test_backend_agrees_with_hf(
     )
     metrics.record("backend_logprob_mean_diff", agree.logprob_mean_diff, "nats")
     assert agree.greedy_regret <= gates["regret"], f"greedy choices vs HF argmax: {agree.as_dict()}"
-    assert agree.logprob_max_diff <= gates["logprob_max_diff"], (
-        f"top-{TOP_K} logprobs vs HF: {agree.as_dict()}"
-    )
+    assert agree.logprob_max_diff <= gates["logprob_max_diff"], f"top-{TOP_K} logprobs vs HF: {agree.as_dict()}"

@@ -73,8 +73,13 @@ def test_generate_matches_golden_reference(attnlab_model, prompt, greedy_runs, m
     expected = golden["prompts"][prompt.id]["output_ids"]
     got = out.tokens[0].tolist()
     n = min(len(got), len(expected))
-    metrics.record("golden_agreement", sum(a == b for a, b in zip(got, expected)) / max(len(expected), 1),
-                   "fraction", threshold=1.0, prompt=prompt.id)
+    metrics.record(
+        "golden_agreement",
+        sum(a == b for a, b in zip(got, expected, strict=False)) / max(len(expected), 1),
+        "fraction",
+        threshold=1.0,
+        prompt=prompt.id,
+    )
     assert got == expected, (
         f"first mismatch at token {next((i for i in range(n) if got[i] != expected[i]), n)}: "
         f"{attnlab_model.tokenizer.decode(got)!r} vs golden {attnlab_model.tokenizer.decode(expected)!r}"

@@ -72,4 +72,3 @@ def test_layer_diff_vs_float32(
         f"logits cosine {result.logits_cosine:.6f} <= gate {attnlab_settings.logits_cosine}; {result.describe()}"
     )
     assert first is None, result.describe()
-

@@ -41,9 +41,7 @@ BYTES_SAVING_4BIT = 0.5  # the seed: 4-bit saves >= 50 % of the baseline's weigh
 
 def _skip_baseline(quantizer: str) -> None:
     if quantizer == "none":
-        pytest.skip(
-            "--attnlab-quant none: the baseline has nothing to compare against (pass --attnlab-quant all)"
-        )
+        pytest.skip("--attnlab-quant none: the baseline has nothing to compare against (pass --attnlab-quant all)")
 
 
 class _Evaluations:
@@ -53,9 +51,9 @@ class _Evaluations:
         self.base, self.layer_probe = base, layer_probe
         self.text = eval_ids(base.tokenizer)
         self.probe_ids = self.text[:, :PROBE_TOKENS]
-        self.prompt_ids = base.tokenizer(
-            "Once upon a time, in a small village by the sea,", return_tensors="pt"
-        )["input_ids"]
+        self.prompt_ids = base.tokenizer("Once upon a time, in a small village by the sea,", return_tensors="pt")[
+            "input_ids"
+        ]
         self._base: dict[str, dict[str, Any]] = {}
 
     def measure(self, model: Any, attention: str) -> dict[str, Any]:
@@ -117,9 +115,7 @@ def _check_attention(model: Any, attention: str) -> None:
             }
         )
         if odd:
-            pytest.skip(
-                f"{attention} converts float nn.Linear projections; this quantizer made them {', '.join(odd)}"
-            )
+            pytest.skip(f"{attention} converts float nn.Linear projections; this quantizer made them {', '.join(odd)}")
 
 
 def test_quantized_logits_match_baseline(
@@ -154,9 +150,7 @@ def test_quantized_logits_match_baseline(
     except (ValueError, NotImplementedError) as exc:  # a combination the variant refuses at install
         pytest.skip(f"{quantizer} x {quant_attention} cannot run: {exc}")
 
-    layers = layer_probe.diff(
-        ref["capture"], cand["capture"], cos_threshold=LAYER_COSINE, rel_threshold=LAYER_REL_ERR
-    )
+    layers = layer_probe.diff(ref["capture"], cand["capture"], cos_threshold=LAYER_COSINE, rel_threshold=LAYER_REL_ERR)
     first = layers.first_divergent
     ppl_ref, ppl = ref["score"].perplexity, cand["score"].perplexity
     base_bytes, q_bytes = weight_bytes(attnlab_model.model), weight_bytes(quantized.model)
@@ -169,9 +163,7 @@ def test_quantized_logits_match_baseline(
     metrics.record("perplexity_baseline", ppl_ref)
     metrics.record("perplexity_delta", ppl - ppl_ref)
     metrics.record("greedy_agreement", argmax_agreement(ref["score"], cand["score"]), "fraction")
-    metrics.record(
-        "greedy_prefix_tokens", common_prefix(ref["greedy"], cand["greedy"]), "tokens", of=GREEDY_TOKENS
-    )
+    metrics.record("greedy_prefix_tokens", common_prefix(ref["greedy"], cand["greedy"]), "tokens", of=GREEDY_TOKENS)
     metrics.record("weight_bytes", q_bytes, "B", baseline_bytes=base_bytes)
     metrics.record("weight_bytes_ratio", q_bytes / base_bytes, "ratio")
     metrics.record("quantize_seconds", quantized.quantize_seconds, "s")
@@ -185,9 +177,7 @@ def test_quantized_logits_match_baseline(
     )
 
 
-def test_quantized_weight_bytes(
-    quantizer: str, attnlab_model: Any, quantize_model: Any, metrics: Any
-) -> None:
+def test_quantized_weight_bytes(quantizer: str, attnlab_model: Any, quantize_model: Any, metrics: Any) -> None:
     """4-bit saves >= 50 % of the baseline's weight bytes (the seed); 8-bit saves something."""
     _skip_baseline(quantizer)
     metrics.update_context(quant=quantizer)
@@ -196,13 +186,9 @@ def test_quantized_weight_bytes(
     limit = 1 - BYTES_SAVING_4BIT if quantized.bits <= 4 else 1.0
     metrics.record("weight_bytes_ratio", ratio, "ratio", threshold=limit)
     if quantized.bits <= 4:
-        assert ratio <= limit, (
-            f"{quantizer}: 4-bit weights take {ratio:.1%} of the baseline's (seed: <= 50 %)"
-        )
+        assert ratio <= limit, f"{quantizer}: 4-bit weights take {ratio:.1%} of the baseline's (seed: <= 50 %)"
     else:
-        assert ratio < limit, (
-            f"{quantizer}: {quantized.bits}-bit weights save nothing ({ratio:.1%} of the baseline)"
-        )
+        assert ratio < limit, f"{quantizer}: {quantized.bits}-bit weights save nothing ({ratio:.1%} of the baseline)"
 
 
 def test_baseline_perplexity(attnlab_model: Any, evaluations: _Evaluations, metrics: Any) -> None:
@@ -215,9 +201,7 @@ def test_baseline_perplexity(attnlab_model: Any, evaluations: _Evaluations, metr
     vocab = attnlab_model.model.config.vocab_size
     metrics.record("perplexity", score.perplexity, tokens=score.tokens)
     metrics.record("weight_bytes", weight_bytes(attnlab_model.model), "B")
-    assert score.perplexity < 2 * vocab, (
-        f"perplexity {score.perplexity:.1f} is beyond a uniform guess ({vocab})"
-    )
+    assert score.perplexity < 2 * vocab, f"perplexity {score.perplexity:.1f} is beyond a uniform guess ({vocab})"
     if attnlab_model.spec.source != "random":
         assert score.perplexity < 100, (
             f"a trained model's perplexity on plain prose should be < 100, got {score.perplexity:.1f}"

@@ -68,9 +68,7 @@ def test_seeded_sampling_matches_generate(attnlab_model, chat_ids, t, k, p, seed
     torch.manual_seed(seed)
     ref = hf_generate(attnlab_model.model, chat_ids, n, do_sample=True, temperature=t, top_k=k or 0, top_p=p or 1.0)
     torch.manual_seed(seed)
-    mine = decode_loop(
-        attnlab_model.model, chat_ids, ref.tokens.shape[1], pick=sampling.sampler(t=t, k=k, p=p)
-    )
+    mine = decode_loop(attnlab_model.model, chat_ids, ref.tokens.shape[1], pick=sampling.sampler(t=t, k=k, p=p))
     agree = (mine.tokens == ref.tokens).float().mean()
     metrics.record("sampled_agreement", agree, "fraction", threshold=1.0, t=t, k=k, p=p, seed=seed)
     assert mine.tokens.tolist() == ref.tokens.tolist()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_attnlab.prompts import load_prompts
 from pytest_attnlab.probe import decoder_layers
+from pytest_attnlab.prompts import load_prompts
 
 TEXTS = {
     "english": "The quick brown fox jumps over the lazy dog.",
@@ -96,8 +96,10 @@ def test_state_dict_shapes(attnlab_model, metrics):
     layer0 = [n for n in actual if ".layers." not in n or ".layers.0." in n]
     metrics.table(
         f"state_dict shapes ({len(actual)} tensors; layer 0 shown of {len(decoder_layers(model))})",
-        [{"name": n, "shape": "x".join(map(str, actual[n])), "dtype": str(model.get_parameter(n).dtype)}
-         for n in layer0],
+        [
+            {"name": n, "shape": "x".join(map(str, actual[n])), "dtype": str(model.get_parameter(n).dtype)}
+            for n in layer0
+        ],
     )
     total = sum(p.numel() for p in model.parameters())
     metrics.record("parameters", total, "params")

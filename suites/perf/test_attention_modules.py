@@ -52,9 +52,7 @@ def test_attention_module_prefill(benchmark, attention_seq_len, shape, device, m
     metrics.record("params", param_count(block))
     if device.startswith("cuda"):
         metrics.record("peak_memory", torch.cuda.max_memory_allocated(), "B", seq=attention_seq_len)
-    benchmark.extra_info.update(
-        attention=shape.name, seq=attention_seq_len, kv_cache_bytes=cache_bytes(cache)
-    )
+    benchmark.extra_info.update(attention=shape.name, seq=attention_seq_len, kv_cache_bytes=cache_bytes(cache))
     assert cache_bytes(cache) == BATCH * attention_seq_len * shape.kv_elems_per_token() * 4
 
 

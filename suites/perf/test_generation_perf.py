@@ -44,9 +44,7 @@ def test_generation(
     assert 0 < lat["ttft"] <= lat["e2e_latency"]
     if perf_new_tokens > 1:
         # TPOT is the mean ITL of each run (vLLM's identity E2E = TTFT + (n - 1) * TPOT)
-        assert math.isclose(
-            lat["ttft"] + (perf_new_tokens - 1) * lat["tpot"], lat["e2e_latency"], rel_tol=1e-9
-        )
+        assert math.isclose(lat["ttft"] + (perf_new_tokens - 1) * lat["tpot"], lat["e2e_latency"], rel_tol=1e-9)
         assert lat["itl_p50"] <= lat["itl_p90"] <= lat["itl_p99"] <= lat["itl_max"]
         assert 0 < m.roofline()["mbu"][0] < 100
     assert gpu_monitor.timeline, "the monitor took no sample"

@@ -66,13 +66,9 @@ def test_monitor_overhead(perf_model, generation_benchmark, perf_settings, decod
     tpot = {"off": [], "on": []}
     samples = 0
     for _ in range(2):  # interleave off/on so drift hits both alike
-        tpot["off"].append(
-            generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"]
-        )
+        tpot["off"].append(generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"])
         with Sampler(monitor, perf_settings.monitor_interval_s) as sampler:
-            tpot["on"].append(
-                generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"]
-            )
+            tpot["on"].append(generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell).latency()["tpot"])
         samples += len(sampler.timeline)
     off, on = min(tpot["off"]), min(tpot["on"])
     overhead = 100.0 * (on - off) / off

@@ -25,9 +25,7 @@ def _pool(x: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
     return total / count[:, None]
 
 
-def kept_blocks(
-    query: torch.Tensor, key: torch.Tensor, block: int, topk: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def kept_blocks(query: torch.Tensor, key: torch.Tensor, block: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean [b, h, query blocks, key blocks] of kept blocks, and the absolute index of each query block."""
     heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
     qpos, kpos = positions(q_len, k_len, query.device)

@@ -140,9 +140,7 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
             out, state = run(fq, fk, v, prior, **extra)
         else:  # a full KV cache: fold the cached prefix into a state, then run the new queries
             p = k_len - q_len
-            prefix = (
-                State(fk[:, :, :p].transpose(-1, -2) @ v[:, :, :p], fk[:, :, :p].sum(2), p) if p else None
-            )
+            prefix = State(fk[:, :, :p].transpose(-1, -2) @ v[:, :, :p], fk[:, :, :p].sum(2), p) if p else None
             out, state = run(fq, fk[:, :, p:], v[:, :, p:], prefix, **extra)
         module.__dict__["_attnlab_state"] = state
         return out.to(query.dtype).transpose(1, 2).contiguous(), None
@@ -156,9 +154,7 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
         per_layer = s["heads"] * (f * s["head_dim"] + f) * 4  # float32 state
         return KVCacheInfo(0, state_bytes=per_layer * s["layers"], note="with LinearStateCache")
 
-    return KernelVariant(
-        name, fn=attend, mask=None, kv=kv, params={"feature": feature, "form": form, **extra}
-    )
+    return KernelVariant(name, fn=attend, mask=None, kv=kv, params={"feature": feature, "form": form, **extra})
 
 
 def linear_state_cache(config: Any = None) -> Any:
@@ -171,9 +167,7 @@ def linear_state_cache(config: Any = None) -> Any:
             super().lazy_initialization(key_states, value_states)
             self.seen = 0
 
-        def update(
-            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-        ) -> Any:
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             self.seen += key_states.shape[-2]
@@ -192,7 +186,5 @@ def state_bytes(model: nn.Module) -> int:
     from pytest_attnlab.attention.base import attention_modules
 
     return sum(
-        m.__dict__["_attnlab_state"].nbytes
-        for _, _, m in attention_modules(model)
-        if "_attnlab_state" in m.__dict__
+        m.__dict__["_attnlab_state"].nbytes for _, _, m in attention_modules(model) if "_attnlab_state" in m.__dict__
     )

@@ -19,9 +19,7 @@ class PathOptions:
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:
-            raise ValueError(
-                f"compile: invalid mode {self.compile!r}; choose from: {', '.join(COMPILE_MODES)}"
-            )
+            raise ValueError(f"compile: invalid mode {self.compile!r}; choose from: {', '.join(COMPILE_MODES)}")
 
 
 class DecodePath(Protocol):

@@ -21,9 +21,7 @@ from pytest_attnlab.perf.paths.base import PathOptions
 class GraphedStep:
     """`step(tok, pos) -> next tok`, replayed from one CUDA graph over static input buffers."""
 
-    def __init__(
-        self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tok: torch.Tensor, pos: torch.Tensor
-    ):
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tok: torch.Tensor, pos: torch.Tensor):
         self.tok, self.pos = tok.clone(), pos.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -84,9 +82,7 @@ class FastPath:
     def generate(self, ids: torch.Tensor, new_tokens: int, on_token: Callable[[], None]) -> torch.Tensor:
         assert self.sm is not None and self.cache is not None, "call prepare() first"
         if ids.shape[0] != self.cache.k[0].shape[0] or ids.shape[1] + new_tokens > self.cache.max_len:
-            raise ValueError(
-                f"prepared for {self._shape} (batch, max_len), got ids {tuple(ids.shape)} + {new_tokens}"
-            )
+            raise ValueError(f"prepared for {self._shape} (batch, max_len), got ids {tuple(ids.shape)} + {new_tokens}")
         first = sd.greedy(sd.prefill(self.sm, self.cache, ids))
         on_token()
         rest = sd.decode_n_tokens(self.step, first, ids.shape[1], new_tokens - 1, lambda _t: on_token())
