@@ -63,7 +63,7 @@ def fast_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: i
     logits = sd.prefill(sm, cache, ids.to(sm.embed.device))
     toks, steps = [], []
     for i in range(new_tokens):
-        tok = sd.greedy(logits)
+        tok = sd.greedy(logits, sm.banned)
         toks.append(tok)
         steps.append(_top(logits.cpu(), k, tok[:, 0].cpu()))
         if i + 1 < new_tokens:

@@ -48,6 +48,8 @@ class StaticModel:
     scaling: float
     rotary: Any  # the HF rotary embedding module: cos/sin tables come from it, bit for bit
     decode_attention: str = "sdpa"  # a key of DECODE_ATTENTION
+    # Token ids never chosen (the EOS ids): the output length is forced, as HF's min_new_tokens does.
+    banned: torch.Tensor | None = None
 
 
 @dataclass
@@ -125,7 +127,16 @@ def from_hf(model: Any) -> StaticModel:
         intermediate=cfg.intermediate_size,
         scaling=head_dim**-0.5,
         rotary=model.model.rotary_emb,
+        banned=_eos_ids(model),
     )
+
+
+def _eos_ids(model: Any) -> torch.Tensor | None:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        return None
+    ids = eos if isinstance(eos, (list, tuple)) else [eos]
+    return torch.tensor(ids, dtype=torch.long, device=model.model.embed_tokens.weight.device)
 
 
 @torch.no_grad()
@@ -213,7 +224,10 @@ def decode_one_token(sm: StaticModel, cache: StaticCache, tok: torch.Tensor, pos
     return forward(sm, cache, tok, pos, mask)
 
 
-def greedy(logits: torch.Tensor) -> torch.Tensor:
+def greedy(logits: torch.Tensor, banned: torch.Tensor | None = None) -> torch.Tensor:
+    """Argmax per row; `banned` ids are left out (HF's min_new_tokens bans EOS the same way)."""
+    if banned is not None:
+        logits = logits.index_fill(-1, banned, float("-inf"))
     return logits.argmax(dim=-1, keepdim=True)
 
 

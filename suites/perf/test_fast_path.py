@@ -45,7 +45,10 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
     n = 32 if batch == 1 else 12
     eos = loaded.model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
-    ref = hf_generate(loaded.model, ids, n, do_sample=False, temperature=None, top_p=None, top_k=None).tokens
+    # Both paths produce exactly n tokens: HF through min_new_tokens, the fast path by banning EOS.
+    ref = hf_generate(
+        loaded.model, ids, n, do_sample=False, temperature=None, top_p=None, top_k=None, min_new_tokens=n
+    ).tokens
     fast = FastPath(PathOptions(compile=perf_settings.compile, decode_attention=perf_settings.fast_attention))
     fast.prepare(loaded.model, batch, width, n)
     got = fast.generate(ids, n, lambda: None).cpu()

@@ -66,7 +66,7 @@ class FastPath:
         self._shape = shape
 
         def greedy_step(sm: Any, cache: Any, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-            return sd.greedy(sd.decode_one_token(sm, cache, tok, pos))
+            return sd.greedy(sd.decode_one_token(sm, cache, tok, pos), sm.banned)
 
         fn: Any = partial(greedy_step, self.sm, self.cache)
         if self.options.compile != "none":
@@ -83,7 +83,7 @@ class FastPath:
         assert self.sm is not None and self.cache is not None, "call prepare() first"
         if ids.shape[0] != self.cache.k[0].shape[0] or ids.shape[1] + new_tokens > self.cache.max_len:
             raise ValueError(f"prepared for {self._shape} (batch, max_len), got ids {tuple(ids.shape)} + {new_tokens}")
-        first = sd.greedy(sd.prefill(self.sm, self.cache, ids))
+        first = sd.greedy(sd.prefill(self.sm, self.cache, ids), self.sm.banned)
         on_token()
         rest = sd.decode_n_tokens(self.step, first, ids.shape[1], new_tokens - 1, lambda _t: on_token())
         return torch.cat([first, *rest], dim=1)
