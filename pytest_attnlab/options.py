@@ -99,9 +99,10 @@ OPTIONS = [
 ]
 
 
-def add_options(parser: pytest.Parser) -> None:
+def add_options(parser: pytest.Parser, options: list[OptionSpec] | None = None) -> None:
+    """Add each OptionSpec (default: the core ones) as a flag in the `attnlab` group and an ini key."""
     group = parser.getgroup("attnlab", "pytest-attnlab: LLM correctness and performance")
-    for opt in OPTIONS:
+    for opt in OPTIONS if options is None else options:
         group.addoption(
             opt.flag,
             dest=opt.dest,

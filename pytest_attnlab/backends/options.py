@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from pytest_attnlab import options as core_options
 from pytest_attnlab.options import OptionSpec, resolve
 
 #: vLLM's KV-cache dtypes that make sense for a user to pick (vllm.config.cache.CacheDType).
@@ -163,16 +164,7 @@ ALL_OPTIONS = [BACKEND_OPTION, *VLLM_OPTIONS]
 
 
 def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("attnlab")
-    for opt in ALL_OPTIONS:
-        group.addoption(
-            opt.flag,
-            dest=opt.dest,
-            metavar=opt.metavar,
-            default=None,
-            help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
-        )
-        parser.addini(opt.ini, help=opt.help, default=None)
+    core_options.add_options(parser, ALL_OPTIONS)
 
 
 def resolve_all(config: pytest.Config) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_attnlab import options as core_options
 from pytest_attnlab.options import OptionSpec, resolve
 
 #: batch-size levels, as the small / medium / large configs of the seed benchmark (seed 003)
@@ -233,13 +234,4 @@ class PerfSettings:
 
 
 def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("attnlab")
-    for opt in PERF_OPTIONS:
-        group.addoption(
-            opt.flag,
-            dest=opt.dest,
-            metavar=opt.metavar,
-            default=None,
-            help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
-        )
-        parser.addini(opt.ini, help=opt.help, default=None)
+    core_options.add_options(parser, PERF_OPTIONS)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_attnlab import options as core_options
 from pytest_attnlab import options as opts
 from pytest_attnlab import xdist_gpu
 from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError, check_names
@@ -135,16 +136,7 @@ def _opt(config: pytest.Config, name: str) -> Any:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("attnlab", "pytest-attnlab: LLM correctness and performance")
-    for opt in OPTIONS:
-        group.addoption(
-            opt.flag,
-            dest=opt.dest,
-            metavar=opt.metavar,
-            default=None,
-            help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
-        )
-        parser.addini(opt.ini, help=opt.help, default=None)
+    core_options.add_options(parser, OPTIONS)
 
 
 def _core_session(config: pytest.Config) -> Any:
