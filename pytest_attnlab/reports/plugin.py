@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from pytest_attnlab import options as core_options
 from pytest_attnlab import options as opts
 from pytest_attnlab import xdist_gpu
 from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError, check_names
@@ -136,7 +135,7 @@ def _opt(config: pytest.Config, name: str) -> Any:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    core_options.add_options(parser, OPTIONS)
+    opts.add_options(parser, OPTIONS)
 
 
 def _core_session(config: pytest.Config) -> Any:
