@@ -37,6 +37,18 @@ def parse_dtype(value: str) -> str:
     return value
 
 
+def parse_choice(flag: str, choices: tuple[str, ...]) -> Any:
+    """A converter accepting exactly one of `choices`; anything else is a UsageError listing them."""
+
+    def parse(value: str) -> str:
+        value = value.strip()
+        if value not in choices:
+            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 def parse_float(name: str) -> Any:
     def parse(value: str) -> float:
         try:

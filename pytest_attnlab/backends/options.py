@@ -88,16 +88,6 @@ def _positive(flag: str) -> Any:
     return parse
 
 
-def _choice(flag: str, choices: tuple[str, ...]) -> Any:
-    def parse(value: str) -> str:
-        value = value.strip()
-        if value not in choices:
-            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: {', '.join(choices)}")
-        return value
-
-    return parse
-
-
 BACKEND_OPTION = OptionSpec(
     "backend",
     "",
@@ -140,14 +130,14 @@ VLLM_OPTIONS = [
     OptionSpec(
         "vllm-kv-cache-dtype",
         "auto",
-        _choice("--attnlab-vllm-kv-cache-dtype", KV_CACHE_DTYPES),
+        core_options.parse_choice("--attnlab-vllm-kv-cache-dtype", KV_CACHE_DTYPES),
         "DTYPE",
         "KV-cache storage dtype: " + ", ".join(KV_CACHE_DTYPES) + " (auto: the model dtype).",
     ),
     OptionSpec(
         "vllm-dtype",
         "auto",
-        _choice("--attnlab-vllm-dtype", VLLM_DTYPES),
+        core_options.parse_choice("--attnlab-vllm-dtype", VLLM_DTYPES),
         "DTYPE",
         "engine dtype: " + ", ".join(VLLM_DTYPES) + " (auto: the resolved --attnlab-dtype, as the HF reference).",
     ),

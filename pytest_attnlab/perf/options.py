@@ -68,16 +68,6 @@ def _int(flag: str, minimum: int) -> Any:
     return parse
 
 
-def _choice(flag: str, choices: tuple[str, ...]) -> Any:
-    def parse(value: str) -> str:
-        value = value.strip()
-        if value not in choices:
-            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: {', '.join(choices)}")
-        return value
-
-    return parse
-
-
 def _paths(value: str) -> tuple[str, ...]:
     from pytest_attnlab.perf.paths import DECODE_PATHS
     from pytest_attnlab.registry import UnknownNameError
@@ -101,7 +91,7 @@ def _interval_ms(value: str) -> float:
 def _compile(value: str) -> str:
     from pytest_attnlab.perf.paths.base import COMPILE_MODES
 
-    return _choice("--attnlab-perf-compile", COMPILE_MODES)(value)
+    return core_options.parse_choice("--attnlab-perf-compile", COMPILE_MODES)(value)
 
 
 #: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
@@ -109,7 +99,7 @@ FAST_ATTENTION = ("sdpa", "math")
 
 
 def _fast_attention(value: str) -> str:
-    return _choice("--attnlab-perf-fast-attention", FAST_ATTENTION)(value)
+    return core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION)(value)
 
 
 def _models(value: str) -> tuple[str, ...]:
@@ -169,7 +159,7 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-monitor",
         "auto",
-        _choice("--attnlab-perf-monitor", MONITOR_CHOICES),
+        core_options.parse_choice("--attnlab-perf-monitor", MONITOR_CHOICES),
         "NAME",
         "device monitor: auto (nvml on CUDA, psutil on CPU), nvml, psutil, none.",
     ),

@@ -10,7 +10,7 @@ import pytest
 from pytest_attnlab.metrics.recorder import Table
 from pytest_attnlab.reports import monitor, plots
 from pytest_attnlab.reports.html import render_table
-from pytest_attnlab.reports.rows import SUMMARY_COLUMNS, Row, fmt_value, summarize
+from pytest_attnlab.reports.rows import Row, summarize, summary_grid
 
 _VERDICT_COLOUR = {"pass": "#dfd", "fail": "#fdd"}
 
@@ -28,17 +28,7 @@ def render(rows: list[Row], outcomes: dict[str, str]) -> str:
     lines = summarize(rows, outcomes)
     if not lines:
         return '<div id="attnlab-summary"><h2>attnlab summary</h2><p>No metric rows were recorded.</p></div>'
-    header = ["model", "quant", "attention", *(c.label for c in SUMMARY_COLUMNS), "result"]
-    body = [
-        [
-            ln.model,
-            ln.quant,
-            ln.attention,
-            *(fmt_value(ln.cells[c.label]) for c in SUMMARY_COLUMNS),
-            f"{ln.verdict} ({ln.passed}/{ln.passed + ln.failed})",
-        ]
-        for ln in lines
-    ]
+    header, body = summary_grid(lines)
     table = render_table(Table("model x quant x attention", header, body))
     for ln in lines:  # colour the result cell
         cell = f"<td>{html.escape(body[lines.index(ln)][-1])}</td>"

@@ -173,3 +173,19 @@ def fmt_value(cell: tuple[float, str] | None) -> str:
     if unit in ("bytes", "B") and value >= 2**20:
         return f"{value / 2**20:.1f} MiB"
     return f"{value:.4g} {unit}".strip()
+
+
+def summary_grid(lines: list[SummaryLine]) -> tuple[list[str], list[list[str]]]:
+    """Header and body of the model x quant x attention table (shared by report.html and summary.md)."""
+    header = ["model", "quant", "attention", *(c.label for c in SUMMARY_COLUMNS), "result"]
+    body = [
+        [
+            ln.model,
+            ln.quant,
+            ln.attention,
+            *(fmt_value(ln.cells[c.label]) for c in SUMMARY_COLUMNS),
+            f"{ln.verdict} ({ln.passed}/{ln.passed + ln.failed})",
+        ]
+        for ln in lines
+    ]
+    return header, body

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab.reports import plots
-from pytest_attnlab.reports.rows import SUMMARY_COLUMNS, Row, SummaryLine, fmt_value, summarize
+from pytest_attnlab.reports.rows import SUMMARY_COLUMNS, Row, SummaryLine, fmt_value, summarize, summary_grid
 
 BASELINE = ("none", "sdpa")  # quant, attention that other lines are compared with
 
@@ -24,17 +24,7 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def summary_table(lines: list[SummaryLine]) -> str:
-    header = ["model", "quant", "attention", *(c.label for c in SUMMARY_COLUMNS), "result"]
-    body = [
-        [
-            ln.model,
-            ln.quant,
-            ln.attention,
-            *(fmt_value(ln.cells[c.label]) for c in SUMMARY_COLUMNS),
-            f"{ln.verdict} ({ln.passed}/{ln.passed + ln.failed})",
-        ]
-        for ln in lines
-    ]
+    header, body = summary_grid(lines)
     return _md_table(header, body)
 
 
