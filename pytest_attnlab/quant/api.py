@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from pytest_attnlab.registry import Registry
 #: attribute on a base LoadedModel holding its quantized copies for this run
 _RUN_CACHE = "_attnlab_quantized"
 BASELINE = "none"
+#: attribute on a quantized nn.Module: its QuantizedModel
+QUANTIZED_ATTR = "_attnlab_quantized_from"
 
 
 @dataclass
@@ -27,9 +30,19 @@ class QuantizedModel(LoadedModel):
     from_cache: bool = False
     bits: int = 16
     base: LoadedModel | None = field(default=None, repr=False)
+    #: the packed QuantState (RTN, GPTQ, AWQ), which quant.export writes as AWQ/GPTQ/compressed-tensors
+    state: Any = field(default=None, repr=False)
+    #: this quantization's cache entry (None without a cache); exports are kept beside it
+    cache_entry: Path | None = None
 
     def context(self) -> dict[str, str]:
         return {**super().context(), "quant": self.quant}
+
+
+def quantized_from(model: Any) -> QuantizedModel | None:
+    """The QuantizedModel an nn.Module came from (quantize() marks it), or None for plain models."""
+    ref = getattr(model, "__dict__", {}).get(QUANTIZED_ATTR)
+    return ref() if ref is not None else None
 
 
 def quantize(
@@ -90,6 +103,11 @@ def quantize(
         from_cache=bool(ctx.report.get("from_cache", False)),
         bits=quantizer.bits,
         base=loaded,
+        state=ctx.state,
+        cache_entry=ctx.cache_dir,
     )
+    # The nn.Module is what decode paths receive: let them find how it was made (vLLM exports it).
+    # A weak reference: deep copies of the module must not copy the base model along.
+    model.__dict__[QUANTIZED_ATTR] = weakref.ref(result)
     memo[key] = result
     return result

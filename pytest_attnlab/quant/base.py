@@ -30,6 +30,8 @@ class QuantContext:
     calibration_seqlen: int = 128
     #: filled by the quantizer: build_seconds (the original quantization's time), from_cache
     report: dict[str, Any] = field(default_factory=dict)
+    #: filled by packed-state quantizers (RTN, GPTQ, AWQ): the QuantState, which checkpoints export
+    state: Any = None
     _calibration: Any = field(default=None, repr=False)
 
     def calibration(self) -> Any:

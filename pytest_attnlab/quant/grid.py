@@ -1,6 +1,8 @@
 """Round-to-nearest integer grids and the packed storage of quantized weights (pure torch).
 
 int8: per output channel, symmetric: q = clamp(round(w / s), -127, 127), s = max|w| / 127.
+int4 symmetric (GPTQ's sym form): per group, q = clamp(round(w / s), -7, 7), s = max|w| / 7, stored
+      as q + 8 in a nibble.
 int4: per group of `group_size` input columns, asymmetric, in one of two zero-point forms:
       zero="float" (GGML Q4_1, HQQ): s = (max - min) / 15, q = clamp(round((w - min) / s), 0, 15),
                     w' = s * q + min, with min stored in float16;
@@ -115,6 +117,8 @@ def pack(grid: Grid, qt: QTensor) -> dict[str, torch.Tensor]:
     points (float16 minimums for zero="float")."""
     codes = qt.codes
     if grid.bits == 4:
+        if grid.symmetric:  # signed codes in [-7, 7] -> nibbles in [1, 15]
+            codes = (codes.to(torch.int16) + 8).to(torch.uint8)
         if codes.shape[1] % 2:
             codes = torch.cat([codes, torch.zeros_like(codes[:, :1])], dim=1)
         codes = (codes[:, 0::2] | (codes[:, 1::2] << 4)).to(torch.uint8)
@@ -128,6 +132,8 @@ def unpack(grid: Grid, tensors: dict[str, torch.Tensor], cols: int) -> QTensor:
     codes = tensors["qweight"]
     if grid.bits == 4:
         codes = torch.stack([codes & 0x0F, codes >> 4], dim=-1).reshape(codes.shape[0], -1)[:, :cols]
+        if grid.symmetric:
+            codes = (codes.to(torch.int16) - 8).to(torch.int8)
     return QTensor(codes, tensors["scales"].float(), tensors["zeros"].float() if "zeros" in tensors else None)
 
 

@@ -21,6 +21,10 @@ for _group in (32, 64, 128):
     _register(RTN(f"rtn-int4-g{_group}", 4, _group, symmetric=False, zero="float"))
 # The integer zero-point form GPTQ and AWQ store: the baseline their error compensation improves on.
 _register(RTN("rtn-int4-g128-zp", 4, 128, symmetric=False, zero="int"))
+# Group 64 divides SmolLM2's 576 columns (128 does not), so vLLM can load its export (quant.export).
+_register(RTN("rtn-int4-g64-zp", 4, 64, symmetric=False, zero="int"))
+# Symmetric (zero point fixed at 8): the form vLLM's GPTQ kernels take.
+_register(RTN("rtn-int4-g64-sym", 4, 64, symmetric=True))
 _register(BitsAndBytes("bnb-int8", "int8"))
 _register(BitsAndBytes("bnb-nf4", "nf4"))
 _register(GPTQModelQuantizer("gptq-int4-g128", bits=4, group_size=128))

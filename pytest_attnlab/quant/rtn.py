@@ -1,5 +1,5 @@
 """Round-to-nearest: the reference every machine can run. int8 per channel (symmetric) and int4
-per group (asymmetric), no calibration. See grid.py for the formulas."""
+per group (asymmetric, or symmetric as GPTQ stores it), no calibration. See grid.py for the formulas."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ class StateQuantizer(Quantizer):
 
     def quantize(self, loaded: Any, ctx: QuantContext) -> Any:
         state = self.load_or_make(loaded.model, ctx)
+        ctx.state = state
         return apply(copy.deepcopy(loaded.model), state, self.runtime)
 
     def load_or_make(self, model: Any, ctx: QuantContext) -> QuantState:
