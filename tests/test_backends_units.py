@@ -64,12 +64,18 @@ def test_engine_settings_validate_and_map_to_llm_arguments():
     assert cpu["enforce_eager"] and cpu["skip_tokenizer_init"] and cpu["disable_log_stats"] is False
 
 
-def test_vllm_quant_routes_name_the_reason():
+def test_in_flight_routes_follow_what_the_installed_vllm_lists(monkeypatch):
+    from pytest_attnlab.backends import vllm_quant
+
     assert engine_extra("none", on_cpu=True) == {}
+    monkeypatch.setattr(vllm_quant, "vllm_lists", lambda method: True)  # an older vLLM with bitsandbytes
     assert engine_extra("bnb-nf4", on_cpu=False) == {"quantization": "bitsandbytes"}
     with pytest.raises(VLLMQuantUnsupported, match="needs CUDA"):
         engine_extra("bnb-nf4", on_cpu=True)
-    with pytest.raises(VLLMQuantUnsupported, match="no vLLM route.*in flight only for: bnb-nf4"):
+    monkeypatch.setattr(vllm_quant, "vllm_lists", lambda method: False)  # vLLM 0.32 dropped it
+    with pytest.raises(VLLMQuantUnsupported, match="no bitsandbytes support"):
+        engine_extra("bnb-nf4", on_cpu=False)
+    with pytest.raises(VLLMQuantUnsupported, match="no in-flight vLLM route"):
         engine_extra("rtn-int8", on_cpu=False)
 
 

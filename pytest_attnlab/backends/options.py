@@ -37,6 +37,18 @@ def _backends(value: str) -> tuple[str, ...] | None:
         raise pytest.UsageError(f"--attnlab-backend: {exc} (or all)") from None
 
 
+def _quant_format(value: str) -> str:
+    from pytest_attnlab.quant.export import AUTO, EXPORT_FORMATS
+
+    value = value.strip()
+    if value != AUTO and value not in EXPORT_FORMATS:
+        raise pytest.UsageError(
+            f"--attnlab-vllm-quant-format: invalid value {value!r}; choose from: {AUTO}, "
+            + ", ".join(EXPORT_FORMATS.names())
+        )
+    return value
+
+
 def _bool(flag: str) -> Any:
     def parse(value: str) -> bool:
         try:
@@ -147,6 +159,14 @@ VLLM_OPTIONS = [
         _positive("--attnlab-vllm-kv-cache-gb"),
         "GIB",
         "KV-cache size in GiB on CPU (vLLM's kv_cache_memory_bytes; GPUs use the utilization share).",
+    ),
+    OptionSpec(
+        "vllm-quant-format",
+        "auto",
+        _quant_format,
+        "FORMAT",
+        "checkpoint format a quantized model is exported to for vLLM: auto, compressed-tensors, gptq, awq "
+        "(auto: GPTQ for gptq-*, AWQ for awq-*, else compressed-tensors).",
     ),
 ]
 

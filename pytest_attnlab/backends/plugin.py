@@ -98,6 +98,7 @@ def _bound_vllm_path(state: BackendState, options: Any = None) -> Any:
 
     if state.vllm_path is None:
         state.vllm_path = VLLMPath(options, engines=state.engines)
+        state.vllm_path.export_format = state.values["quant_format"]
     return state.vllm_path
 
 

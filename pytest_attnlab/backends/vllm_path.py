@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pytest_attnlab.backends.engine import (
@@ -17,10 +18,12 @@ from pytest_attnlab.backends.engine import (
     EngineSettings,
     checkpoint_for,
     import_vllm,
+    on_cpu,
     quantized_reason,
     weights_differ,
 )
 from pytest_attnlab.backends.scored import Scored
+from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, VLLMRoute, route
 
 _ids = itertools.count()
 
@@ -37,21 +40,25 @@ class VLLMPath:
         self.engines = engines
         self.llm: Any = None
         self.last_metrics: list[Any] = []
-        #: LLM(...) arguments on top of the run's settings, e.g. from vllm_quant.engine_extra()
+        #: LLM(...) arguments on top of the run's settings for a full-precision model (in-flight quantization)
         self.extra: dict[str, Any] = {}
+        #: checkpoint format quantized models are exported to (--attnlab-vllm-quant-format)
+        self.export_format = "auto"
+        #: how the last prepare()d model reached vLLM, and the engine dtype it runs at
+        self.route: VLLMRoute | None = None
+        self.engine_dtype = engines.settings.dtype
 
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
-        """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it."""
+        """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it.
+
+        A model made by pytest_attnlab.quant.quantize() goes through its vLLM route (in-flight or an
+        exported checkpoint of the same weights, backends/vllm_quant.py); any other model must be its
+        checkpoint's weights."""
         import pytest
 
         from pytest_attnlab.backends.engine import VLLMUnavailable
+        from pytest_attnlab.quant.api import quantized_from
 
-        reason = quantized_reason(model)
-        if reason and not self.extra:
-            pytest.skip(
-                f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
-                "quantizers with a vLLM format run through it (test_backends.py)"
-            )
         limit = self.engines.settings.max_model_len
         if prompt_len + new_tokens > limit:
             pytest.skip(f"vllm: prompt {prompt_len} + {new_tokens} new tokens > --attnlab-vllm-max-model-len {limit}")
@@ -59,11 +66,33 @@ class VLLMPath:
             import_vllm()
         except VLLMUnavailable as exc:
             pytest.skip(str(exc))
-        folder = checkpoint_for(model, self.engines.workdir)
-        differ = None if self.extra else weights_differ(model, folder)
-        if differ:
-            pytest.skip(f"vllm: the model's weights are not its checkpoint's ({differ}); vLLM would run other weights")
-        settings = self.engines.settings.with_extra(**self.extra) if self.extra else None
+        settings = self.engines.settings
+        qmodel = quantized_from(model)
+        if qmodel is not None:
+            try:
+                self.route = route(qmodel, on_cpu(), settings.dtype, self.export_format)
+            except VLLMQuantUnsupported as exc:
+                pytest.skip(f"vllm x {qmodel.quant}: {exc}")
+            folder = self.route.checkpoint or checkpoint_for(qmodel.base.model, self.engines.workdir)
+            settings = settings.with_extra(**self.route.extra)
+            if self.route.dtype:
+                settings = replace(settings, dtype=self.route.dtype)
+        else:
+            reason = quantized_reason(model)
+            if reason and not self.extra:
+                pytest.skip(
+                    f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
+                    "quantizers with a vLLM route run through it (backends/vllm_quant.py)"
+                )
+            folder = checkpoint_for(model, self.engines.workdir)
+            differ = None if self.extra else weights_differ(model, folder)
+            if differ:
+                pytest.skip(
+                    f"vllm: the model's weights are not its checkpoint's ({differ}); vLLM would run other weights"
+                )
+            settings = settings.with_extra(**self.extra) if self.extra else settings
+            self.route = VLLMRoute("in-flight" if self.extra else "plain", extra=dict(self.extra))
+        self.engine_dtype = settings.dtype
         self.llm = self.engines.get(folder, settings)
 
     def _params(self, new_tokens: int, logprobs: int | None = None) -> Any:

