@@ -95,6 +95,15 @@ def test_gpu_runs_perf_compares_and_uploads() -> None:
     assert "REPORTS" in uploaded and "metrics.csv" in uploaded and "benchmark.json" in uploaded
 
 
+def test_gpu_runs_the_vllm_suites_with_exported_quantizers() -> None:
+    wf = load(WORKFLOWS / "gpu.yml")
+    job = wf["jobs"]["vllm"]
+    assert "gpu" in job["runs-on"] and job["needs"] == "perf"
+    text = " ".join(str(s.get("run", "")) for s in job["steps"])
+    assert ".[test,gpu,vllm,export]" in text and "--attnlab-backend vllm,hf" in text
+    assert "suites/correctness/test_vllm_formats.py" in text and "--attnlab-quant rtn-int4-g64-zp" in text
+
+
 def test_workflow_flags_exist(pytester: pytest.Pytester) -> None:
     """Every --attnlab-* flag the workflows pass is a real option (a rename would break CI silently)."""
     flags = set()

@@ -1,4 +1,4 @@
-"""Seed 003: PagedAttention (vLLM) vs quantization (HF + bitsandbytes), throughput and memory per batch level.
+"""Seed 003: PagedAttention (vLLM) vs quantization (HF + bitsandbytes, int4), throughput and memory per batch level.
 
 Each `attnlab_case` of `--attnlab-config experiments/paged_vs_quant.yaml` is one backend x quantizer
 x batch size; it runs through the perf suite's `generation_benchmark.measure` (TTFT, TPOT, ITL,
@@ -36,23 +36,12 @@ def test_paged_vs_quant(attnlab_case, attnlab_model, backend_state, generation_b
     case = attnlab_case
     metrics.update_context(**{**attnlab_model.context(), **case.context()})
     path = backend_state.path(case.backend)
-    if case.backend == "vllm":
-        from pytest_attnlab.backends.engine import VLLMUnavailable, import_vllm
-        from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, engine_extra
-
-        try:
-            import_vllm()
-            from vllm.platforms import current_platform
-
-            path.extra = engine_extra(case.quant, current_platform.is_cpu())
-        except (VLLMUnavailable, VLLMQuantUnsupported) as exc:
-            pytest.skip(f"vllm x {case.quant}: {exc}")
-        loaded = attnlab_model  # vLLM reads the full-precision checkpoint and quantizes it itself
-    else:
-        try:
-            loaded = quantize(attnlab_model, case.quant)
-        except QuantizerUnavailable as exc:
-            pytest.skip(str(exc))
+    try:
+        loaded = quantize(attnlab_model, case.quant)
+    except QuantizerUnavailable as exc:
+        pytest.skip(str(exc))
+    # The vllm path gives vLLM the same quantizer through its route (an exported checkpoint, or
+    # in-flight quantization) or skips with the reason (backends/vllm_quant.py).
     gen = case.generation
     m = generation_benchmark.measure(
         loaded,
