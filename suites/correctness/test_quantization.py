@@ -26,6 +26,8 @@ BELOW_GATE_ON_EMBEDDED: dict[str, float] = {
     "rtn-int4-g64": 0.9282,
     "rtn-int4-g128": 0.9058,
     "rtn-int4-g128-zp": 0.8391,
+    "rtn-int4-g64-zp": 0.8855,
+    "rtn-int4-g64-sym": 0.8452,
     "bnb-nf4": 0.9279,
     "gptq-int4-g128": 0.9006,
     "awq-int4-g128": 0.9464,
