@@ -29,11 +29,13 @@ def _logprob_diff(a, b) -> float:
 
 @pytest.mark.parametrize("quant", list(CASES))
 def test_every_format_gives_vllm_the_same_weights(quant, attnlab_model, backend_state, metrics):
+    from pytest_attnlab.backends.engine import VLLMUnavailable, import_vllm
     from pytest_attnlab.quant import QuantizerUnavailable, quantize
 
     try:
+        import_vllm()
         qm = quantize(attnlab_model, quant)
-    except QuantizerUnavailable as exc:
+    except (VLLMUnavailable, QuantizerUnavailable) as exc:
         pytest.skip(str(exc))
     path = backend_state.path("vllm")
     prompt = next(p for p in load_prompts() if p.id == "chat-math").encode(attnlab_model.tokenizer)
