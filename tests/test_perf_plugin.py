@@ -72,6 +72,13 @@ def test_grid_ids_and_levels(pytester):
     result.stdout.fnmatch_lines(["*test_cell[model-p16-b1-n3-hf]*", "*test_cell[model-p16-b8-n3-fast]*"])
 
 
+def test_quant_axis_keeps_the_baseline_beside_quantizers(pytester):
+    pytester.makepyfile(test_q="def test_q(perf_quant):\n    pass\n")
+    result = pytester.runpytest("--collect-only", "-q", "--attnlab-quant", "none,rtn-int4-g64-zp")
+    result.stdout.fnmatch_lines(["*test_q[[]none[]]*", "*test_q[[]rtn-int4-g64-zp[]]*"])
+    assert result.ret == pytest.ExitCode.OK
+
+
 def test_benchmark_json_metrics_and_monitor(pytester):
     pytester.makepyfile(test_grid=SUITE)
     report = pytester.path / "reports"

@@ -41,10 +41,14 @@ def names(config: pytest.Config, axis: str) -> list[str]:
         reg = getattr(importlib.import_module(module), registry)
     except (ImportError, AttributeError):
         return [v.strip() for v in str(value).split(",") if v.strip()]
+    chosen: list[str] = []
     try:
-        return list(reg.select(str(value)))
+        for part in (v.strip() for v in str(value).split(",") if v.strip()):
+            # the baseline ("none" for quant) goes beside registered names: none,rtn-int4-g64-zp
+            chosen += [part] if part == BASELINE[axis] else reg.select(part)
     except KeyError as exc:
         raise pytest.UsageError(f"--attnlab-{axis}: {exc}") from None
+    return list(dict.fromkeys(chosen))
 
 
 def quantized(loaded: Any, name: str) -> Any:
