@@ -191,7 +191,8 @@ def test_auto_format_is_the_methods_own_when_it_fits(tiny, cache) -> None:
     assert set(EXPORT_FORMATS.names()) == {"compressed-tensors", "gptq", "awq"}
 
 
-def test_export_is_cached_beside_the_quantizer_and_rebuilt_when_damaged(tiny, cache) -> None:
+def test_export_is_cached_beside_the_quantizer_and_rebuilt_when_damaged(tiny, cache, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ATTNLAB_CACHE_DIR", str(tmp_path))
     qm = _q(tiny, cache, "rtn-int4-g64-zp")
     folder = export(qm)
     assert folder.name.startswith(qm.cache_entry.name) and (folder / COMPLETE).is_file()
@@ -201,12 +202,37 @@ def test_export_is_cached_beside_the_quantizer_and_rebuilt_when_damaged(tiny, ca
         fh.truncate(os.path.getsize(folder / WEIGHTS_FILE) // 2)
     export(qm)
     assert load_file(str(folder / WEIGHTS_FILE))  # rebuilt whole
+    assert folder.parent == tmp_path / "quant-export"
+
+
+def test_vllm_path_counts_the_bytes_its_checkpoint_reads(tiny, cache, tmp_path) -> None:
+    from pytest_attnlab.backends.engine import EngineHolder, EngineSettings
+    from pytest_attnlab.backends.vllm_path import VLLMPath
+    from pytest_attnlab.perf.roofline import Shape
+
+    qm = _q(tiny, cache, "rtn-int4-g64-zp")
+    folder = _export(qm, "compressed-tensors", tmp_path)
+    path = VLLMPath(engines=EngineHolder(EngineSettings(dtype="float16"), tmp_path))
+    assert path.weights_read(Shape.from_config(tiny.model.config), 1) is None  # nothing prepared yet
+    path.folder, path.engine_dtype = folder, "float16"
+    weights, kv_elem = path.weights_read(Shape.from_config(tiny.model.config), 1)
+    floats = sum(
+        t.numel() for k, t in tiny.model.state_dict().items() if k.removesuffix(".weight") not in qm.state.linears
+    )
+    floats -= tiny.model.lm_head.weight.numel()  # tied: the embedding table once
+    packed = 0
+    for parts in qm.state.linears.values():
+        out, cols = (int(v) for v in parts["shape"])
+        groups = cols // 64
+        packed += out * cols // 2 + out * groups * 2 + out * groups // 2 + 16  # codes, scales, zero points, shape
+    assert (weights, kv_elem) == (floats * 2 + packed, 2)
 
 
 # -- vLLM routes (no vLLM needed) --------------------------------------------------------------------
 
 
-def test_vllm_route_exports_integer_grids_and_says_why_not_for_others(tiny, cache, monkeypatch) -> None:
+def test_vllm_route_exports_integer_grids_and_says_why_not_for_others(tiny, cache, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ATTNLAB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(vllm_quant, "vllm_lists", lambda method: False)
     assert vllm_quant.route(tiny, on_cpu=True, dtype="float32").how == "plain"
     r = vllm_quant.route(_q(tiny, cache, "rtn-int4-g64-zp"), on_cpu=True, dtype="float32")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,31 @@ def weights_differ(model: Any, folder: Path, probes: int = 3) -> str | None:
         if not bool((saved.to(state[name].dtype) == state[name].detach().cpu()).all()):
             return f"{name} differs from {folder}"
     return None
+
+
+def checkpoint_bytes(folder: Path, float_bytes: int) -> tuple[int, int]:
+    """(bytes an engine holds for the checkpoint in `folder`, of which the input embedding table):
+    floating tensors at `float_bytes` each (the engine's dtype), integer tensors (packed codes, zero
+    points) as stored. Reads the safetensors headers only."""
+    from safetensors import safe_open
+
+    total = embedding = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as handle:
+            for key in handle.keys():
+                sl = handle.get_slice(key)
+                numel = math.prod(sl.get_shape())
+                code = sl.get_dtype()
+                size = numel * (float_bytes if code in _FLOAT_CODES else _INT_BYTES.get(code, 1))
+                total += size
+                if key.endswith("embed_tokens.weight"):
+                    embedding = size
+    return total, embedding
+
+
+#: safetensors dtype codes
+_FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+_INT_BYTES = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def checkpoint_for(model: Any, workdir: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 from pytest_attnlab.backends.engine import (
     EngineHolder,
     EngineSettings,
+    checkpoint_bytes,
     checkpoint_for,
     import_vllm,
     on_cpu,
@@ -47,6 +48,8 @@ class VLLMPath:
         #: how the last prepare()d model reached vLLM, and the engine dtype it runs at
         self.route: VLLMRoute | None = None
         self.engine_dtype = engines.settings.dtype
+        self.folder: Any = None
+        self.kv_cache_dtype = engines.settings.kv_cache_dtype
 
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
         """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it.
@@ -93,7 +96,23 @@ class VLLMPath:
             settings = settings.with_extra(**self.extra) if self.extra else settings
             self.route = VLLMRoute("in-flight" if self.extra else "plain", extra=dict(self.extra))
         self.engine_dtype = settings.dtype
+        self.folder = folder
+        self.kv_cache_dtype = settings.kv_cache_dtype
         self.llm = self.engines.get(folder, settings)
+
+    def weights_read(self, shape: Any, batch: int) -> tuple[int, int] | None:
+        """(weight bytes one decode step reads, KV element bytes) for the checkpoint the engine runs:
+        floats at the engine dtype, packed int4 as stored; an untied input embedding is only gathered."""
+        import torch
+
+        if self.folder is None:
+            return None
+        elem = torch.empty(0, dtype=getattr(torch, self.engine_dtype)).element_size()
+        total, embedding = checkpoint_bytes(self.folder, elem)
+        if not shape.tied:
+            total += batch * shape.hidden * elem - embedding
+        kv = 1 if self.kv_cache_dtype.startswith("fp8") else elem
+        return total, kv
 
     def _params(self, new_tokens: int, logprobs: int | None = None) -> Any:
         from vllm import SamplingParams

@@ -142,6 +142,7 @@ class GenerationBenchmark:
         self,
         model: Any,
         path: str,
+        impl: Any,
         batch: int,
         prompt_len: int,
         new_tokens: int,
@@ -150,6 +151,13 @@ class GenerationBenchmark:
     ) -> Measurement:
         elem = next(model.parameters()).element_size()
         shape = roofline.Shape.from_config(model.config)
+        weights = roofline.weight_bytes_per_step(model, shape, batch, elem)
+        # A path that runs its own copy of the weights (vLLM: its checkpoint at its dtype, packed int4)
+        # says what one decode step reads (DecodePath.weights_read).
+        read = getattr(impl, "weights_read", None)
+        own = read(shape, batch) if callable(read) else None
+        if own is not None:
+            weights, elem = own
         m = Measurement(
             path,
             batch,
@@ -160,7 +168,7 @@ class GenerationBenchmark:
             self.peaks(),
             memory.read(self.device),
             shape,
-            roofline.weight_bytes_per_step(model, shape, batch, elem),
+            weights,
             elem,
         )
         self.last = m
@@ -198,7 +206,7 @@ class GenerationBenchmark:
             memory.reset(self.device)
             for _ in range(rounds):
                 self._round(impl, ids, new_tokens, runs, out)
-        return self._measurement(model, path, batch, prompt_len, new_tokens, runs, out[0])
+        return self._measurement(model, path, impl, batch, prompt_len, new_tokens, runs, out[0])
 
     def __call__(
         self,
@@ -232,7 +240,7 @@ class GenerationBenchmark:
             )
             synchronize(self.device)
         timed = runs[-rounds:]  # pytest-benchmark's warmup rounds come first
-        m = self._measurement(model, path, batch, prompt_len, new_tokens, timed, out[0])
+        m = self._measurement(model, path, impl, batch, prompt_len, new_tokens, timed, out[0])
         info = m.extra_info()
         overhead = self._timer_overhead(m)
         if overhead is not None:

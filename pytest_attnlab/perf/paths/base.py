@@ -30,7 +30,11 @@ class DecodePath(Protocol):
 
     def generate(self, ids: Any, new_tokens: int, on_token: Callable[[], None]) -> Any:
         """Greedy-decode exactly `new_tokens` tokens for every row of `ids` [batch, prompt_len];
-        call `on_token()` right after each token has been enqueued; return them [batch, new_tokens]."""
+        call `on_token()` right after each token has been enqueued; return them [batch, new_tokens].
+
+        Optional: `weights_read(shape, batch) -> (weight bytes per decode step, KV element bytes) | None`,
+        for a path that runs its own copy of the weights (vLLM: its checkpoint at its engine dtype);
+        the roofline (MBU) then uses it instead of the HF model's parameter bytes."""
 
 
 DECODE_PATHS: Registry[Callable[[PathOptions], DecodePath]] = Registry("decode path")
