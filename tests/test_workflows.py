@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,13 @@ def test_gpu_runs_the_vllm_suites_with_exported_quantizers() -> None:
     text = " ".join(str(s.get("run", "")) for s in job["steps"])
     assert ".[test,gpu,vllm,export]" in text and "--attnlab-backend vllm,hf" in text
     assert "suites/correctness/test_vllm_formats.py" in text and "--attnlab-quant rtn-int4-g64-zp" in text
+
+
+def test_vllm_export_check_script_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "vllm_export_check.py"), "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "prepare" in out.stdout and "check" in out.stdout
 
 
 def test_workflow_flags_exist(pytester: pytest.Pytester) -> None:

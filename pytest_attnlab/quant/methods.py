@@ -28,4 +28,7 @@ _register(RTN("rtn-int4-g64-sym", 4, 64, symmetric=True))
 _register(BitsAndBytes("bnb-int8", "int8"))
 _register(BitsAndBytes("bnb-nf4", "nf4"))
 _register(GPTQModelQuantizer("gptq-int4-g128", bits=4, group_size=128))
+# Group 64 divides SmolLM2's 576 columns: its GPTQ export loads in vLLM.
+_register(GPTQModelQuantizer("gptq-int4-g64", bits=4, group_size=64))
 _register(AWQ("awq-int4-g128", group_size=128))
+_register(AWQ("awq-int4-g64", group_size=64))  # g64: its AWQ export loads in vLLM on SmolLM2

@@ -30,6 +30,7 @@ BELOW_GATE_ON_EMBEDDED: dict[str, float] = {
     "rtn-int4-g64-sym": 0.8452,
     "bnb-nf4": 0.9279,
     "gptq-int4-g128": 0.9006,
+    "gptq-int4-g64": 0.9447,
     "awq-int4-g128": 0.9464,
 }
 EXACT_KERNELS = ("sdpa", "eager", "flex")
