@@ -46,5 +46,8 @@ def test_generation(
         # TPOT is the mean ITL of each run (vLLM's identity E2E = TTFT + (n - 1) * TPOT)
         assert math.isclose(lat["ttft"] + (perf_new_tokens - 1) * lat["tpot"], lat["e2e_latency"], rel_tol=1e-9)
         assert lat["itl_p50"] <= lat["itl_p90"] <= lat["itl_p99"] <= lat["itl_max"]
-        assert 0 < m.roofline()["mbu"][0] < 100
+        mbu = m.roofline()["mbu"][0]
+        assert mbu > 0
+        if m.peaks.bandwidth_source == "nvml":  # a data-sheet peak bounds MBU; a measured CPU copy does not
+            assert mbu < 100, f"MBU {mbu:.1f} % above NVML's peak: the bytes per step are over-counted"
     assert gpu_monitor.timeline, "the monitor took no sample"
