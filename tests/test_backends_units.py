@@ -12,7 +12,7 @@ import torch
 from pytest_attnlab.backends import scoring
 from pytest_attnlab.backends.engine import EngineSettings, checkpoint_for, quantized_reason, weights_differ
 from pytest_attnlab.backends.request_metrics import RequestTiming, summarize
-from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, engine_extra
+from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, route
 
 
 def _stats(latency: float, first: float, last: float, n: int) -> SimpleNamespace:
@@ -65,18 +65,23 @@ def test_engine_settings_validate_and_map_to_llm_arguments():
 
 
 def test_in_flight_routes_follow_what_the_installed_vllm_lists(monkeypatch):
+    from types import SimpleNamespace
+
     from pytest_attnlab.backends import vllm_quant
 
-    assert engine_extra("none", on_cpu=True) == {}
+    def extra(quant: str, on_cpu: bool) -> dict:
+        return route(SimpleNamespace(quant=quant, state=None), on_cpu, "float32").extra
+
+    assert extra("none", on_cpu=True) == {}
     monkeypatch.setattr(vllm_quant, "vllm_lists", lambda method: True)  # an older vLLM with bitsandbytes
-    assert engine_extra("bnb-nf4", on_cpu=False) == {"quantization": "bitsandbytes"}
+    assert extra("bnb-nf4", on_cpu=False) == {"quantization": "bitsandbytes"}
     with pytest.raises(VLLMQuantUnsupported, match="needs CUDA"):
-        engine_extra("bnb-nf4", on_cpu=True)
+        extra("bnb-nf4", on_cpu=True)
     monkeypatch.setattr(vllm_quant, "vllm_lists", lambda method: False)  # vLLM 0.32 dropped it
     with pytest.raises(VLLMQuantUnsupported, match="no bitsandbytes support"):
-        engine_extra("bnb-nf4", on_cpu=False)
-    with pytest.raises(VLLMQuantUnsupported, match="no in-flight vLLM route"):
-        engine_extra("rtn-int8", on_cpu=False)
+        extra("bnb-nf4", on_cpu=False)
+    with pytest.raises(VLLMQuantUnsupported, match="no packed state.*in flight for bnb-nf4"):
+        extra("bnb-int8", on_cpu=False)  # neither in flight nor exportable
 
 
 def test_agreement_gates_only_what_it_should():

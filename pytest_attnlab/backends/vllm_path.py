@@ -41,8 +41,6 @@ class VLLMPath:
         self.engines = engines
         self.llm: Any = None
         self.last_metrics: list[Any] = []
-        #: LLM(...) arguments on top of the run's settings for a full-precision model (in-flight quantization)
-        self.extra: dict[str, Any] = {}
         #: checkpoint format quantized models are exported to (--attnlab-vllm-quant-format)
         self.export_format = "auto"
         #: how the last prepare()d model reached vLLM, and the engine dtype it runs at
@@ -82,19 +80,18 @@ class VLLMPath:
                 settings = replace(settings, dtype=self.route.dtype)
         else:
             reason = quantized_reason(model)
-            if reason and not self.extra:
+            if reason:
                 pytest.skip(
                     f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
                     "quantizers with a vLLM route run through it (backends/vllm_quant.py)"
                 )
             folder = checkpoint_for(model, self.engines.workdir)
-            differ = None if self.extra else weights_differ(model, folder)
+            differ = weights_differ(model, folder)
             if differ:
                 pytest.skip(
                     f"vllm: the model's weights are not its checkpoint's ({differ}); vLLM would run other weights"
                 )
-            settings = settings.with_extra(**self.extra) if self.extra else settings
-            self.route = VLLMRoute("in-flight" if self.extra else "plain", extra=dict(self.extra))
+            self.route = VLLMRoute("plain")
         self.engine_dtype = settings.dtype
         self.folder = folder
         self.kv_cache_dtype = settings.kv_cache_dtype

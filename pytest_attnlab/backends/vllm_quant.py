@@ -100,12 +100,3 @@ def route(qmodel: Any, on_cpu: bool, dtype: str, fmt: str = "auto") -> VLLMRoute
     # vLLM's GPTQ/AWQ configs and its CPU int4 kernel take 16-bit activations only; float16 keeps the
     # reference closest (10 mantissa bits against bfloat16's 7).
     return VLLMRoute(f"{name} export", checkpoint=folder, dtype="float16" if dtype == "float32" else None)
-
-
-def engine_extra(quant: str, on_cpu: bool) -> dict[str, Any]:
-    """LLM(...) keyword arguments of an in-flight route, or VLLMQuantUnsupported with the reason."""
-    if quant == "none":
-        return {}
-    if quant not in VLLM_QUANT:
-        raise VLLMQuantUnsupported(f"quantizer {quant!r} has no in-flight vLLM route ({', '.join(VLLM_QUANT.names())})")
-    return VLLM_QUANT.get(quant)(on_cpu)

@@ -149,15 +149,16 @@ class GenerationBenchmark:
         runs: list[Run],
         tokens: Any,
     ) -> Measurement:
-        elem = next(model.parameters()).element_size()
         shape = roofline.Shape.from_config(model.config)
-        weights = roofline.weight_bytes_per_step(model, shape, batch, elem)
         # A path that runs its own copy of the weights (vLLM: its checkpoint at its dtype, packed int4)
-        # says what one decode step reads (DecodePath.weights_read).
+        # says what one decode step reads (DecodePath.weights_read); else the HF model's parameters.
         read = getattr(impl, "weights_read", None)
         own = read(shape, batch) if callable(read) else None
         if own is not None:
             weights, elem = own
+        else:
+            elem = next(model.parameters()).element_size()
+            weights = roofline.weight_bytes_per_step(model, shape, batch, elem)
         m = Measurement(
             path,
             batch,
