@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,32 @@ def parse_choice(flag: str, choices: tuple[str, ...]) -> Any:
         if value not in choices:
             raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: {', '.join(choices)}")
         return value
+
+    return parse
+
+
+def parse_number(
+    flag: str,
+    kind: Callable[[str], Any],
+    expected: str,
+    ok: Callable[[Any], bool],
+    bound: str,
+    *,
+    auto: bool = False,
+) -> Any:
+    """A converter to `kind` (int, float): a value `kind` cannot read is "{flag}: expected {expected}";
+    one that fails `ok` is "{flag}: {value} {bound}". `auto`: the literal auto passes through."""
+
+    def parse(value: str) -> Any:
+        if auto and value.strip() == "auto":
+            return "auto"
+        try:
+            x = kind(value)
+        except ValueError:
+            raise pytest.UsageError(f"{flag}: expected {expected}, got {value!r}") from None
+        if not ok(x):
+            raise pytest.UsageError(f"{flag}: {x} {bound}")
+        return x
 
     return parse
 

@@ -62,42 +62,15 @@ def _bool(flag: str) -> Any:
 
 
 def _int(flag: str, minimum: int) -> Any:
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            raise pytest.UsageError(f"{flag}: expected an integer, got {value!r}") from None
-        if n < minimum:
-            raise pytest.UsageError(f"{flag}: {n} must be >= {minimum}")
-        return n
-
-    return parse
+    return core_options.parse_number(flag, int, "an integer", lambda n: n >= minimum, f"must be >= {minimum}")
 
 
 def _fraction(flag: str) -> Any:
-    def parse(value: str) -> float:
-        try:
-            x = float(value)
-        except ValueError:
-            raise pytest.UsageError(f"{flag}: expected a number in (0, 1], got {value!r}") from None
-        if not 0 < x <= 1:
-            raise pytest.UsageError(f"{flag}: {x} must be in (0, 1]")
-        return x
-
-    return parse
+    return core_options.parse_number(flag, float, "a number in (0, 1]", lambda x: 0 < x <= 1, "must be in (0, 1]")
 
 
 def _positive(flag: str) -> Any:
-    def parse(value: str) -> float:
-        try:
-            x = float(value)
-        except ValueError:
-            raise pytest.UsageError(f"{flag}: expected a number of GiB, got {value!r}") from None
-        if x <= 0:
-            raise pytest.UsageError(f"{flag}: {x} must be > 0")
-        return x
-
-    return parse
+    return core_options.parse_number(flag, float, "a number of GiB", lambda x: x > 0, "must be > 0")
 
 
 BACKEND_OPTION = OptionSpec(

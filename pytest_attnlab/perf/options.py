@@ -54,18 +54,9 @@ def _int_list(flag: str, *, names: dict[str, int] | None = None) -> Any:
 
 
 def _int(flag: str, minimum: int) -> Any:
-    def parse(value: str) -> int | str:
-        if value.strip() == "auto":
-            return "auto"
-        try:
-            n = int(value)
-        except ValueError:
-            raise pytest.UsageError(f"{flag}: expected an integer or auto, got {value!r}") from None
-        if n < minimum:
-            raise pytest.UsageError(f"{flag}: {n} must be >= {minimum}")
-        return n
-
-    return parse
+    return core_options.parse_number(
+        flag, int, "an integer or auto", lambda n: n >= minimum, f"must be >= {minimum}", auto=True
+    )
 
 
 def _paths(value: str) -> tuple[str, ...]:
@@ -78,14 +69,9 @@ def _paths(value: str) -> tuple[str, ...]:
         raise pytest.UsageError(f"--attnlab-perf-path: {exc} (or all)") from None
 
 
-def _interval_ms(value: str) -> float:
-    try:
-        ms = float(value)
-    except ValueError:
-        raise pytest.UsageError(f"--attnlab-perf-monitor-interval: expected milliseconds, got {value!r}") from None
-    if ms <= 0:
-        raise pytest.UsageError(f"--attnlab-perf-monitor-interval: {ms} must be > 0 ms")
-    return ms
+_interval_ms = core_options.parse_number(
+    "--attnlab-perf-monitor-interval", float, "milliseconds", lambda ms: ms > 0, "must be > 0 ms"
+)
 
 
 def _compile(value: str) -> str:
