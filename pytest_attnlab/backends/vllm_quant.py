@@ -89,13 +89,13 @@ def route(qmodel: Any, on_cpu: bool, dtype: str, fmt: str = "auto") -> VLLMRoute
         return VLLMRoute(f"in-flight {quant}", extra=VLLM_QUANT.get(quant)(on_cpu))
     from pytest_attnlab.quant import export
 
-    reason = export.unsupported_reason(qmodel, fmt) or kernel_reason(qmodel.state, on_cpu)
+    name, reason = export.choose(qmodel, fmt)
+    reason = reason or kernel_reason(qmodel.state, on_cpu)
     if reason:
         raise VLLMQuantUnsupported(
             f"{reason} (vLLM routes: in flight for {', '.join(VLLM_QUANT.names())}; export for integer-grid "
             "RTN/GPTQ/AWQ states)"
         )
-    name = export.format_for(qmodel, fmt)
     folder = export.export(qmodel, name)
     # vLLM's GPTQ/AWQ configs and its CPU int4 kernel take 16-bit activations only; float16 keeps the
     # reference closest (10 mantissa bits against bfloat16's 7).

@@ -33,42 +33,55 @@ for _exporter in (CompressedTensorsExporter(), GPTQExporter(), AWQExporter()):
 NATIVE_FORMAT = {"gptq": "gptq", "awq": "awq"}
 DEFAULT_FORMAT = "compressed-tensors"
 
-__all__ = ["AUTO", "EXPORT_FORMATS", "ExportUnsupported", "Exporter", "export", "format_for", "unsupported_reason"]
+__all__ = [
+    "AUTO",
+    "EXPORT_FORMATS",
+    "ExportUnsupported",
+    "Exporter",
+    "choose",
+    "export",
+    "format_for",
+    "unsupported_reason",
+]
+
+
+def choose(qmodel: Any, fmt: str = AUTO) -> tuple[str, str | None]:
+    """(the format `fmt` resolves to, why it cannot hold `qmodel`'s state or None). "auto" is the
+    method's native format when that can hold the state, else compressed-tensors."""
+    if fmt != AUTO:
+        EXPORT_FORMATS.get(fmt)  # UnknownNameError lists the formats
+    state = getattr(qmodel, "state", None)
+    if state is None:
+        return (DEFAULT_FORMAT if fmt == AUTO else fmt), (
+            f"quantizer {getattr(qmodel, 'quant', '?')!r} keeps no packed state to export (bitsandbytes quantizes "
+            "inside its own layers); export needs a packed-state quantizer (RTN, GPTQ, AWQ)"
+        )
+    if fmt == AUTO:
+        native = NATIVE_FORMAT.get(str(state.info.get("method")))
+        if native and EXPORT_FORMATS.get(native).unsupported(state) is None:
+            return native, None
+        fmt = DEFAULT_FORMAT
+    reason = EXPORT_FORMATS.get(fmt).unsupported(state)
+    return fmt, (f"{qmodel.quant} as {fmt}: {reason}" if reason else None)
 
 
 def format_for(qmodel: Any, fmt: str = AUTO) -> str:
-    """The format `fmt` names, or for "auto" the method's native one when it can hold the state,
-    else compressed-tensors."""
-    if fmt != AUTO:
-        EXPORT_FORMATS.get(fmt)  # UnknownNameError lists the formats
-        return fmt
-    state = qmodel.state
-    native = NATIVE_FORMAT.get(str((state.info if state is not None else {}).get("method")))
-    if native and state is not None and EXPORT_FORMATS.get(native).unsupported(state) is None:
-        return native
-    return DEFAULT_FORMAT
+    """The format `fmt` resolves to (see choose)."""
+    return choose(qmodel, fmt)[0]
 
 
 def unsupported_reason(qmodel: Any, fmt: str = AUTO) -> str | None:
     """Why `qmodel` cannot be exported as `fmt`, or None."""
-    if getattr(qmodel, "state", None) is None:
-        return (
-            f"quantizer {getattr(qmodel, 'quant', '?')!r} keeps no packed state to export (bitsandbytes quantizes "
-            "inside its own layers); export needs a packed-state quantizer (RTN, GPTQ, AWQ)"
-        )
-    name = format_for(qmodel, fmt)
-    reason = EXPORT_FORMATS.get(name).unsupported(qmodel.state)
-    return f"{qmodel.quant} as {name}: {reason}" if reason else None
+    return choose(qmodel, fmt)[1]
 
 
 def export(qmodel: Any, fmt: str = AUTO, dest: Path | None = None) -> Path:
     """A checkpoint folder of the QuantizedModel `qmodel` in format `fmt`; ExportUnsupported says why not."""
     from pytest_attnlab.models.cache import build_entry
 
-    reason = unsupported_reason(qmodel, fmt)
+    name, reason = choose(qmodel, fmt)
     if reason:
         raise ExportUnsupported(reason)
-    name = format_for(qmodel, fmt)
     exporter = EXPORT_FORMATS.get(name)
     folder = dest or default_folder(qmodel, name)
     base = qmodel.base if qmodel.base is not None else qmodel

@@ -117,7 +117,7 @@ class Exporter(ABC):
         from safetensors.torch import save_file
 
         dtype = next(model.parameters()).dtype
-        tensors = float_tensors(model, state)
+        tensors = float_tensors(model, state, dtype)
         codes = {name: linear_codes(state, name) for name in state.linears}
         symmetric = all(lc.symmetric for lc in codes.values())
         for name, lc in codes.items():
@@ -141,9 +141,9 @@ class Exporter(ABC):
         )
 
 
-def float_tensors(model: Any, state: QuantState) -> dict[str, torch.Tensor]:
-    """Every parameter the format keeps in float: the base model's, with the state's changed floats
-    (AWQ's folded norms and biases); quantized linears' weights and a tied lm_head are left out."""
+def float_tensors(model: Any, state: QuantState, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every parameter the format keeps in float (at `dtype`): the base model's, with the state's changed
+    floats (AWQ's folded norms and biases); quantized linears' weights and a tied lm_head are left out."""
     quantized = {f"{name}.weight" for name in state.linears}
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     out = {}
@@ -151,5 +151,5 @@ def float_tensors(model: Any, state: QuantState) -> dict[str, torch.Tensor]:
         if key in quantized or (tied and key == "lm_head.weight"):
             continue
         t = state.floats.get(key, t)
-        out[key] = t.detach().to("cpu", next(model.parameters()).dtype).clone()
+        out[key] = t.detach().to("cpu", dtype).clone()
     return out
