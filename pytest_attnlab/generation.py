@@ -34,10 +34,12 @@ def decode_loop(
     """
     from transformers import DynamicCache
 
+    from pytest_attnlab.hf_compat import output_cache, with_cache
+
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+    out = model(input_ids=ids, **with_cache(model, cache), use_cache=True)
     tokens, logits = [], []
     for _ in range(max_new_tokens):
         step_logits = out.logits[:, -1, :].float()
@@ -46,7 +48,7 @@ def decode_loop(
         logits.append(step_logits.cpu())
         if eos_token_id is not None and bool((nxt == eos_token_id).all()):
             break
-        out = model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=nxt[:, None], **with_cache(model, output_cache(out)), use_cache=True)
     return Generated(torch.stack(tokens, dim=1).cpu(), torch.stack(logits, dim=1))
 
 

@@ -73,13 +73,15 @@ def greedy_agreement(model: Any, ids: torch.Tensor, reference_tokens: torch.Tens
     """Fraction of free-running greedy tokens equal to the reference's, up to the first mismatch counted."""
     from transformers import DynamicCache
 
+    from pytest_attnlab.hf_compat import output_cache, with_cache
+
     device = next(model.parameters()).device
     cache = cache if cache is not None else DynamicCache(config=model.config)
-    out = model(input_ids=ids.to(device), past_key_values=cache, use_cache=True)
+    out = model(input_ids=ids.to(device), **with_cache(model, cache), use_cache=True)
     tokens = []
     for _ in range(reference_tokens.shape[1]):
         nxt = out.logits[:, -1].argmax(-1)
         tokens.append(nxt)
-        out = model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=nxt[:, None], **with_cache(model, output_cache(out)), use_cache=True)
     got = torch.stack(tokens, 1).cpu()
     return float((got == reference_tokens).double().mean())

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_attnlab.hf_compat import CACHE_NAMES
 from pytest_attnlab.probe import decoder_layers
 
 
@@ -59,7 +60,7 @@ def layer_inputs(model: nn.Module, ids: torch.Tensor) -> LayerInputs:
         pass
     finally:
         handle.remove()
-    kwargs = {k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "past_key_value", "use_cache")}
+    kwargs = {k: v for k, v in seen["kwargs"].items() if k not in (*CACHE_NAMES, "use_cache")}
     return LayerInputs(seen["hidden"], kwargs)
 
 

@@ -49,24 +49,26 @@ def sync_time(fn):
 def run_cell(model, variant, n: int, vocab: int) -> dict:
     from transformers import DynamicCache
 
+    from pytest_attnlab.hf_compat import with_cache
+
     ids = torch.randint(0, vocab, (1, n), device="cuda", generator=torch.Generator("cuda").manual_seed(n))
     linear = variant.name.startswith("linear")
     make_cache = linear_state_cache if linear else (lambda: DynamicCache(config=model.config))
     with applied(model, variant):
         warm = make_cache()  # warm-up at this very length: compiled flex specialises on shapes
-        model(ids, past_key_values=warm, use_cache=True, logits_to_keep=1)
-        model(ids[:, -1:], past_key_values=warm, use_cache=True)
+        model(ids, **with_cache(model, warm), use_cache=True, logits_to_keep=1)
+        model(ids[:, -1:], **with_cache(model, warm), use_cache=True)
         warm = None
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         kv = make_cache()
-        out, prefill_s = sync_time(lambda: model(ids, past_key_values=kv, use_cache=True, logits_to_keep=1))
+        out, prefill_s = sync_time(lambda: model(ids, **with_cache(model, kv), use_cache=True, logits_to_keep=1))
         peak = torch.cuda.max_memory_allocated() - base
         del out
         held = torch.cuda.memory_allocated() - base
         nxt = ids[:, -1:]
-        _, step_s = sync_time(lambda: model(nxt, past_key_values=kv, use_cache=True))
+        _, step_s = sync_time(lambda: model(nxt, **with_cache(model, kv), use_cache=True))
         state = state_bytes(model) if linear else 0
     kv = None  # drop the cache before the next cell
     torch.cuda.empty_cache()

@@ -37,17 +37,19 @@ def allocated(device: str) -> int:
 def decode(model, prompt: int, new: int, vocab: int, device: str) -> float:
     from transformers import DynamicCache
 
+    from pytest_attnlab.hf_compat import output_cache, with_cache
+
     ids = torch.randint(0, vocab, (1, prompt), generator=torch.Generator().manual_seed(0)).to(device)
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+    out = model(input_ids=ids, **with_cache(model, cache), use_cache=True)
     nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     for _ in range(4):  # warm-up steps (kernels, allocator)
-        out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=nxt, **with_cache(model, output_cache(out)), use_cache=True)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     sync(device)
     start = time.perf_counter()
     for _ in range(new):
-        out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=nxt, **with_cache(model, output_cache(out)), use_cache=True)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     sync(device)
     return (time.perf_counter() - start) / new

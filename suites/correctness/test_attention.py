@@ -13,6 +13,7 @@ import torch
 from pytest_attnlab.attention import ATTENTION, applied
 from pytest_attnlab.attention.evaluate import greedy_agreement, measure
 from pytest_attnlab.generation import decode_loop
+from pytest_attnlab.hf_compat import with_cache
 
 GREEDY_PROMPT, GREEDY_TOKENS = 128, 16
 
@@ -81,7 +82,7 @@ def test_attention_conversion_cache_holds_what_it_reports(attnlab_model, attenti
         pytest.skip(variant.unavailable(model))
     cache = DynamicCache(config=model.config)
     with applied(model, variant) as a, torch.inference_mode():
-        model(ids, past_key_values=cache, use_cache=True)
+        model(ids, **with_cache(model, cache), use_cache=True)
     measured = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     per_token = measured / ids.shape[1]
     metrics.update_context(attention=name)

@@ -72,10 +72,13 @@ class LatentKVAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Any = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, Any]:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        from pytest_attnlab.hf_compat import pop_cache
+
+        cache = pop_cache(kwargs)
 
         b, t = hidden_states.shape[:2]
         query = self.q_proj(hidden_states).view(b, t, -1, self.head_dim).transpose(1, 2)
@@ -86,8 +89,8 @@ class LatentKVAttention(nn.Module):
             ck, cv = self.k_down(hidden_states), self.v_down(hidden_states)
         cos, sin = position_embeddings
         query, _ = self._apply_rope(query, query, cos, sin)
-        if past_key_values is not None:
-            ck, cv = past_key_values.update(ck[:, None], cv[:, None], self.layer_idx)
+        if cache is not None:
+            ck, cv = cache.update(ck[:, None], cv[:, None], self.layer_idx)
             ck, cv = ck[:, 0], cv[:, 0]
         k_len = ck.shape[1]
         k, v = self._expand(ck, cv)
