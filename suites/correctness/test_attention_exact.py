@@ -9,6 +9,7 @@ from torch.testing import assert_close
 from pytest_attnlab.attention import (
     applied,
     block_sparse,
+    eager,
     gqa,
     linear_attention,
     linear_state_cache,
@@ -18,22 +19,31 @@ from pytest_attnlab.attention import (
 from pytest_attnlab.attention.variants import linear
 from pytest_attnlab.attention.variants.block_sparse import dense_keep, flex_path
 from pytest_attnlab.attention.variants.dense import masked_attention
+from pytest_attnlab.hf_compat import with_cache
 
-FP32 = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits through 30 layers, different kernels
 # linear attention in an untrained model amplifies float32 summation-order differences over 30 layers;
 # the forms themselves agree to 1e-10 in float64 (test_attention_linear_forms_agree)
 LINEAR_MODEL = {"rtol": 1e-3, "atol": 2e-3}
 
 
 @pytest.fixture(scope="module")
-def ids(attention_sample):
-    return attention_sample[0][:, :96]
+def ids(attention_sample, attnlab_model):
+    return attention_sample[0][:, :96].to(attnlab_model.device)
 
 
 @pytest.fixture(scope="module")
 def dense_logits(attnlab_model, ids):
     with torch.inference_mode():
         return attnlab_model.model(ids).logits
+
+
+@pytest.fixture(scope="module")
+def same_function(attnlab_model, ids, dense_logits):
+    """assert_close tolerance for "the same function through other kernels": 8x the logits gap between
+    eager and SDPA attention on the same weights (float32, 2 CPU threads: 1.5e-4 of logits up to 42;
+    it grows with bfloat16 and differs between CPUs), and at least 1e-4."""
+    noise = (_logits(attnlab_model.model, eager(), ids) - dense_logits).abs().max().item()
+    return {"rtol": 1e-4, "atol": max(1e-4, 8 * noise)}
 
 
 def _logits(model, variant, ids):
@@ -46,9 +56,9 @@ def _logits(model, variant, ids):
     [sliding_window(96), sliding_window(200, sinks=4), block_sparse(16, 6), block_sparse(32, 99)],
     ids=lambda v: v.name,
 )
-def test_attention_full_budget_equals_dense(attnlab_model, ids, dense_logits, variant):
+def test_attention_full_budget_equals_dense(attnlab_model, ids, dense_logits, variant, same_function):
     """A window >= the sequence, or every block kept, is dense attention."""
-    assert_close(_logits(attnlab_model.model, variant, ids), dense_logits, **FP32)
+    assert_close(_logits(attnlab_model.model, variant, ids), dense_logits, **same_function)
 
 
 def test_attention_gqa_identity(attnlab_model, ids, dense_logits):
@@ -58,10 +68,10 @@ def test_attention_gqa_identity(attnlab_model, ids, dense_logits):
 
 
 @pytest.mark.parametrize("joint", [False, True], ids=["separate", "joint"])
-def test_attention_mla_full_rank_is_lossless(attnlab_model, ids, dense_logits, joint):
+def test_attention_mla_full_rank_is_lossless(attnlab_model, ids, dense_logits, joint, same_function):
     c = attnlab_model.model.config
     rank = c.num_key_value_heads * c.head_dim * (2 if joint else 1)
-    assert_close(_logits(attnlab_model.model, mla(rank, joint=joint), ids), dense_logits, **FP32)
+    assert_close(_logits(attnlab_model.model, mla(rank, joint=joint), ids), dense_logits, **same_function)
 
 
 @pytest.mark.parametrize("feature", linear.FEATURE_MAPS.names())
@@ -93,11 +103,11 @@ def test_attention_linear_decode_state_is_constant(attnlab_model, ids):
     with applied(model, linear_attention("elu")), torch.inference_mode():
         full = model(ids[:, :48]).logits
         cache = linear_state_cache()
-        out = model(ids[:, :32], past_key_values=cache, use_cache=True)
+        out = model(ids[:, :32], **with_cache(model, cache), use_cache=True)
         sizes = [linear.state_bytes(model)]
         steps = [out.logits[:, -1]]
         for t in range(32, 48):
-            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            out = model(ids[:, t : t + 1], **with_cache(model, cache), use_cache=True)
             steps.append(out.logits[:, -1])
             sizes.append(linear.state_bytes(model))
     assert_close(torch.stack(steps[:-1], 1), full[:, 31:47], **LINEAR_MODEL)
