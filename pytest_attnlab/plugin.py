@@ -10,7 +10,7 @@ import pytest
 from pytest_attnlab import hookspec
 from pytest_attnlab.options import add_options
 from pytest_attnlab.reports import html as html_report
-from pytest_attnlab.session import AttnlabSession
+from pytest_attnlab.session import AttnlabSession, uses_attnlab
 
 # Each feature area owns a sub-plugin with its options and fixtures.
 pytest_plugins = [
@@ -39,7 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
     session = AttnlabSession(config)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "attnlab_session")
-    html_report.default_report_path(config, session.report_dir)
+    if session.active:
+        html_report.default_report_path(config, session.report_dir)
     from pytest_attnlab.models.loader import MODEL_SOURCES
     from pytest_attnlab.models.random_models import RANDOM_CONFIGS
 
@@ -58,7 +59,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     attnlab = session.config.stash[SESSION_KEY]
     if attnlab.settings.device != "auto":
         attnlab.settings.resolved_device()  # a UsageError now beats one error per test later
-    attnlab.start()
+    if attnlab.active:
+        attnlab.start()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    attnlab = session.config.stash[SESSION_KEY]
+    if not attnlab.active and any(uses_attnlab(item) for item in items):
+        attnlab.activate_late(session)
 
 
 @pytest.hookimpl(trylast=True)
@@ -81,6 +90,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    if item.config.stash[SESSION_KEY].active:
+        report.attnlab = True  # under xdist this tells the controller that the run uses attnlab
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is not None and report.when == "call":
         html_report.add_extras(report, recorder)

@@ -19,6 +19,7 @@ from pytest_attnlab import options as opts
 from pytest_attnlab.metrics.recorder import MetricRecorder
 from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.models.spec import ModelSpec
+from pytest_attnlab.reports import html
 from pytest_attnlab.reports.csv_writer import CsvWriter, merge
 
 _DTYPES_BY_DEVICE = {"cpu": "float32", "cuda": "bfloat16"}
@@ -58,6 +59,27 @@ class Settings:
         return getattr(torch, name)
 
 
+def explicitly_used(config: pytest.Config) -> bool:
+    """An `--attnlab-*` option (command line or PYTEST_ADDOPTS) or an `attnlab_*` ini key was given."""
+    dests = [k for k in vars(config.option) if k.startswith("attnlab_")]
+    return any(getattr(config.option, k) is not None or _ini(config, k) for k in dests)
+
+
+def _ini(config: pytest.Config, name: str) -> Any:
+    try:
+        return config.getini(name)  # every attnlab option's ini key is its dest
+    except ValueError:
+        return None
+
+
+def uses_attnlab(item: pytest.Item) -> bool:
+    """The test needs one of pytest-attnlab's fixtures, directly or through another fixture."""
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(
+        getattr(d.func, "__module__", "").startswith("pytest_attnlab.") for chain in defs.values() for d in chain
+    )
+
+
 def worker_id(config: pytest.Config) -> str | None:
     workerinput = getattr(config, "workerinput", None)
     return workerinput["workerid"] if workerinput else None
@@ -75,6 +97,11 @@ class AttnlabSession:
         self._writer: CsvWriter | None = None
         self._models: dict[tuple, Any] = {}
         self.recorders: list[MetricRecorder] = []
+        #: True once the run uses pytest-attnlab (an --attnlab-* option or ini key, or a test using one
+        #: of its fixtures); until then the plugin writes nothing and imports no torch.
+        self.active = explicitly_used(config)
+        self.early_reports: list[pytest.TestReport] = []  # xdist controller, until active
+        self._pytest_session: pytest.Session | None = None
 
     # -- CSV -------------------------------------------------------------------------------------
     @property
@@ -92,8 +119,28 @@ class AttnlabSession:
 
     def start(self) -> None:
         """Create (truncate) metrics.csv so every run's file holds that run's rows only."""
-        if self.worker is None:
+        if self.worker is None and self._writer is None:
             self._writer = CsvWriter(self.csv_path)
+
+    def activate_late(self, session: pytest.Session) -> None:
+        """The run turned out to use attnlab (a test needs its fixtures): start the CSV and report.html
+        as an explicit option would have at configure, with the reports seen so far."""
+        self.active = True
+        self.start()
+        html.enable_late(session, self.report_dir, self.early_reports)
+        self.early_reports.clear()
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._pytest_session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """xdist controller: the workers collect, so a worker's flagged report is the first sign of use."""
+        if self.active or self.worker is not None or self._pytest_session is None:
+            return
+        self.early_reports.append(report)  # a plugin registered now misses this call: replayed too
+        if getattr(report, "attnlab", False):
+            self.activate_late(self._pytest_session)
 
     def finish(self) -> None:
         if self._writer is not None:

@@ -12,64 +12,33 @@ Factories (`sliding_window(256)`, `block_sparse(64, 4)`, `linear_attention("elu"
 
 from __future__ import annotations
 
-from pytest_attnlab.attention.base import (
-    AttentionVariant,
-    ConversionVariant,
-    KernelVariant,
-    KVCacheInfo,
-)
-from pytest_attnlab.attention.swap import Applied, applied
-from pytest_attnlab.attention.variants.baselines import eager, flex, sdpa
-from pytest_attnlab.attention.variants.block_sparse import block_sparse
-from pytest_attnlab.attention.variants.gqa import gqa
-from pytest_attnlab.attention.variants.linear import linear_attention, linear_state_cache
-from pytest_attnlab.attention.variants.mla import mla
-from pytest_attnlab.attention.variants.sliding_window import sliding_window
-from pytest_attnlab.registry import Registry
+import importlib
+from typing import Any
 
-#: name -> variant. The name is the test id and the CSV `attention` value.
-ATTENTION: Registry[AttentionVariant] = Registry("attention variant")
+# Loaded on first use (PEP 562), so that loading the attention sub-plugin imports no torch.
+_EXPORTS = {
+    "ATTENTION": "pytest_attnlab.attention.builtin",
+    "Applied": "pytest_attnlab.attention.swap",
+    "AttentionVariant": "pytest_attnlab.attention.base",
+    "ConversionVariant": "pytest_attnlab.attention.base",
+    "KVCacheInfo": "pytest_attnlab.attention.base",
+    "KernelVariant": "pytest_attnlab.attention.base",
+    "applied": "pytest_attnlab.attention.swap",
+    "block_sparse": "pytest_attnlab.attention.variants.block_sparse",
+    "eager": "pytest_attnlab.attention.variants.baselines",
+    "flex": "pytest_attnlab.attention.variants.baselines",
+    "gqa": "pytest_attnlab.attention.variants.gqa",
+    "linear_attention": "pytest_attnlab.attention.variants.linear",
+    "linear_state_cache": "pytest_attnlab.attention.variants.linear",
+    "mla": "pytest_attnlab.attention.variants.mla",
+    "register": "pytest_attnlab.attention.builtin",
+    "sdpa": "pytest_attnlab.attention.variants.baselines",
+    "sliding_window": "pytest_attnlab.attention.variants.sliding_window",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def register(variant: AttentionVariant, *, replace: bool = False) -> AttentionVariant:
-    return ATTENTION.register(variant.name, variant, replace=replace)
-
-
-BUILTIN = [
-    eager(),
-    sdpa(),
-    flex(),
-    sliding_window(64),
-    sliding_window(64, sinks=4),
-    block_sparse(32, 2),
-    block_sparse(32, 4),
-    linear_attention("elu"),
-    linear_attention("hedgehog"),
-    gqa(1),
-    gqa(3),
-    mla(128),
-    mla(128, joint=True),
-    mla(256, joint=True),
-]
-for _variant in BUILTIN:
-    register(_variant)
-
-__all__ = [
-    "ATTENTION",
-    "Applied",
-    "AttentionVariant",
-    "ConversionVariant",
-    "KVCacheInfo",
-    "KernelVariant",
-    "applied",
-    "block_sparse",
-    "eager",
-    "flex",
-    "gqa",
-    "linear_attention",
-    "linear_state_cache",
-    "mla",
-    "register",
-    "sdpa",
-    "sliding_window",
-]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

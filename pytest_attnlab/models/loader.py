@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-import torch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pytest_attnlab.models import embedded, random_models
 from pytest_attnlab.models.cache import is_complete
 from pytest_attnlab.models.spec import ModelSpec
 from pytest_attnlab.registry import Registry
 
+if TYPE_CHECKING:  # torch loads with the first model, not with the plugin
+    import torch
+
+
+def _float32() -> torch.dtype:
+    import torch
+
+    return torch.float32
+
 
 @dataclass
 class LoadOptions:
     device: str = "cpu"
-    dtype: torch.dtype = torch.float32
+    dtype: torch.dtype = field(default_factory=_float32)
     attn_implementation: str = "sdpa"
     seed: int = 0
 

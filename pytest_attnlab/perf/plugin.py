@@ -125,7 +125,10 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     """GPU, driver, library versions and the model under test, in every --benchmark-json."""
     from pytest_attnlab.perf.machine import describe
 
-    settings = config.stash[PERF_STATE_KEY].attnlab.settings
+    state = config.stash[PERF_STATE_KEY]
+    if not state.attnlab.active:  # pytest-benchmark in a run that does not use attnlab
+        return
+    settings = state.attnlab.settings
     dtype = str(settings.resolved_dtype()).removeprefix("torch.")
     machine_info["attnlab"] = describe(settings.resolved_device(), settings.model.label, dtype)
 

@@ -9,16 +9,23 @@ See docs/quant.md.
 
 from __future__ import annotations
 
-from pytest_attnlab.quant.api import BASELINE, QuantizedModel, QuantizerUnavailable, quantize
-from pytest_attnlab.quant.base import QuantContext, Quantizer
-from pytest_attnlab.quant.methods import QUANTIZERS
+import importlib
+from typing import Any
 
-__all__ = [
-    "BASELINE",
-    "QUANTIZERS",
-    "QuantContext",
-    "QuantizedModel",
-    "Quantizer",
-    "QuantizerUnavailable",
-    "quantize",
-]
+# Loaded on first use (PEP 562), so that loading the quant sub-plugin imports no torch.
+_EXPORTS = {
+    "BASELINE": "pytest_attnlab.quant.api",
+    "QuantizedModel": "pytest_attnlab.quant.api",
+    "QuantizerUnavailable": "pytest_attnlab.quant.api",
+    "quantize": "pytest_attnlab.quant.api",
+    "QuantContext": "pytest_attnlab.quant.base",
+    "Quantizer": "pytest_attnlab.quant.base",
+    "QUANTIZERS": "pytest_attnlab.quant.methods",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -130,18 +130,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "quant(*names): run `quantizer` with these quantizers instead of --attnlab-quant"
     )
-    from pytest_attnlab.quant import QUANTIZERS
+    from pytest_attnlab.session import explicitly_used
 
-    config.hook.pytest_attnlab_register_quantizers.call_historic(kwargs={"quantizers": QUANTIZERS})
-    from pytest_attnlab.options import OPTIONS, resolve
+    if explicitly_used(config):  # a bad name is a UsageError now; else on first use (no torch import)
+        settings_of(config)
 
-    cosine_opt = next(o for o in OPTIONS if o.name == "logits-cosine")
-    config.stash[QUANT_KEY] = QuantSettings(
-        names=parse_quant(_value(config, "quant", BASELINE), QUANTIZERS),
-        thresholds=parse_thresholds(_value(config, "quant-threshold", ""), QUANTIZERS),
-        cache=parse_cache(_value(config, "quant-cache", "on")),
-        default_threshold=resolve(config, cosine_opt),
-    )
+
+def settings_of(config: pytest.Config) -> QuantSettings:
+    """The resolved quant options, after the registration hook ran (imports torch on first call)."""
+    if QUANT_KEY not in config.stash:
+        from pytest_attnlab.options import OPTIONS, resolve
+        from pytest_attnlab.quant import QUANTIZERS
+
+        config.hook.pytest_attnlab_register_quantizers.call_historic(kwargs={"quantizers": QUANTIZERS})
+        cosine_opt = next(o for o in OPTIONS if o.name == "logits-cosine")
+        config.stash[QUANT_KEY] = QuantSettings(
+            names=parse_quant(_value(config, "quant", BASELINE), QUANTIZERS),
+            thresholds=parse_thresholds(_value(config, "quant-threshold", ""), QUANTIZERS),
+            cache=parse_cache(_value(config, "quant-cache", "on")),
+            default_threshold=resolve(config, cosine_opt),
+        )
+    return config.stash[QUANT_KEY]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -151,7 +160,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "quantizer" in metafunc.fixturenames:
-        names = metafunc.config.stash[QUANT_KEY].names
+        names = settings_of(metafunc.config).names
         marker = metafunc.definition.get_closest_marker("quant")
         if marker is not None:
             from pytest_attnlab.quant import QUANTIZERS
@@ -178,7 +187,7 @@ def attention_names(config: pytest.Config) -> list[str]:
 @pytest.fixture(scope="session")
 def quant_settings(pytestconfig: pytest.Config) -> QuantSettings:
     """The resolved --attnlab-quant, --attnlab-quant-threshold and --attnlab-quant-cache."""
-    return pytestconfig.stash[QUANT_KEY]
+    return settings_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,28 @@ def default_report_path(config: pytest.Config, report_dir: Path) -> None:
     config.option.self_contained_html = True
 
 
+def enable_late(session: pytest.Session, report_dir: Path, earlier: list[pytest.TestReport]) -> None:
+    """Start pytest-html's report after pytest_configure (the run turned out to use attnlab).
+
+    pytest-html builds its report in its own pytest_configure when --html is set; here that runs late,
+    then its sessionstart, and the reports it missed are replayed into it.
+    """
+    config = session.config
+    if not config.pluginmanager.hasplugin("html") or getattr(config.option, "htmlpath", None):
+        return
+    if hasattr(config, "workerinput"):
+        return
+    from pytest_html import plugin as html_plugin
+
+    before = set(config.pluginmanager.get_plugins())
+    default_report_path(config, report_dir)
+    html_plugin.pytest_configure(config)
+    for report_plugin in set(config.pluginmanager.get_plugins()) - before:
+        report_plugin.pytest_sessionstart(session)
+        for report in earlier:
+            report_plugin.pytest_runtest_logreport(report)
+
+
 def render_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = []

@@ -241,7 +241,7 @@ def attnlab_case(request: pytest.FixtureRequest) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if report.when == "teardown":
+    if report.when == "teardown" and _core_session(item.config).active:
         from pytest_attnlab.reports import html_summary
 
         html_summary.add_plot_extras(report, item, _core_session(item.config))
@@ -253,6 +253,8 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     from pytest_attnlab.reports import html_summary
 
     config = session.config
+    if not _core_session(config).active:
+        return
     prefix.append(html_summary.render(_rows(config), config.stash[STATE_KEY].outcomes))
 
 
@@ -267,7 +269,7 @@ def _rows(config: pytest.Config) -> list[Any]:
 def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
     result = yield  # after every sessionfinish, so metrics.csv holds the merged rows
     config = session.config
-    if _is_controller(config):
+    if _is_controller(config) and _core_session(config).active:
         from pytest_attnlab.reports import environment, summary
         from pytest_attnlab.reports.prometheus import write_textfile
 
