@@ -37,7 +37,12 @@ def _package_data_files() -> set[str]:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built from a copy of the tree without build/ or egg-info leftovers, as from a fresh clone."""
     src = tmp_path_factory.mktemp("src") / "pytest-attnlab"
-    leftovers = shutil.ignore_patterns("build", "dist", "*.egg-info", ".venv", ".git", "reports", "__pycache__")
+    top_level = {"build", "dist", ".venv", ".git", "reports", ".device", ".whl"}
+
+    def leftovers(folder: str, names: list[str]) -> set[str]:
+        at_top = Path(folder) == REPO
+        return {n for n in names if (at_top and n in top_level) or n.endswith(".egg-info") or n == "__pycache__"}
+
     shutil.copytree(REPO, src, ignore=leftovers)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
