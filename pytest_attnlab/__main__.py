@@ -1,24 +1,34 @@
-"""`python -m pytest_attnlab COMMAND ...`; commands: compare (the regression gate)."""
+"""`python -m pytest_attnlab COMMAND ...`: the plugin's command-line tools, each with its own --help."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
 
-COMMANDS = {"compare": "pytest_attnlab.compare.cli"}
+#: command -> (module with `main(argv) -> int`, one line of help). A command's module owns its parser.
+COMMANDS = {
+    "compare": ("pytest_attnlab.compare.cli", "the regression gate: compare two runs (metrics.csv or benchmark JSON)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_attnlab",
+        description="pytest-attnlab command-line tools. `python -m pytest_attnlab COMMAND --help` shows a command's "
+        "options; the tests themselves run through pytest (`pytest suites/correctness`).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_module, help_) in COMMANDS.items():
+        # add_help=False: the command's own parser answers its --help.
+        commands.add_parser(name, help=help_, description=help_, add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m pytest_attnlab {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
-        print(
-            f"unknown command {argv[0]!r}; choose from: {', '.join(COMMANDS)}" if argv else "",
-            file=sys.stderr,
-        )
-        return 2
-    import importlib
-
-    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    args, rest = build_parser().parse_known_args(argv[:1])
+    return importlib.import_module(COMMANDS[args.command][0]).main(argv[1:] + rest)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+# pytester's in-process runs drop the modules they imported when they end; torch's C extension
+# cannot be imported a second time in one process, so load it once here, before any such run
+# (the plugin itself no longer imports torch at startup).
+import torch  # noqa: F401
+
 
 @pytest.fixture
 def run_attnlab(pytester: pytest.Pytester):

@@ -104,3 +104,29 @@ def test_gpu_marker_skips_on_cpu_with_reason(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-rs", "--attnlab-device", "cpu")
     result.stdout.fnmatch_lines(["*SKIPPED*needs a CUDA GPU (device resolved to 'cpu')*"])
+
+
+def test_every_attnlab_option_has_an_ini_key(pytester: pytest.Pytester) -> None:
+    """`pytest --help` lists `attnlab_x` under the ini keys for every `--attnlab-x` flag."""
+    import re
+
+    text = pytester.runpytest("--help").stdout.str()
+    flags = set(re.findall(r"--attnlab-([a-z0-9-]+)", text))
+    inis = set(re.findall(r"^\s+(attnlab_[a-z0-9_]+)", text, flags=re.M))
+    assert len(flags) > 20, flags
+    missing = sorted(f for f in flags if "attnlab_" + f.replace("-", "_") not in inis)
+    assert not missing, f"options without an ini key: {missing}"
+
+
+def test_module_cli_help_lists_commands_and_each_has_its_own(pytester: pytest.Pytester) -> None:
+    import sys
+
+    top = pytester.run(sys.executable, "-m", "pytest_attnlab", "--help")
+    assert top.ret == 0
+    top.stdout.fnmatch_lines(["usage: python -m pytest_attnlab*COMMAND*", "*compare*regression gate*"])
+    sub = pytester.run(sys.executable, "-m", "pytest_attnlab", "compare", "--help")
+    assert sub.ret == 0
+    sub.stdout.fnmatch_lines(["usage: python -m pytest_attnlab compare*", "*--threshold*", "*tpot:+5%*"])
+    bad = pytester.run(sys.executable, "-m", "pytest_attnlab", "bogus")
+    assert bad.ret == 2
+    bad.stderr.fnmatch_lines(["*invalid choice: 'bogus' (choose from*compare*"])

@@ -30,8 +30,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="LENS",
         default=None,
         help="sequence lengths of suites/perf/test_attention_modules.py: a comma list, or 'auto' "
-        "(128,256 on CPU; 128,256,512,1024 on CUDA). Default: 'auto'",
+        "(128,256 on CPU; 128,256,512,1024 on CUDA). Ini key: attnlab_attn_seq. Default: 'auto'",
     )
+    parser.addini("attnlab_attn_seq", help="sequence lengths of the attention module benchmarks", default=None)
 
 
 def parse_attn(value: str, registry: Any) -> list[str]:
@@ -53,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "attention(*names): run attention_patch with these variants instead of --attnlab-attn",
     )
-    _parse_seqs(config.getoption("attnlab_attn_seq", default=None) or "auto")
+    _parse_seqs(_seq_value(config))
     value = config.getoption("attnlab_attn", default=None) or config.getini(INI)
     if value:  # named explicitly: check now (a UsageError before collection); else on first use
         selected_names(config)
@@ -72,7 +73,7 @@ def selected_names(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "attention_seq_len" in metafunc.fixturenames:
-        seqs = _parse_seqs(metafunc.config.getoption("attnlab_attn_seq", default=None) or "auto")
+        seqs = _parse_seqs(_seq_value(metafunc.config))
         if seqs is None:
             from pytest_attnlab.plugin import SESSION_KEY
 
@@ -132,6 +133,10 @@ def attention_sample(attnlab_model: Any) -> Any:
 
     ids = sample_ids(attnlab_model.tokenizer, 512)
     return ids, probe.capture(attnlab_model.model, ids)
+
+
+def _seq_value(config: pytest.Config) -> str:
+    return config.getoption("attnlab_attn_seq", default=None) or config.getini("attnlab_attn_seq") or "auto"
 
 
 def _parse_seqs(value: str) -> list[int] | None:

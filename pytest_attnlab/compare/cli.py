@@ -74,6 +74,7 @@ def _context_suffix(ctx_key: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = " ".join(DEFAULT_THRESHOLDS).replace("%", "%%")  # argparse %-formats help strings
     ap = argparse.ArgumentParser(
         prog="python -m pytest_attnlab compare",
         description="Compare two runs (metrics.csv, a report dir, or pytest-benchmark JSON); exit 1 on a regression.",
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--threshold", "-t", action="append", default=None, metavar="NAME:[+-]N[%]",
         help="regression threshold; repeatable. '+': higher is worse, '-': lower is worse, '%%': relative. "
-        f"Default: {' '.join(DEFAULT_THRESHOLDS)}",
+        f"Default: {defaults}",
     )  # fmt: skip
     ap.add_argument("--fail-on-missing", action="store_true", help="fail when a BASE metric is missing in CURRENT")
     ap.add_argument("--all", action="store_true", help="also list metrics no threshold applies to")
