@@ -73,12 +73,34 @@ def test_default_thresholds_catch_a_tpot_regression(tmp_path: Path) -> None:
     assert "tpot" in line and "+50.00%" in line and "tpot:+5%" in line
 
 
-def test_missing_metric_fails_only_when_asked(tmp_path: Path) -> None:
+def test_missing_gate_metric_fails_unless_allowed(tmp_path: Path) -> None:
     base = write_csv(tmp_path / "a.csv", BASE)
     cur = write_csv(tmp_path / "b.csv", {k: v for k, v in BASE.items() if k[1] != "ttft"})
-    assert run(str(base), str(cur))[0] == 0
+    rc, out = run(str(base), str(cur))  # ttft is gated by the default ttft:+10%
+    assert rc == 4, out
+    assert out.splitlines()[-1].startswith("FAIL (gate metrics of BASE missing from CURRENT")
+    assert "1 gate metrics missing" in out.splitlines()[-1]
+    rc, out = run(str(base), str(cur), "--allow-missing")
+    assert rc == 0 and out.splitlines()[-1].startswith("PASS: 0 regressed, 3 checked, 1 gate metrics missing")
+
+
+def test_missing_ungated_metric_fails_only_when_asked(tmp_path: Path) -> None:
+    base = write_csv(tmp_path / "a.csv", {**BASE, ("t::perf", "peak_mem"): 1.0})
+    cur = write_csv(tmp_path / "b.csv", BASE)
+    rc, out = run(str(base), str(cur))
+    assert rc == 0 and "ungated, not compared: 1 absent from CURRENT" in out
     rc, out = run(str(base), str(cur), "--fail-on-missing")
-    assert rc == 1 and "missing" in out
+    assert rc == 4 and "FAIL (metrics of BASE missing" in out
+
+
+def test_a_gate_that_checked_nothing_fails(tmp_path: Path) -> None:
+    """Two runs with no metric in common (was: "PASS: 0 regressed, 0 checked, 44 missing", exit 0)."""
+    base = write_csv(tmp_path / "a.csv", BASE)
+    cur = write_csv(tmp_path / "b.csv", {("other::test", k[1]): v for k, v in BASE.items()})
+    for extra in ([], ["--allow-missing"]):
+        rc, out = run(str(base), str(cur), *extra)
+        assert rc == 3, out
+        assert out.splitlines()[-1].startswith("FAIL (nothing checked"), out
 
 
 def bench_json(path: Path, mean: float, tpot: float) -> Path:
@@ -140,4 +162,4 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     assert "REGRESSED" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "pytest_attnlab", "nope"], capture_output=True, text=True,
                          timeout=60, check=False)  # fmt: skip
-    assert bad.returncode == 2 and "choose from: compare" in bad.stderr
+    assert bad.returncode == 2 and "invalid choice: 'nope' (choose from 'compare')" in bad.stderr

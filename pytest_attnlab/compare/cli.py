@@ -1,7 +1,8 @@
 """`python -m pytest_attnlab compare BASE CURRENT [--threshold tpot:+5% ...]`: the regression gate.
 
-Exit status: 0 no regression, 1 a metric regressed past its threshold (or went missing with
---fail-on-missing), 2 bad input.
+Exit status: 0 pass; 1 a metric regressed past its threshold; 2 bad input; 3 nothing was checked
+(no gated metric of BASE is in CURRENT: a gate that compared nothing never passes); 4 gated
+metrics of BASE are missing from CURRENT (unless --allow-missing), or with --fail-on-missing any.
 """
 
 from __future__ import annotations
@@ -49,6 +50,47 @@ def compare(base: dict[Key, float], current: dict[Key, float], thresholds: list[
     return [Line(k, base.get(k), current.get(k), pick(thresholds, k[1])) for k in keys]
 
 
+#: exit status of each failing verdict (0: PASS, 2: bad input)
+EXIT_REGRESSED, EXIT_NOTHING_CHECKED, EXIT_MISSING = 1, 3, 4
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate decided, and why: a gate that checked nothing, or lost the metrics it gates, fails."""
+
+    code: int
+    reason: str
+    regressed: int
+    checked: int
+    gated_missing: int
+    ungated_missing: int
+
+    def line(self) -> str:
+        head = "PASS" if self.code == 0 else f"FAIL ({self.reason})"
+        return (
+            f"{head}: {self.regressed} regressed, {self.checked} checked, {self.gated_missing} gate metrics missing"
+            f" (ungated, not compared: {self.ungated_missing} absent from CURRENT)"
+        )
+
+
+def judge(lines: list[Line], *, allow_missing: bool = False, fail_on_missing: bool = False) -> Verdict:
+    regressed = sum(ln.status == "REGRESSED" for ln in lines)
+    checked = sum(ln.status in ("ok", "REGRESSED") for ln in lines)
+    gated = sum(ln.status == "missing" and ln.threshold is not None for ln in lines)
+    ungated = sum(ln.status == "missing" and ln.threshold is None for ln in lines)
+    if regressed:
+        code, reason = EXIT_REGRESSED, "regression"
+    elif checked == 0:
+        code, reason = EXIT_NOTHING_CHECKED, "nothing checked: no gated metric of BASE is in CURRENT"
+    elif gated and not allow_missing:
+        code, reason = EXIT_MISSING, "gate metrics of BASE missing from CURRENT (--allow-missing to accept)"
+    elif fail_on_missing and ungated:
+        code, reason = EXIT_MISSING, "metrics of BASE missing from CURRENT (--fail-on-missing)"
+    else:
+        code, reason = 0, ""
+    return Verdict(code, reason, regressed, checked, gated, ungated)
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.6g}"
 
@@ -86,7 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="regression threshold; repeatable. '+': higher is worse, '-': lower is worse, '%%': relative. "
         f"Default: {defaults}",
     )  # fmt: skip
-    ap.add_argument("--fail-on-missing", action="store_true", help="fail when a BASE metric is missing in CURRENT")
+    ap.add_argument(
+        "--allow-missing", action="store_true",
+        help="pass although metrics of BASE that a threshold gates are missing from CURRENT (still fails when "
+        "nothing at all was checked)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--fail-on-missing", action="store_true", help="also fail when an ungated metric of BASE is missing in CURRENT"
+    )
     ap.add_argument("--all", action="store_true", help="also list metrics no threshold applies to")
     ap.add_argument("--json", metavar="PATH", help="also write the comparison as JSON")
     return ap
@@ -103,12 +152,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return 2
     lines = compare(base, current, thresholds)
     print_table(lines, out, args.all)
-    regressed = [ln for ln in lines if ln.status == "REGRESSED"]
-    missing = [ln for ln in lines if ln.status == "missing"]
-    checked = sum(ln.status in ("ok", "REGRESSED") for ln in lines)
-    verdict = "FAIL" if regressed or (args.fail_on_missing and missing) else "PASS"
-    out.write(f"\n{verdict}: {len(regressed)} regressed, {checked} checked, {len(missing)} missing, "
-              f"thresholds {' '.join(map(str, thresholds))}\n")  # fmt: skip
+    verdict = judge(lines, allow_missing=args.allow_missing, fail_on_missing=args.fail_on_missing)
+    out.write(f"\n{verdict.line()}, thresholds {' '.join(map(str, thresholds))}\n")
     if args.json:
         doc = [
             {"test": ln.key[0], "metric": ln.key[1], "context": ln.key[2], "base": ln.base,
@@ -117,4 +162,4 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         ]  # fmt: skip
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=1)
-    return 1 if verdict == "FAIL" else 0
+    return verdict.code
