@@ -16,6 +16,7 @@ from pytest_attnlab.attention import (
     mla,
     sliding_window,
 )
+from pytest_attnlab.attention.base import model_shape
 from pytest_attnlab.attention.variants import linear
 from pytest_attnlab.attention.variants.block_sparse import dense_keep, flex_path
 from pytest_attnlab.attention.variants.dense import masked_attention
@@ -69,8 +70,8 @@ def test_attention_gqa_identity(attnlab_model, ids, dense_logits):
 
 @pytest.mark.parametrize("joint", [False, True], ids=["separate", "joint"])
 def test_attention_mla_full_rank_is_lossless(attnlab_model, ids, dense_logits, joint, same_function):
-    c = attnlab_model.model.config
-    rank = c.num_key_value_heads * c.head_dim * (2 if joint else 1)
+    shape = model_shape(attnlab_model.model)  # config.head_dim is absent on some configs (Qwen2, 5.24)
+    rank = shape["kv_heads"] * shape["head_dim"] * (2 if joint else 1)
     assert_close(_logits(attnlab_model.model, mla(rank, joint=joint), ids), dense_logits, **same_function)
 
 
