@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from pytest_attnlab import hookspec
+from pytest_attnlab import hookspec, oom
 from pytest_attnlab.options import add_options
 from pytest_attnlab.reports import html as html_report
 from pytest_attnlab.session import AttnlabSession, uses_attnlab
+from pytest_attnlab.status_line import StatusLine
 
 # Each feature area owns a sub-plugin with its options and fixtures.
 pytest_plugins = [
@@ -39,6 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = AttnlabSession(config)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "attnlab_session")
+    config.pluginmanager.register(StatusLine(config, session.steps), "attnlab_status_line")
     if session.active:
         html_report.default_report_path(config, session.report_dir)
     from pytest_attnlab.models.loader import MODEL_SOURCES
@@ -80,11 +82,26 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"attnlab: model={s.model.label} device={s.device} dtype={s.dtype} report-dir={s.report_dir}"]
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
     if item.get_closest_marker("gpu"):
         device = item.config.stash[SESSION_KEY].settings.resolved_device()
         if not device.startswith("cuda"):
             pytest.skip(f"needs a CUDA GPU (device resolved to {device!r}); run on a GPU with --attnlab-device cuda")
+    try:
+        return (yield)
+    except Exception as exc:  # out of device memory fails this case only, with the memory freed
+        oom.fail_case_if_oom(exc, item.nodeid)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    try:
+        return (yield)
+    except Exception as exc:
+        oom.fail_case_if_oom(exc, item.nodeid)
+        raise
 
 
 @pytest.hookimpl(wrapper=True)

@@ -19,6 +19,7 @@ from pytest_attnlab import options as opts
 from pytest_attnlab.metrics.recorder import MetricRecorder
 from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.models.spec import ModelSpec
+from pytest_attnlab.progress import StepTime
 from pytest_attnlab.reports import html
 from pytest_attnlab.reports.csv_writer import CsvWriter, merge
 
@@ -97,6 +98,8 @@ class AttnlabSession:
         self._writer: CsvWriter | None = None
         self._models: dict[tuple, Any] = {}
         self.recorders: list[MetricRecorder] = []
+        #: finished progress steps (name, seconds, test), for summary.md; xdist workers' arrive at their end
+        self.steps: list[StepTime] = []
         #: True once the run uses pytest-attnlab (an --attnlab-* option or ini key, or a test using one
         #: of its fixtures); until then the plugin writes nothing and imports no torch.
         self.active = explicitly_used(config)
@@ -169,6 +172,16 @@ class AttnlabSession:
         return rec
 
     # -- models ----------------------------------------------------------------------------------
+    def _share_cpu(self) -> None:
+        """Under xdist on CPU, give this worker its share of the cores (before the first model runs)."""
+        from pytest_attnlab.xdist_gpu import cpu_thread_share
+
+        share = cpu_thread_share(getattr(self.config, "workerinput", None))
+        if share is not None:
+            import torch
+
+            torch.set_num_threads(share)
+
     def model(
         self,
         spec: ModelSpec | str | None = None,
@@ -187,6 +200,8 @@ class AttnlabSession:
         device = device or self.settings.resolved_device()
         dtype = dtype or self.settings.resolved_dtype()
         key = (spec, device, dtype, attn_implementation, seed)
+        if not self._models and device == "cpu":
+            self._share_cpu()
         if key not in self._models:
             self._models[key] = load_model(spec, LoadOptions(device, dtype, attn_implementation, seed))
         return self._models[key]

@@ -76,3 +76,13 @@ def pin(workerinput: Mapping[str, object], env: dict[str, str] | None = None) ->
         return None
     env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return gpu
+
+
+def cpu_thread_share(workerinput: Mapping[str, object] | None) -> int | None:
+    """Torch threads for one xdist worker on CPU: the cores this process may use ÷ the worker count
+    (at least 1); None outside xdist. Without it every worker runs torch's default (all cores), and
+    2 workers on 2 cores ran the correctness suite 4x slower than one process."""
+    if not workerinput or "workercount" not in workerinput:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(workerinput["workercount"]))

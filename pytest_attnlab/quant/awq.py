@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_attnlab import progress
 from pytest_attnlab.probe import decoder_layers
 from pytest_attnlab.quant.base import QuantContext
 from pytest_attnlab.quant.grid import Grid
@@ -93,22 +94,25 @@ class AWQ(StateQuantizer):
         inputs = layer_inputs(model, ctx.calibration().to(device))
         prefix = layer_prefix(model)
         scaled_ratios: dict[str, float] = {}
-        for i, layer in enumerate(decoder_layers(model)):
-            linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
-            with record_inputs(linears) as feats:
-                next_hidden = run_layer(layer, inputs)
-            feats = {n: torch.cat(v) for n, v in feats.items()}
-            for group in scale_groups(layer):
-                ratio, scales = self._search(layer, group, feats, inputs.kwargs)
-                _fold(layer, group, scales)
-                for n in group["linears"]:
-                    feats[n] = feats[n] / scales.to(feats[n].dtype)
-                scaled_ratios[f"{i}.{group['block']}"] = ratio
-            if self.clip:
-                for n, linear in linears.items():
-                    if not n.endswith(NO_CLIP):
-                        _clip(self.grid, linear, feats[n])
-            inputs.hidden = next_hidden
+        layers = decoder_layers(model)
+        with progress.step(f"quantize {self.name}", total=len(layers), unit="layer") as p:
+            for i, layer in enumerate(layers):
+                linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+                with record_inputs(linears) as feats:
+                    next_hidden = run_layer(layer, inputs)
+                feats = {n: torch.cat(v) for n, v in feats.items()}
+                for group in scale_groups(layer):
+                    ratio, scales = self._search(layer, group, feats, inputs.kwargs)
+                    _fold(layer, group, scales)
+                    for n in group["linears"]:
+                        feats[n] = feats[n] / scales.to(feats[n].dtype)
+                    scaled_ratios[f"{i}.{group['block']}"] = ratio
+                if self.clip:
+                    for n, linear in linears.items():
+                        if not n.endswith(NO_CLIP):
+                            _clip(self.grid, linear, feats[n])
+                inputs.hidden = next_hidden
+                p.advance()
         state = QuantState(self.grid, info={"method": "awq", "alpha": scaled_ratios})
         for i, layer in enumerate(decoder_layers(model)):
             for n, m in layer.named_modules():

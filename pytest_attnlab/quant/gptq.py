@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from pytest_attnlab import progress
+from pytest_attnlab.probe import decoder_layers
 from pytest_attnlab.quant.base import QuantContext
 from pytest_attnlab.quant.grid import Grid, QTensor
 from pytest_attnlab.quant.layers import target_linears
@@ -92,10 +94,10 @@ class GPTQModelQuantizer(StateQuantizer):
                 str(calib),
                 json.dumps(cfg),
             ]
-            # cwd=tmp: gptqmodel writes a logs/ folder into its working directory
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
-            if proc.returncode:
-                raise RuntimeError(f"gptqmodel failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            with progress.step(f"quantize {self.name}", total=len(decoder_layers(model)), unit="layer") as p:
+                returncode, stderr = _run_worker(cmd, env, Path(tmp), p)
+            if returncode:
+                raise RuntimeError(f"gptqmodel failed (exit {returncode}):\n{stderr[-3000:]}")
             tensors = load_file(str(out / "model.safetensors"))
             fmt = json.loads((out / "quantize_config.json").read_text()).get("checkpoint_format", "gptq")
         grid = Grid(4, self.group_size, symmetric=False, zero="int")
@@ -106,6 +108,34 @@ class GPTQModelQuantizer(StateQuantizer):
             }
             state.add_linear(name, linear.weight.detach(), unpack_gptq(parts, self.group_size, fmt))
         return state
+
+
+def _run_worker(cmd: list[str], env: dict[str, str], tmp: Path, p: progress.Step) -> tuple[int, str]:
+    """Run gptq_worker in `tmp` (gptqmodel writes a logs/ folder into its working directory); it
+    writes the index of each decoder layer it starts on a pipe, which advances `p`. Its stderr goes
+    to a file, so no pipe fills up while this one is read. Returns (exit status, stderr)."""
+    read_fd, write_fd = os.pipe()
+    with open(tmp / "worker.stderr", "w+") as err:
+        try:
+            proc = subprocess.Popen(
+                [*cmd, str(write_fd)],
+                env=env,
+                cwd=tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=(write_fd,),
+            )
+        finally:
+            os.close(write_fd)  # the child's copy is the only writer left: EOF when it exits
+        with os.fdopen(read_fd) as layers:
+            for line in layers:
+                if line.strip().isdigit():
+                    p.update(int(line))  # layer i started: i layers done
+        returncode = proc.wait()
+        if returncode == 0 and p.total is not None:
+            p.update(p.total)
+        err.seek(0)
+        return returncode, err.read()
 
 
 def _checkpoint_folder(model: Any, ctx: QuantContext, dest: Path) -> Path:

@@ -278,7 +278,13 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         rows = _rows(config)
         env = environment.collect(config.rootpath, list(config.invocation_params.args))
         state.written += summary.write(
-            core.report_dir, rows, state.outcomes, env, config.stash.get(EXPERIMENT_KEY, None), core.run_id
+            core.report_dir,
+            rows,
+            state.outcomes,
+            env,
+            config.stash.get(EXPERIMENT_KEY, None),
+            core.run_id,
+            steps=core.steps,
         )
         textfile = _opt(config, "prometheus-textfile")
         if textfile is not None:

@@ -7,6 +7,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 def summary_table(lines: list[SummaryLine]) -> str:
     header, body = summary_grid(lines)
     return _md_table(header, body)
+
+
+def steps_table(steps: Sequence[Any]) -> str:
+    """The "Long steps" table: each finished progress step (a StepTime), longest first."""
+    body = [
+        [s.name, f"{s.seconds:.1f}", f"`{s.nodeid}`" if s.nodeid else "(outside a test)"]
+        for s in sorted(steps, key=lambda s: s.seconds, reverse=True)
+    ]
+    return _md_table(["step", "seconds", "test"], body)
 
 
 def conclusions(lines: list[SummaryLine], outcomes: dict[str, str]) -> list[str]:
@@ -77,8 +87,11 @@ def write(
     environment: dict[str, Any],
     experiment: Any | None,
     run_id: str,
+    steps: Sequence[Any] = (),
 ) -> list[Path]:
-    """Write summary.md, one JSON per experiment and the run plots (PNG); returns the paths."""
+    """Write summary.md, one JSON per experiment and the run plots (PNG); returns the paths.
+
+    `steps`: the run's finished progress steps (StepTime), listed under "Long steps" when any."""
     default_name = experiment.experiment_name if experiment is not None else "default"
     lines = summarize(rows, outcomes)
     written = []
@@ -118,6 +131,7 @@ def write(
         "",
         *(f"- {c}" for c in conclusions(lines, outcomes)),
         "",
+        *(["## Long steps", "", steps_table(steps), ""] if steps else []),
         *(["## Plots", "", *plot_links, ""] if plot_links else []),
         "## Environment",
         "",

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from pytest_attnlab import progress
 from pytest_attnlab.perf import static_decode as sd
 from pytest_attnlab.perf.paths.base import PathOptions
 
@@ -38,6 +39,24 @@ class GraphedStep:
         self.pos.copy_(pos)
         self.graph.replay()
         return self.out.clone()  # the graph overwrites self.out on the next replay
+
+
+class CompiledStep:
+    """Calls a torch.compile'd step; its first call, where the compilation happens (60-170 s on a
+    GPU), runs inside a progress step so the terminal shows it."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str) -> None:
+        self.fn, self.name, self.compiled = fn, name, False
+
+    def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if self.compiled:
+            return self.fn(tok, pos)
+        with progress.step(self.name):
+            out = self.fn(tok, pos)
+            if out.is_cuda:
+                torch.cuda.synchronize()  # the step's time is the compilation's plus one run, not a launch
+        self.compiled = True
+        return out
 
 
 class FastPath:
@@ -71,6 +90,7 @@ class FastPath:
         fn: Any = partial(greedy_step, self.sm, self.cache)
         if self.options.compile != "none":
             fn = torch.compile(fn, mode=self.options.compile, fullgraph=True, dynamic=False)
+            fn = CompiledStep(fn, f"torch.compile decode step ({self.options.compile}, batch {batch})")
         device = self.sm.embed.device
         if device.type == "cuda" and self.options.cuda_graph:
             tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
