@@ -78,20 +78,27 @@ def test_ci_lints_tests_and_caches() -> None:
     assert re.search(r"^pytest suites/correctness .*--attnlab-model embedded", text, re.M)
     # pinned CPU torch before the package, so pip never swaps in a CUDA build
     torch_at = text.index("pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu")
-    assert torch_at < text.index('pip install -c /tmp/torch-constraint.txt -e ".[test]"')
+    assert torch_at < text.index('pip install -c /tmp/torch-constraint.txt "${lock[@]}" -e ".[test,bnb]"')
+    # the lock (what the README installs) and the newest releases, side by side
+    assert wf["jobs"]["test"]["strategy"]["matrix"]["deps"] == ["locked", "newest"]
+    assert '[ "${{ matrix.deps }}" = locked ] && lock=(-c constraints.txt)' in text
     assert any(s.get("with", {}).get("cache") == "pip" for s in uses(wf, "actions/setup-python"))
     assert any(s["with"]["path"] == "~/.cache/pytest-attnlab" for s in uses(wf, "actions/cache"))
 
 
-def test_gpu_runs_perf_compares_and_uploads() -> None:
+def test_gpu_runs_the_gate_script_and_uploads() -> None:
+    """gpu.yml runs .ci/gpu (what ran on the H200), which runs both suites and the compare gate."""
     wf = load(WORKFLOWS / "gpu.yml")
-    job = wf["jobs"]["perf"]
+    job = wf["jobs"]["gate"]
     assert "gpu" in job["runs-on"] and "self-hosted" in job["runs-on"]
     text = runs(wf)
-    assert re.search(r"pytest suites/perf .*--benchmark-json", text.replace("\n", " "))
-    assert "python -m pytest_attnlab compare baseline/metrics.csv" in text
-    assert "python -m pytest_attnlab compare baseline/benchmark.json" in text
-    assert "pipefail" in next(s for s in steps(wf) if s.get("name") == "Regression gate")["shell"]
+    assert 'bash .ci/gpu "$REPORTS"' in text
+    assert "pipefail" in next(s for s in steps(wf) if s.get("name") == "The GPU gate (.ci/gpu)")["shell"]
+    script = (ROOT / ".ci" / "gpu").read_text().replace("\\\n", " ")
+    assert re.search(r"suites/correctness --attnlab-device cuda", script)
+    assert re.search(r"suites/perf --attnlab-device cuda .*--benchmark-json", script)
+    assert 'python3 -m pytest_attnlab compare "$ATTNLAB_GPU_BASELINE/metrics.csv"' in script
+    assert 'python3 -m pytest_attnlab compare "$ATTNLAB_GPU_BASELINE/benchmark.json"' in script
     uploaded = " ".join(str(s["with"]["path"]) for s in uses(wf, "actions/upload-artifact"))
     assert "REPORTS" in uploaded and "metrics.csv" in uploaded and "benchmark.json" in uploaded
 
@@ -99,10 +106,11 @@ def test_gpu_runs_perf_compares_and_uploads() -> None:
 def test_gpu_runs_the_vllm_suites_with_exported_quantizers() -> None:
     wf = load(WORKFLOWS / "gpu.yml")
     job = wf["jobs"]["vllm"]
-    assert "gpu" in job["runs-on"] and job["needs"] == "perf"
+    assert "gpu" in job["runs-on"] and job["needs"] == "gate"
     text = " ".join(str(s.get("run", "")) for s in job["steps"])
-    assert ".[test,gpu,vllm,export]" in text and "--attnlab-backend vllm,hf" in text
-    assert "suites/correctness/test_vllm_formats.py" in text and "--attnlab-quant rtn-int4-g64-zp" in text
+    assert ".[test,gpu,vllm,export]" in text and "ATTNLAB_GPU_STAGES=vllm bash .ci/gpu" in text
+    script = (ROOT / ".ci" / "gpu").read_text()
+    assert "suites/correctness/test_vllm_formats.py" in script and "--attnlab-quant rtn-int4-g64-zp" in script
 
 
 def test_vllm_export_check_script_runs() -> None:
@@ -115,7 +123,7 @@ def test_vllm_export_check_script_runs() -> None:
 def test_workflow_flags_exist(pytester: pytest.Pytester) -> None:
     """Every --attnlab-* flag the workflows pass is a real option (a rename would break CI silently)."""
     flags = set()
-    for path in FILES:
+    for path in [*FILES, ROOT / ".ci" / "gpu", ROOT / ".ci" / "run"]:
         flags |= set(re.findall(r"--attnlab-[a-z-]+", path.read_text()))
     help_text = pytester.runpytest("--help").stdout.str()
     missing = sorted(f for f in flags if f not in help_text)
