@@ -127,11 +127,11 @@ def attention_patch(request: pytest.FixtureRequest) -> AttentionPatch:
 
 @pytest.fixture(scope="session")
 def attention_sample(attnlab_model: Any) -> Any:
-    """(ids [1, 512] of the embedded prose sample, dense reference capture) for the model under test."""
+    """(ids [1, 512] of the embedded prose sample on the model's device, dense reference capture)."""
     from pytest_attnlab import probe
     from pytest_attnlab.attention.evaluate import sample_ids
 
-    ids = sample_ids(attnlab_model.tokenizer, 512)
+    ids = sample_ids(attnlab_model.tokenizer, 512).to(attnlab_model.device)
     return ids, probe.capture(attnlab_model.model, ids)
 
 

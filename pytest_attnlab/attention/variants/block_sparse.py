@@ -91,6 +91,14 @@ def _compiled_flex() -> Any:
     return torch.compile(flex_attention, dynamic=False)
 
 
+def kernel_tiles(block: int) -> dict[str, int]:
+    """Tile sizes of the compiled flex kernel that divide the mask's blocks: its defaults (64-128 rows
+    on Hopper) refuse a 32-token BlockMask ("Q and KV block size must be divisible by BLOCK_M and
+    BLOCK_N"). The largest power of two up to 64 that divides `block`; the kernel needs 16 or more."""
+    tile = min(block & -block, 64)
+    return {"BLOCK_M": tile, "BLOCK_N": tile}
+
+
 def flex_path(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -104,7 +112,8 @@ def flex_path(
 
     fn = _compiled_flex() if compiled else flex_attention
     mask = block_mask(query, key, block, topk)
-    out = fn(query, key, value, block_mask=mask, scale=scaling, enable_gqa=key.shape[1] != query.shape[1])
+    extra = {"kernel_options": kernel_tiles(block)} if compiled else {}
+    out = fn(query, key, value, block_mask=mask, scale=scaling, enable_gqa=key.shape[1] != query.shape[1], **extra)
     return out.transpose(1, 2).contiguous()
 
 
@@ -125,6 +134,7 @@ def block_sparse(block: int, topk: int) -> KernelVariant:
     ) -> tuple[torch.Tensor, None]:
         q_len, k_len = query.shape[2], key.shape[2]
         use_flex = query.is_cuda and q_len == k_len and q_len % block == 0 and attention_mask is None
+        use_flex = use_flex and kernel_tiles(block)["BLOCK_M"] >= 16
         if use_flex:
             return flex_path(query, key, value, block, topk, scaling), None
         keep = combine(dense_keep(query, key, block, topk), attention_mask)
