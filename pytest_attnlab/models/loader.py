@@ -102,6 +102,11 @@ def _random(spec: ModelSpec, opts: LoadOptions) -> tuple[Any, Any]:
         device=opts.device,
         attn_implementation=opts.attn_implementation,
     )
+    if tokenizer is not None:  # a borrowed tokenizer: generation stops on its eos, not the shape's own ids
+        for role in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(tokenizer, role)
+            setattr(model.config, role, value)
+            setattr(model.generation_config, role, value)
     return model, tokenizer
 
 

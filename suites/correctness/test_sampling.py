@@ -32,6 +32,19 @@ def hf_filtered(logits: torch.Tensor, t: float, k: int | None, p: float | None) 
     return procs(None, logits.clone())
 
 
+def boundary_ties_only(logits: torch.Tensor, kept_a: torch.Tensor, kept_b: torch.Tensor) -> bool:
+    """True when two kept sets differ only in tokens tied with the smallest kept logit of their row.
+
+    A cut through equal logits may fall on either side of them: the definitions do not order ties, and
+    sorts break them differently. Low-precision logits tie often (bf16 keeps 8 bits of mantissa; a
+    random model's flat distribution puts many tokens on one value); float32 logits of a trained model
+    almost never do.
+    """
+    differ = kept_a != kept_b
+    floor = torch.where(kept_a | kept_b, logits, torch.inf).amin(-1, keepdim=True)
+    return bool((logits[differ] == floor.expand_as(logits)[differ]).all())
+
+
 @pytest.fixture(scope="module")
 def next_token_logits(attnlab_model, chat_ids):
     """Real next-token logits of the model under test on a chat prompt and on a plain prompt, [2, vocab]."""
@@ -50,10 +63,12 @@ def test_filtered_distribution_matches_hf(next_token_logits, t, k, p, metrics):
     ref = hf_filtered(next_token_logits, t, k, p)
 
     kept_mine, kept_ref = torch.isfinite(mine), torch.isfinite(ref)
+    ties = int((kept_mine != kept_ref).sum())
     metrics.record("tokens_kept", kept_mine.sum(-1).float().mean(), "tokens", t=t, k=k, p=p)
-    metrics.record("kept_set_mismatch", (kept_mine != kept_ref).sum(), "tokens", threshold=0, t=t, k=k, p=p)
-    assert torch.equal(kept_mine, kept_ref), "different tokens survive the filters"
-    torch.testing.assert_close(mine.softmax(-1), ref.softmax(-1), atol=1e-7, rtol=1e-5)
+    metrics.record("kept_set_tie_breaks", ties, "tokens", t=t, k=k, p=p)
+    assert boundary_ties_only(next_token_logits, kept_mine, kept_ref), "different tokens survive the filters"
+    if not ties:
+        torch.testing.assert_close(mine.softmax(-1), ref.softmax(-1), atol=1e-7, rtol=1e-5)
     if p is not None:  # the definition: the kept set is the smallest one whose mass reaches p
         probs = (next_token_logits / t).softmax(-1) if not k else sampling.top_k(next_token_logits / t, k).softmax(-1)
         kept_mass = (probs * kept_mine).sum(-1)
@@ -71,4 +86,12 @@ def test_seeded_sampling_matches_generate(attnlab_model, chat_ids, t, k, p, seed
     mine = decode_loop(attnlab_model.model, chat_ids, ref.tokens.shape[1], pick=sampling.sampler(t=t, k=k, p=p))
     agree = (mine.tokens == ref.tokens).float().mean()
     metrics.record("sampled_agreement", agree, "fraction", threshold=1.0, t=t, k=k, p=p, seed=seed)
-    assert mine.tokens.tolist() == ref.tokens.tolist()
+    differ = (mine.tokens != ref.tokens).any(0).nonzero()
+    if len(differ):  # the same draws diverge only where the filters broke a tie at the cut differently
+        step = int(differ[0])
+        logits = ref.logits[:, step]
+        kept_mine = torch.isfinite(sampling.filter_logits(logits, t=t, k=k, p=p))
+        kept_ref = torch.isfinite(hf_filtered(logits, t, k, p))
+        tied = bool((kept_mine != kept_ref).any()) and boundary_ties_only(logits / t, kept_mine, kept_ref)
+        metrics.record("sampled_tie_break_step", step, "step", t=t, k=k, p=p, seed=seed)
+        assert tied, f"sampled tokens differ from step {step} without a tie at the filters' cut"
