@@ -14,6 +14,10 @@ class Generated:
     logits: torch.Tensor  # [batch, new_tokens, vocab], raw (before any sampling filter), float32 CPU
 
 
+#: max |logit| difference between two decode loops over one model (manual vs `generate`), per dtype
+LOGIT_ATOL = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.05}
+
+
 def _pick_greedy(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1)
 

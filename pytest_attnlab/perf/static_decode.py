@@ -198,7 +198,7 @@ def _layer(sm: StaticModel, i: int, cache: StaticCache, x: torch.Tensor, pos: to
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm.scaling, enable_gqa=hq != hkv)
     else:  # one new token: fold the query heads of a KV group into the query axis (no KV repeat)
         qg = q.reshape(b, hkv, (hq // hkv) * t, d)
-        o = DECODE_ATTENTION[sm.decode_attention](qg, cache.k[i], cache.v[i], mask, sm.scaling).view(b, hq, t, d)
+        o = DECODE_ATTENTION[sm.decode_attention](qg, cache.k[i], cache.v[i], mask, sm.scaling).reshape(b, hq, t, d)
     x = x + F.linear(o.transpose(1, 2).reshape(b, t, hq * d), L.o_w)
     gate, up = F.linear(rms_norm(x, L.post_norm, sm.eps), L.gate_up_w).split(sm.intermediate, dim=-1)
     return x + F.linear(F.silu(gate) * up, L.down_w)

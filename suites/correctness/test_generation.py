@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_attnlab.generation import decode_loop, hf_generate
+from pytest_attnlab.generation import LOGIT_ATOL, decode_loop, hf_generate
 
 MAX_NEW_TOKENS = 24
 GOLDEN = Path(__file__).with_name("golden") / "smollm2-135m-instruct.json"
 # Same kernels, same order of operations: logits differ only by kernel choice between a full and an
 # incremental forward. Per dtype, the largest absolute logit difference tolerated.
-LOGIT_ATOL = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.05}
 
 
 def _eos(loaded):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pytest_attnlab import sampling
-from pytest_attnlab.generation import decode_loop, hf_generate
+from pytest_attnlab.generation import LOGIT_ATOL, decode_loop, hf_generate
 
 SETTINGS = [
     pytest.param(1.0, None, None, id="t1.0"),
@@ -87,11 +87,20 @@ def test_seeded_sampling_matches_generate(attnlab_model, chat_ids, t, k, p, seed
     agree = (mine.tokens == ref.tokens).float().mean()
     metrics.record("sampled_agreement", agree, "fraction", threshold=1.0, t=t, k=k, p=p, seed=seed)
     differ = (mine.tokens != ref.tokens).any(0).nonzero()
-    if len(differ):  # the same draws diverge only where the filters broke a tie at the cut differently
+    if len(differ):
+        # The same seed gives the same draws, so the tokens may part only where the two sides sampled from
+        # different distributions: a tie at the filters' cut broken the other way, or (bf16/fp16) logits
+        # that differ in their last bits between the two decode loops, within test_generation's tolerance.
         step = int(differ[0])
-        logits = ref.logits[:, step]
-        kept_mine = torch.isfinite(sampling.filter_logits(logits, t=t, k=k, p=p))
-        kept_ref = torch.isfinite(hf_filtered(logits, t, k, p))
-        tied = bool((kept_mine != kept_ref).any()) and boundary_ties_only(logits / t, kept_mine, kept_ref)
-        metrics.record("sampled_tie_break_step", step, "step", t=t, k=k, p=p, seed=seed)
-        assert tied, f"sampled tokens differ from step {step} without a tie at the filters' cut"
+        a, b = mine.logits[:, step], ref.logits[:, step]
+        kept_a = torch.isfinite(sampling.filter_logits(a, t=t, k=k, p=p))
+        kept_b = torch.isfinite(hf_filtered(b, t, k, p))
+        drift = float((a - b).abs().max())
+        tie_break = bool((kept_a != kept_b).any()) and boundary_ties_only(b, kept_a, kept_b)
+        metrics.record("sampled_divergence_step", step, "step", t=t, k=k, p=p, seed=seed, logits_drift=drift)
+        # float32 logits drift by ~1e-6 at most, too little to move a draw: there the tokens must agree
+        low_precision = attnlab_model.dtype != torch.float32
+        assert tie_break or (low_precision and 0 < drift <= LOGIT_ATOL[attnlab_model.dtype]), (
+            f"step {step}: the same draws from logits {drift:.3g} apart (tolerance "
+            f"{LOGIT_ATOL[attnlab_model.dtype]}) gave different tokens: the sampler differs from HF's"
+        )
