@@ -92,7 +92,8 @@ def test_seeded_sampling_matches_generate(attnlab_model, chat_ids, t, k, p, seed
         # different distributions: a tie at the filters' cut broken the other way, or (bf16/fp16) logits
         # that differ in their last bits between the two decode loops, within test_generation's tolerance.
         step = int(differ[0])
-        a, b = mine.logits[:, step], ref.logits[:, step]
+        # on the device that sampled: CPU and CUDA sorts order equal logits differently
+        a, b = (x.logits[:, step].to(attnlab_model.device) for x in (mine, ref))
         kept_a = torch.isfinite(sampling.filter_logits(a, t=t, k=k, p=p))
         kept_b = torch.isfinite(hf_filtered(b, t, k, p))
         drift = float((a - b).abs().max())
