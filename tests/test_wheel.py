@@ -67,8 +67,10 @@ def wheel_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)  # a wheel is a zip laid out for site-packages
-    # Path lines in a .pth are appended after the venv's own site-packages: the wheel's copy wins.
-    (site / "zz_parent_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # Path lines in a .pth are appended after the venv's own site-packages: the wheel's copy wins. Every
+    # site-packages folder this interpreter sees (a venv layered on another one has several).
+    parents = [sysconfig.get_path("purelib"), *(p for p in sys.path if p.endswith("site-packages"))]
+    (site / "zz_parent_env.pth").write_text("\n".join(dict.fromkeys(parents)) + "\n")
     return python
 
 
