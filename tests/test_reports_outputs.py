@@ -83,6 +83,8 @@ def test_html_summary_table_and_plots(demo_run: tuple[Path, object]) -> None:
         assert f"<th>{col}</th>" in header
     assert "fail (0/1)" in summary and "pass (2/2)" in summary  # none/sdpa: quality[none] + perf[sdpa]
     assert "128.0 MiB" in summary  # peak memory 2**27 bytes
+    assert summary.index('id="attnlab-failures"') < summary.index("<table")  # failures first
+    assert "test_demo.py::test_fails</code>: failed: AssertionError: cosine below the gate" in summary
     # run plots (quality vs quantizer, TPOT vs prompt length, tok/s vs batch) + per-test plots are PNGs
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]{100,})", page.replace("\\/", "/"))
     assert len(pngs) >= 3 + 1 + 2 * 3  # run plots; layer curve; per perf test: TPOT, tok/s, monitor
@@ -106,6 +108,10 @@ def test_summary_md_and_json(demo_run: tuple[Path, object]) -> None:
     assert "python -m pytest -p no:cacheprovider -q test_demo.py" in md
     assert "TPOT: best none/sliding_window_256" in md  # 1e-5/token beats 2e-5/token at every length
     assert "Failed: `test_demo.py::test_fails`" in md
+    # the failures open the summary, each with its first error line; gated figures show their gate
+    assert md.index("## Failed and errored tests (1)") < md.index("## Results")
+    assert "- `test_demo.py::test_fails`: failed: AssertionError: cosine below the gate" in md
+    assert "0.96 (gate 0.95)" in md and "(recorded)" in md
     doc = json.loads((out / "experiments" / "default.json").read_text())
     assert doc["environment"]["packages"]["pytest"] == pytest.__version__
     assert doc["outcomes"] == {"passed": 5, "failed": 1}

@@ -23,11 +23,23 @@ def _img(b64: str, title: str) -> str:
     )
 
 
-def render(rows: list[Row], outcomes: dict[str, str]) -> str:
-    """The block above pytest-html's results: summary per model x quant x attention, then run plots."""
+def failures_block(failures: dict[str, str]) -> str:
+    """The failed and errored tests with their first error line: the first thing a reader needs."""
+    if not failures:
+        return ""
+    items = "".join(f"<li><code>{html.escape(node)}</code>: {html.escape(why)}</li>" for node, why in failures.items())
+    return (
+        '<div id="attnlab-failures" style="background:#fdd;padding:6px">'
+        f"<h3>Failed and errored tests ({len(failures)})</h3><ul>{items}</ul></div>"
+    )
+
+
+def render(rows: list[Row], outcomes: dict[str, str], failures: dict[str, str] | None = None) -> str:
+    """The block above pytest-html's results: failures, summary per model x quant x attention, run plots."""
     lines = summarize(rows, outcomes)
+    top = failures_block(failures or {})
     if not lines:
-        return '<div id="attnlab-summary"><h2>attnlab summary</h2><p>No metric rows were recorded.</p></div>'
+        return f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}<p>No metric rows were recorded.</p></div>'
     header, body = summary_grid(lines)
     table = render_table(Table("model x quant x attention", header, body))
     for ln in lines:  # colour the result cell
@@ -40,7 +52,7 @@ def render(rows: list[Row], outcomes: dict[str, str]) -> str:
     run_plots = plots.RUN_PLOTS.items() if plots.available() else []
     figures = [_img(b64, title) for title, fn in run_plots if (b64 := fn(rows))]
     return (
-        f'<div id="attnlab-summary"><h2>attnlab summary</h2>{table}'
+        f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}{table}'
         f'<div class="attnlab-run-plots">{"".join(figures)}</div></div>'
     )
 

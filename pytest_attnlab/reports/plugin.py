@@ -111,6 +111,7 @@ class ReportsState:
     """Per-run state of the report writers (on config.stash; nothing in module globals)."""
 
     outcomes: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # nodeid -> "phase: first error line"
     exporter: Any = None
     pinned_gpu: str | None = None
     written: list[Path] = field(default_factory=list)
@@ -119,6 +120,7 @@ class ReportsState:
         """nodeid -> passed / failed / skipped; a failure in any phase wins (xdist: on the controller)."""
         if report.failed:
             self.outcomes[report.nodeid] = "failed"
+            self.failures.setdefault(report.nodeid, first_error(report))
         elif report.when == "call" or (report.when == "setup" and report.skipped):
             self.outcomes.setdefault(report.nodeid, report.outcome)
 
@@ -128,6 +130,15 @@ class ReportsState:
 
 
 STATE_KEY = pytest.StashKey[ReportsState]()
+
+
+def first_error(report: pytest.TestReport) -> str:
+    """'failed: AssertionError: ...' or 'error in setup: ...': the phase and the first line of the error."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr or "")
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no message)")
+    phase = "failed" if report.when == "call" else f"error in {report.when}"
+    return f"{phase}: {line[:300]}"
 
 
 def _opt(config: pytest.Config, name: str) -> Any:
@@ -255,7 +266,8 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     config = session.config
     if not _core_session(config).active:
         return
-    prefix.append(html_summary.render(_rows(config), config.stash[STATE_KEY].outcomes))
+    state = config.stash[STATE_KEY]
+    prefix.append(html_summary.render(_rows(config), state.outcomes, state.failures))
 
 
 def _rows(config: pytest.Config) -> list[Any]:
@@ -285,6 +297,7 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
             config.stash.get(EXPERIMENT_KEY, None),
             core.run_id,
             steps=core.steps,
+            failures=state.failures,
         )
         textfile = _opt(config, "prometheus-textfile")
         if textfile is not None:

@@ -122,7 +122,7 @@ class SummaryLine:
     model: str
     quant: str
     attention: str
-    cells: dict[str, tuple[float, str] | None]  # label -> (value, unit)
+    cells: dict[str, tuple[float, str] | tuple[float, str, float | None] | None]  # label -> (value, unit[, gate])
     passed: int = 0
     failed: int = 0
     skipped: int = 0
@@ -149,7 +149,9 @@ def summarize(rows: list[Row], outcomes: dict[str, str] | None = None) -> list[S
                 hits = [r for r in group if r.metric == name]
                 values = _finite([r.value for r in hits])  # type: ignore[misc]
                 if values:
-                    cells[col.label] = (col.reduce(values), hits[0].unit)
+                    gates = {r.threshold for r in hits}
+                    gate = gates.pop() if len(gates) == 1 else None  # one gate for every row, or none shown
+                    cells[col.label] = (col.reduce(values), hits[0].unit, gate)
                     break
         line = SummaryLine(model, quant, attention, cells)
         for nodeid in dict.fromkeys(r.nodeid for r in group):
@@ -164,15 +166,21 @@ def summarize(rows: list[Row], outcomes: dict[str, str] | None = None) -> list[S
     return lines
 
 
-def fmt_value(cell: tuple[float, str] | None) -> str:
+def fmt_value(cell: tuple[Any, ...] | None) -> str:
+    """The value with its unit; a cell that carries its gate (value, unit, gate) shows it, or "recorded"
+    when no gate applied, so a record-only figure never reads as passing a gate beside it."""
     if cell is None:
         return ""
-    value, unit = cell
+    value, unit = cell[:2]
     if unit == "s" and abs(value) < 1:
-        return f"{value * 1e3:.3g} ms"
-    if unit in ("bytes", "B") and value >= 2**20:
-        return f"{value / 2**20:.1f} MiB"
-    return f"{value:.4g} {unit}".strip()
+        text = f"{value * 1e3:.3g} ms"
+    elif unit in ("bytes", "B") and value >= 2**20:
+        text = f"{value / 2**20:.1f} MiB"
+    else:
+        text = f"{value:.4g} {unit}".strip()
+    if len(cell) < 3:
+        return text
+    return f"{text} (gate {cell[2]:.4g})" if cell[2] is not None else f"{text} (recorded)"
 
 
 def summary_grid(lines: list[SummaryLine]) -> tuple[list[str], list[list[str]]]:

@@ -24,6 +24,15 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def failures_list(failures: dict[str, str]) -> list[str]:
+    """Markdown lines for the failed and errored tests, each with its first error line: what a reader needs first."""
+    if not failures:
+        return []
+    out = [f"## Failed and errored tests ({len(failures)})", ""]
+    out += [f"- `{nodeid}`: {why}" for nodeid, why in failures.items()]
+    return [*out, ""]
+
+
 def summary_table(lines: list[SummaryLine]) -> str:
     header, body = summary_grid(lines)
     return _md_table(header, body)
@@ -88,10 +97,12 @@ def write(
     experiment: Any | None,
     run_id: str,
     steps: Sequence[Any] = (),
+    failures: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write summary.md, one JSON per experiment and the run plots (PNG); returns the paths.
 
-    `steps`: the run's finished progress steps (StepTime), listed under "Long steps" when any."""
+    `steps`: the run's finished progress steps (StepTime), listed under "Long steps" when any.
+    `failures`: nodeid -> first error line of each failed or errored test; they open the summary."""
     default_name = experiment.experiment_name if experiment is not None else "default"
     lines = summarize(rows, outcomes)
     written = []
@@ -123,6 +134,7 @@ def write(
         f"Experiment: **{default_name}**"
         + (f" from `{experiment.source}`" if experiment and experiment.source else ""),
         "",
+        *failures_list(failures or {}),
         "## Results (model x quant x attention)",
         "",
         summary_table(lines) if lines else "No metric rows were recorded.",
