@@ -12,8 +12,7 @@ Factories (`sliding_window(256)`, `block_sparse(64, 4)`, `linear_attention("elu"
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pytest_attnlab.lazy import exports
 
 # Loaded on first use (PEP 562), so that loading the attention sub-plugin imports no torch.
 _EXPORTS = {
@@ -37,8 +36,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = exports(__name__, _EXPORTS)

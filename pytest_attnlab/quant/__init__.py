@@ -9,8 +9,7 @@ See docs/quant.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pytest_attnlab.lazy import exports
 
 # Loaded on first use (PEP 562), so that loading the quant sub-plugin imports no torch.
 _EXPORTS = {
@@ -24,8 +23,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = exports(__name__, _EXPORTS)
