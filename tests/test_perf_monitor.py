@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
 
-from pytest_attnlab.perf.monitors import MONITORS, MonitorUnavailable, Sampler, pick, summarise
+from pytest_attnlab.perf.monitors import MonitorUnavailable, Sampler, pick, summarise
 from pytest_attnlab.perf.monitors.handle import MonitorHandle, timeline_path
 from pytest_attnlab.registry import UnknownNameError
 
@@ -70,11 +71,22 @@ def test_unknown_monitor_names_choices():
         pick("nope", "cpu")
 
 
-def test_nvml_unavailable_is_explicit():
+def test_nvml_samples_or_says_why():
+    """Without NVML the monitor names what is missing; with it, a sample holds every field it
+    announced, each a finite reading (and the memory in use is more than nothing)."""
     try:
-        MONITORS.get("nvml")("cuda:0")
+        monitor = pick("nvml", "cuda:0")  # pick registers the built-in monitors first
     except MonitorUnavailable as exc:
         assert "nvidia-ml-py" in str(exc) or "NVML" in str(exc)
+        return
+    try:
+        row = monitor.sample()
+    finally:
+        monitor.close()
+    assert row and set(row) == set(monitor.units), (row, monitor.units)
+    assert all(math.isfinite(v) for v in row.values()), row
+    if "mem_used" in row:
+        assert row["mem_used"] > 0, row
 
 
 def test_handle_dumps_timeline_and_records(tmp_path):

@@ -1,5 +1,8 @@
 """How much the measuring itself costs: the fixture's timing vs raw device timing of the same
-work, and the monitor's sampling thread's effect on TPOT. Both are recorded with a 1 % threshold."""
+work, and the monitor's sampling thread's effect on TPOT. Both are gated at 1 % on CUDA, where
+the fixture's clock is CUDA events and a sampling thread must not slow the GPU's work; on CPU
+both are recorded beside the 1 % threshold, not asserted: there the model and the monitor share
+the same few cores with whatever else runs, so their noise, not the measuring, decides the figure."""
 
 from __future__ import annotations
 
@@ -9,6 +12,14 @@ import pytest
 
 from pytest_attnlab.perf.bench import make_prompt
 from pytest_attnlab.perf.timing import clock_for
+
+TIMING_ERROR_PCT = 1.0  # |fixture E2E - raw CUDA-event E2E| / raw
+MONITOR_OVERHEAD_PCT = 1.0  # TPOT with the monitor sampling vs without
+
+
+def _gated(device: str) -> bool:
+    """The 1 % gates hold on CUDA; on CPU the figures are recorded only (see the module docstring)."""
+    return str(device).startswith("cuda")
 
 
 @pytest.fixture
@@ -49,8 +60,14 @@ def test_fixture_timing_error(perf_model, generation_benchmark, perf_settings, d
     metrics.update_context(backend=decode_cell["path"])
     metrics.record("e2e_latency_fixture", fixture, "s", **ctx)
     metrics.record("e2e_latency_raw_events", raw, "s", **ctx)
-    metrics.record("timing_error", error, "%", threshold=1.0, **ctx)
+    gated = _gated(generation_benchmark.device)
+    metrics.record("timing_error", error, "%", threshold=TIMING_ERROR_PCT, asserted=gated, **ctx)
     assert fixture > 0 and raw > 0
+    if gated:
+        assert abs(error) < TIMING_ERROR_PCT, (
+            f"the fixture's E2E {fixture * 1e3:.3f} ms is {error:+.2f} % off the raw CUDA-event E2E "
+            f"{raw * 1e3:.3f} ms (gate {TIMING_ERROR_PCT} %)"
+        )
 
 
 def test_monitor_overhead(perf_model, generation_benchmark, perf_settings, decode_cell, metrics):
@@ -76,6 +93,12 @@ def test_monitor_overhead(perf_model, generation_benchmark, perf_settings, decod
     metrics.update_context(backend=decode_cell["path"])
     metrics.record("tpot_monitor_off", off, "s", **ctx)
     metrics.record("tpot_monitor_on", on, "s", **ctx)
-    metrics.record("monitor_overhead", overhead, "%", threshold=1.0, **ctx)
+    gated = _gated(generation_benchmark.device)
+    metrics.record("monitor_overhead", overhead, "%", threshold=MONITOR_OVERHEAD_PCT, asserted=gated, **ctx)
     metrics.record("monitor_samples", samples, "samples", **ctx)
     assert samples > 0
+    if gated:
+        assert overhead < MONITOR_OVERHEAD_PCT, (
+            f"TPOT {on * 1e3:.3f} ms with the {monitor.name} monitor sampling vs {off * 1e3:.3f} ms without: "
+            f"{overhead:+.2f} % (gate {MONITOR_OVERHEAD_PCT} %)"
+        )
