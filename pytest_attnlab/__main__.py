@@ -9,6 +9,7 @@ import sys
 #: command -> (module with `main(argv) -> int`, one line of help). A command's module owns its parser.
 COMMANDS = {
     "compare": ("pytest_attnlab.compare.cli", "the regression gate: compare two runs (metrics.csv or benchmark JSON)"),
+    "noise": ("pytest_attnlab.compare.noise", "measure each metric's noise floor from identical runs, for compare"),
 }
 
 

@@ -98,7 +98,7 @@ def test_benchmark_json_metrics_and_monitor(pytester):
         "--attnlab-perf-new-tokens",
         "3",
         "--attnlab-perf-rounds",
-        "1",
+        "2",
         "--attnlab-perf-monitor-interval",
         "5",
         "--attnlab-perf-path",
@@ -122,6 +122,9 @@ def test_benchmark_json_metrics_and_monitor(pytester):
         "mfu_pct",
     ):
         assert info[key] > 0, key
+    # the per-round samples behind each figure (the compare gate's rank test reads them)
+    assert len(info["samples"]["tpot_ms"]) == 2
+    assert sum(info["samples"]["tpot_ms"]) / 2 == pytest.approx(info["tpot_ms"])
     groups = {b["group"] for b in data["benchmarks"]}
     assert groups == {"p8-b1-n3", "p8-b2-n3"}  # hf and fast side by side per cell
     compare = subprocess.run(
@@ -136,4 +139,12 @@ def test_benchmark_json_metrics_and_monitor(pytester):
     assert units["ttft"] == "s" and units["decode_tok_s"] == "tokens/s" and units["mbu"] == "%"
     assert units["psutil_rss_peak"] == "bytes"
     assert {r["backend"] for r in rows if r["metric"] == "tpot"} == {"hf", "fast"}
+    for r in rows:
+        if r["metric"] in ("ttft", "tpot", "decode_tok_s"):
+            rounds = [float(x) for x in r["samples"].split()]
+            assert len(rounds) == 2 and min(rounds) > 0, r
+            if r["metric"] != "decode_tok_s":  # a throughput is of the mean times, not a mean of rates
+                assert sum(rounds) / 2 == pytest.approx(float(r["value"])), r
+        elif r["metric"] in ("itl_p99", "mbu"):
+            assert r["samples"] == "", r  # pooled or derived: no per-round value
     assert len(list((report / "monitor").glob("*.json"))) == 4

@@ -10,20 +10,65 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
-from pytest_attnlab.compare.loaders import Key, RunLoadError, load
+from pytest_attnlab.compare import noise as noise_file
+from pytest_attnlab.compare import stats
+from pytest_attnlab.compare.loaders import Key, Observed, RunLoadError, load
 from pytest_attnlab.compare.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdError, pick
+
+#: one-sided confidence the rank test asks for before a change beyond the limit is a regression
+DEFAULT_ALPHA = 0.05
 
 
 @dataclass
 class Line:
+    """One metric of BASE and CURRENT, judged against its threshold and, where known, its noise floor.
+
+    With per-round samples on both sides the values compared are their medians, and a change beyond
+    the limit (the larger of the threshold and the noise floor) is a regression only when a one-sided
+    rank test on the rounds gives p <= alpha; with too few rounds for that test (or none kept) the
+    change alone decides, as before.
+    """
+
     key: Key
-    base: float | None
-    current: float | None
+    base: Observed | None
+    current: Observed | None
     threshold: Threshold | None
+    floor: float | None = None  # relative noise floor of this metric (noise.json), if measured
+    alpha: float = DEFAULT_ALPHA
+
+    def _tested(self) -> bool:
+        assert self.base is not None and self.current is not None
+        n, m = len(self.current.samples), len(self.base.samples)
+        return n >= 2 and m >= 2 and stats.min_p(n, m) <= self.alpha
+
+    def values(self) -> tuple[float, float]:
+        """(base, current): medians of the rounds when the rank test applies, else the recorded values."""
+        assert self.base is not None and self.current is not None
+        if self._tested():
+            return statistics.median(self.base.samples), statistics.median(self.current.samples)
+        return self.base.value, self.current.value
+
+    def limit(self) -> float:
+        """The change (in the threshold's unit) that counts: the threshold, or the noise floor if larger."""
+        assert self.threshold is not None
+        t = self.threshold
+        limit = t.amount / 100 if t.relative else t.amount
+        if self.floor is not None:
+            base = self.values()[0]
+            limit = max(limit, self.floor if t.relative else self.floor * abs(base))
+        return limit
+
+    def p_value(self) -> float | None:
+        if self.base is None or self.current is None or self.threshold is None or not self._tested():
+            return None
+        b, c = self.base.samples, self.current.samples
+        return stats.rank_test_p(c, b) if self.threshold.increase_is_bad else stats.rank_test_p(b, c)
 
     @property
     def status(self) -> str:
@@ -33,21 +78,47 @@ class Line:
             return "missing"
         if self.threshold is None:
             return "-"
-        if math.isnan(self.base) or math.isnan(self.current):
+        base, current = self.values()
+        if math.isnan(base) or math.isnan(current):
             return "nan"
-        return "REGRESSED" if self.threshold.regressed(self.base, self.current) else "ok"
+        if not self.threshold.regressed(base, current):
+            return "ok"
+        if not self.threshold.beyond(base, current, self.limit()):
+            return "within noise"
+        p = self.p_value()
+        return "not significant" if p is not None and p > self.alpha else "REGRESSED"
 
     def change(self) -> str:
         if self.base is None or self.current is None:
             return ""
-        if self.base:
-            return f"{(self.current - self.base) / abs(self.base) * 100:+.2f}%"
-        return f"{self.current - self.base:+.4g}"
+        base, current = self.values()
+        if base:
+            return f"{(current - base) / abs(base) * 100:+.2f}%"
+        return f"{current - base:+.4g}"
+
+    def interval(self) -> str:
+        """95 % bootstrap interval of the relative change of medians, when both sides have rounds."""
+        if self.base is None or self.current is None or not self._tested():
+            return ""
+        lo, hi = stats.relative_change_interval(self.base.samples, self.current.samples)
+        return f"[{lo * 100:+.1f}, {hi * 100:+.1f}]%"
 
 
-def compare(base: dict[Key, float], current: dict[Key, float], thresholds: list[Threshold]) -> list[Line]:
+def compare(
+    base: dict[Key, Observed],
+    current: dict[Key, Observed],
+    thresholds: list[Threshold],
+    *,
+    noise: dict[Key, float] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> list[Line]:
     keys = list(dict.fromkeys([*base, *current]))
-    return [Line(k, base.get(k), current.get(k), pick(thresholds, k[1])) for k in keys]
+    noise = noise or {}
+    return [Line(k, base.get(k), current.get(k), pick(thresholds, k[1]), noise.get(k), alpha) for k in keys]
+
+
+#: statuses of a metric that was compared (whatever the verdict)
+CHECKED = ("ok", "REGRESSED", "within noise", "not significant")
 
 
 #: exit status of each failing verdict (0: PASS, 2: bad input)
@@ -64,18 +135,22 @@ class Verdict:
     checked: int
     gated_missing: int
     ungated_missing: int
+    within_noise: int = 0
 
     def line(self) -> str:
         head = "PASS" if self.code == 0 else f"FAIL ({self.reason})"
+        noise = f" ({self.within_noise} beyond the threshold but within noise)" if self.within_noise else ""
         return (
-            f"{head}: {self.regressed} regressed, {self.checked} checked, {self.gated_missing} gate metrics missing"
-            f" (ungated, not compared: {self.ungated_missing} absent from CURRENT)"
+            f"{head}: {self.regressed} regressed, {self.checked} checked{noise}, {self.gated_missing} gate metrics"
+            f" missing (ungated, not compared: {self.ungated_missing} absent from CURRENT)"
         )
 
 
 def judge(lines: list[Line], *, allow_missing: bool = False, fail_on_missing: bool = False) -> Verdict:
-    regressed = sum(ln.status == "REGRESSED" for ln in lines)
-    checked = sum(ln.status in ("ok", "REGRESSED") for ln in lines)
+    statuses = [ln.status for ln in lines]
+    regressed = statuses.count("REGRESSED")
+    checked = sum(s in CHECKED for s in statuses)
+    noisy = statuses.count("within noise") + statuses.count("not significant")
     gated = sum(ln.status == "missing" and ln.threshold is not None for ln in lines)
     ungated = sum(ln.status == "missing" and ln.threshold is None for ln in lines)
     if regressed:
@@ -88,19 +163,26 @@ def judge(lines: list[Line], *, allow_missing: bool = False, fail_on_missing: bo
         code, reason = EXIT_MISSING, "metrics of BASE missing from CURRENT (--fail-on-missing)"
     else:
         code, reason = 0, ""
-    return Verdict(code, reason, regressed, checked, gated, ungated)
+    return Verdict(code, reason, regressed, checked, gated, ungated, noisy)
 
 
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.6g}"
 
 
+def _value(obs: Observed | None) -> float | None:
+    return None if obs is None else obs.value
+
+
 def print_table(lines: list[Line], out: TextIO, show_all: bool) -> None:
     shown = [ln for ln in lines if show_all or ln.threshold is not None or ln.status in ("missing", "new")]
-    rows = [("test", "metric", "base", "current", "change", "threshold", "status")]
+    rows = [("test", "metric", "base", "current", "change", "95% interval", "p", "floor", "threshold", "status")]
     for ln in shown:
         ctx = "" if not ln.key[2] else _context_suffix(ln.key[2])
-        rows.append((ln.key[0] + ctx, ln.key[1], _fmt(ln.base), _fmt(ln.current), ln.change(),
+        base, cur = ln.values() if ln.base and ln.current else (_value(ln.base), _value(ln.current))
+        p = ln.p_value()
+        rows.append((ln.key[0] + ctx, ln.key[1], _fmt(base), _fmt(cur), ln.change(), ln.interval(),
+                     "" if p is None else f"{p:.3f}", "" if ln.floor is None else f"{ln.floor * 100:.1f}%",
                      str(ln.threshold or ""), ln.status))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
@@ -136,6 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--fail-on-missing", action="store_true", help="also fail when an ungated metric of BASE is missing in CURRENT"
     )
+    ap.add_argument(
+        "--noise", metavar="PATH",
+        help="noise floors from identical runs (python -m pytest_attnlab noise); a change within a metric's floor "
+        "is no regression. Default: noise.json beside BASE, if there is one",
+    )  # fmt: skip
+    ap.add_argument("--no-noise", action="store_true", help="ignore noise.json beside BASE")
+    ap.add_argument(
+        "--alpha", type=float, default=DEFAULT_ALPHA,
+        help="with per-round samples on both sides, a change beyond the limit is a regression only when a "
+        "one-sided rank test on the rounds gives p <= ALPHA. Default: %(default)s",
+    )  # fmt: skip
     ap.add_argument("--all", action="store_true", help="also list metrics no threshold applies to")
     ap.add_argument("--json", metavar="PATH", help="also write the comparison as JSON")
     return ap
@@ -147,17 +240,22 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         thresholds = [Threshold.parse(s) for s in (args.threshold or DEFAULT_THRESHOLDS)]
         base, current = load(args.base), load(args.current)
-    except (ThresholdError, RunLoadError, OSError, json.JSONDecodeError) as exc:
+        noise_path = Path(args.noise) if args.noise else None if args.no_noise else noise_file.beside(args.base)
+        floors = noise_file.read(noise_path) if noise_path else {}
+    except (ThresholdError, RunLoadError, OSError, json.JSONDecodeError, KeyError) as exc:
         print(f"compare: error: {exc}", file=sys.stderr)
         return 2
-    lines = compare(base, current, thresholds)
+    lines = compare(base, current, thresholds, noise=floors, alpha=args.alpha)
     print_table(lines, out, args.all)
     verdict = judge(lines, allow_missing=args.allow_missing, fail_on_missing=args.fail_on_missing)
-    out.write(f"\n{verdict.line()}, thresholds {' '.join(map(str, thresholds))}\n")
+    used = sum(ln.floor is not None and ln.threshold is not None for ln in lines)
+    noise_note = f"; noise floors for {used} gated metrics from {noise_path}" if noise_path else "; no noise floors"
+    out.write(f"\n{verdict.line()}, thresholds {' '.join(map(str, thresholds))}{noise_note}\n")
     if args.json:
         doc = [
-            {"test": ln.key[0], "metric": ln.key[1], "context": ln.key[2], "base": ln.base,
-             "current": ln.current, "threshold": str(ln.threshold or ""), "status": ln.status}
+            {"test": ln.key[0], "metric": ln.key[1], "context": ln.key[2], "base": _value(ln.base),
+             "current": _value(ln.current), "threshold": str(ln.threshold or ""), "floor": ln.floor,
+             "p": ln.p_value(), "status": ln.status}
             for ln in lines
         ]  # fmt: skip
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_attnlab.metrics.row import parse_samples
 
 Key = tuple[str, str, str]  # nodeid / benchmark fullname, metric, distinguishing extra (JSON) or ""
 #: pytest-benchmark stats compared by default (seconds; `ops` is per second).
@@ -18,12 +21,21 @@ class RunLoadError(ValueError):
     pass
 
 
-def _median(values: dict[Key, list[float]]) -> dict[Key, float]:
-    return {k: statistics.median(v) for k, v in values.items()}
+@dataclass(frozen=True)
+class Observed:
+    """One metric of one run: its value and, where the run kept them, the per-round samples behind it."""
+
+    value: float
+    samples: tuple[float, ...] = ()
 
 
-def from_csv(path: Path) -> dict[Key, float]:
+def _gather(values: dict[Key, list[float]], samples: dict[Key, list[float]]) -> dict[Key, Observed]:
+    return {k: Observed(statistics.median(v), tuple(samples.get(k, ()))) for k, v in values.items()}
+
+
+def from_csv(path: Path) -> dict[Key, Observed]:
     values: dict[Key, list[float]] = {}
+    samples: dict[Key, list[float]] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"nodeid", "metric", "value"} <= set(reader.fieldnames):
@@ -40,29 +52,40 @@ def from_csv(path: Path) -> dict[Key, float]:
             extra = {k: v for k, v in extra.items() if k not in _VOLATILE_EXTRA} if isinstance(extra, dict) else {}
             ctx = {k: row.get(k, "") for k in ("model", "quant", "attention", "backend")}
             ctx_key = json.dumps({**ctx, **extra}, sort_keys=True, default=str)
-            values.setdefault((row["nodeid"], row["metric"], ctx_key), []).append(value)
-    return _median(values)
+            key = (row["nodeid"], row["metric"], ctx_key)
+            values.setdefault(key, []).append(value)
+            samples.setdefault(key, []).extend(parse_samples(row.get("samples")))
+    return _gather(values, samples)
 
 
-def from_benchmark_json(path: Path) -> dict[Key, float]:
-    """pytest-benchmark --benchmark-json / saved runs: stats per benchmark plus numeric extra_info."""
+#: pytest-benchmark stats whose samples are the round times in `stats.data` (--benchmark-save-data)
+_ROUND_STATS = ("min", "median", "mean", "max")
+
+
+def from_benchmark_json(path: Path) -> dict[Key, Observed]:
+    """pytest-benchmark --benchmark-json / saved runs: stats per benchmark plus numeric extra_info; the
+    round times (`stats.data`) and extra_info["samples"] (the plugin's per-round metrics) are samples."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise RunLoadError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
-    out: dict[Key, float] = {}
+    out: dict[Key, Observed] = {}
     for bench in data["benchmarks"]:
         name = bench.get("fullname") or bench.get("name", "?")
+        stats = bench.get("stats") or {}
+        rounds = tuple(float(x) for x in stats.get("data") or ())
         for stat in BENCH_STATS:
-            value = (bench.get("stats") or {}).get(stat)
+            value = stats.get(stat)
             if isinstance(value, (int, float)):
-                out[(name, stat, "")] = float(value)
-        for key, value in (bench.get("extra_info") or {}).items():
+                out[(name, stat, "")] = Observed(float(value), rounds if stat in _ROUND_STATS else ())
+        extra = bench.get("extra_info") or {}
+        per_round = extra.get("samples") if isinstance(extra.get("samples"), dict) else {}
+        for key, value in extra.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[(name, key, "")] = float(value)
+                out[(name, key, "")] = Observed(float(value), tuple(map(float, per_round.get(key, ()))))
     return out
 
 
-def load(path: str | Path) -> dict[Key, float]:
+def load(path: str | Path) -> dict[Key, Observed]:
     """A report dir (its metrics.csv), a .csv file, or a .json pytest-benchmark file."""
     path = Path(path)
     if path.is_dir():

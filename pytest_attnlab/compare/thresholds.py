@@ -8,6 +8,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
+_UNIT_SUFFIX = re.compile(r"_(ms|pct)$")
 _SPEC = re.compile(r"^(?P<name>[^:]+):(?P<sign>[+-])(?P<amount>\d+(\.\d*)?|\.\d+)(?P<pct>%?)$")
 
 #: Used when no --threshold is given: latency up, throughput or quality down.
@@ -43,7 +44,9 @@ class Threshold:
         return cls(m["name"], m["sign"] == "+", float(m["amount"]), bool(m["pct"]))
 
     def matches(self, metric: str) -> bool:
-        return metric == self.name or metric.endswith("_" + self.name) or fnmatch.fnmatchcase(metric, self.name)
+        bare = _UNIT_SUFFIX.sub("", metric)  # benchmark JSON's extra_info: tpot_ms, mbu_pct
+        return any(m == self.name or m.endswith("_" + self.name) or fnmatch.fnmatchcase(m, self.name)
+                   for m in (metric, bare))  # fmt: skip
 
     def change(self, base: float, current: float) -> float:
         """Signed change in the threshold's unit (fraction for relative)."""
@@ -53,8 +56,11 @@ class Threshold:
         return delta
 
     def regressed(self, base: float, current: float) -> bool:
+        return self.beyond(base, current, self.amount / 100 if self.relative else self.amount)
+
+    def beyond(self, base: float, current: float, limit: float) -> bool:
+        """The change goes past `limit` (in the threshold's unit) in the bad direction."""
         change = self.change(base, current)
-        limit = self.amount / 100 if self.relative else self.amount
         limit += 1e-9 * max(limit, 1e-12)  # a change exactly at the limit passes despite float rounding
         return change > limit if self.increase_is_bad else change < -limit
 

@@ -41,6 +41,7 @@ class MetricRecorder:
         unit: str = "",
         *,
         threshold: float | None = None,
+        samples: Sequence[float] = (),
         **context: Any,
     ) -> MetricRow:
         if hasattr(value, "item"):  # 0-d tensors and numpy scalars
@@ -53,6 +54,7 @@ class MetricRecorder:
             threshold=threshold,
             context={**self.context, **context},
             run_id=self.run_id,
+            samples=tuple(float(x) for x in samples),
         )
         self.rows.append(row)
         self.sink(row)

@@ -24,6 +24,7 @@ COLUMNS = [
     "device",
     "dtype",
     "extra",
+    "samples",
 ]
 
 #: Context keys that have their own column; anything else goes to the JSON `extra` column.
@@ -40,6 +41,8 @@ class MetricRow:
     context: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
     timestamp: float = field(default_factory=time.time)
+    #: per-round values behind `value` (a perf metric's rounds), for the noise-aware compare gate
+    samples: tuple[float, ...] = ()
 
     def as_csv(self) -> dict[str, str]:
         extra = {k: v for k, v in self.context.items() if k not in CONTEXT_KEYS}
@@ -53,7 +56,19 @@ class MetricRow:
             "threshold": _fmt(self.threshold),
             **{k: str(self.context.get(k, "")) for k in CONTEXT_KEYS},
             "extra": json.dumps(extra, sort_keys=True, default=str) if extra else "",
+            "samples": " ".join(_fmt(float(x)) for x in self.samples),
         }
+
+
+def parse_samples(text: str | None) -> tuple[float, ...]:
+    """The `samples` column back into floats ('' or a missing column: no samples)."""
+    out = []
+    for part in (text or "").split():
+        try:
+            out.append(float(part))
+        except ValueError:
+            continue
+    return tuple(out)
 
 
 def _fmt(value: Any) -> str:

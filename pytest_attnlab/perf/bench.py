@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_attnlab.perf import llm_metrics, memory, roofline
 from pytest_attnlab.perf.llm_metrics import Run, Summary
+from pytest_attnlab.perf.plant import PlantedSlowdown
 from pytest_attnlab.perf.timing import clock_for, synchronize
 
 #: extra_info keys: latencies in ms (as vLLM prints them), throughputs in tokens/s, MBU/MFU in %.
@@ -55,6 +56,10 @@ class Measurement:
     def latency(self) -> dict[str, float]:
         return Summary(self.runs).as_dict()
 
+    def samples(self) -> dict[str, list[float]]:
+        """Per-round values of the latency and throughput metrics (SI units)."""
+        return Summary(self.runs).per_round()
+
     def roofline(self) -> dict[str, tuple[float, str]]:
         lat = self.latency()
         assert self.shape is not None
@@ -92,6 +97,11 @@ class Measurement:
             "prompt_len": self.prompt_len,
             "new_tokens": self.new_tokens,
             "rounds": len(self.runs),
+            # per-round values, same names and units as the scalars below: the compare gate's samples
+            "samples": {
+                (f"{k}_ms" if k in _MS else k): [x * 1e3 if k in _MS else x for x in xs]
+                for k, xs in self.samples().items()
+            },
         }
         for name, (value, unit) in self.all_metrics().items():
             if name in _MS:
@@ -121,8 +131,10 @@ class GenerationBenchmark:
         benchmark: Any = None,
         recorder: Any = None,
         attention: Callable[[Any, str], Any] | None = None,
+        plant_slowdown: float = 0.0,
     ) -> None:
         self.device = device
+        self.plant = PlantedSlowdown(plant_slowdown, device) if plant_slowdown > 0 else None
         self.rounds, self.warmup = rounds, warmup
         self.path_factory = path_factory
         self.peaks = peaks
@@ -133,6 +145,8 @@ class GenerationBenchmark:
 
     def _cell(self, loaded: Any, path: str, batch: int, prompt_len: int, new_tokens: int) -> tuple[Any, Any, Any]:
         model = _unwrap(loaded)
+        if self.plant:
+            self.plant.step_s = None  # a new cell: its first (warmup) round measures the step again
         impl = self.path_factory(path)
         impl.prepare(model, batch, prompt_len, new_tokens)
         ids = make_prompt(model.config.vocab_size, batch, prompt_len, self.device)
@@ -177,12 +191,16 @@ class GenerationBenchmark:
 
     def _round(self, impl: Any, ids: Any, new_tokens: int, runs: list[Run], out: list[Any]) -> None:
         clock = clock_for(self.device, new_tokens)
+        mark = self.plant.wrap(clock.mark) if self.plant else clock.mark
         clock.start()
-        out[:] = [impl.generate(ids, new_tokens, clock.mark)]
+        out[:] = [impl.generate(ids, new_tokens, mark)]
         marks = clock.stop()
         if len(marks) != new_tokens:
             raise RuntimeError(f"{impl.name}: expected {new_tokens} token marks, got {len(marks)}")
-        runs.append(Run(ids.shape[0], ids.shape[1], tuple(marks)))
+        run = Run(ids.shape[0], ids.shape[1], tuple(marks))
+        if self.plant:
+            self.plant.observe(run)
+        runs.append(run)
 
     def measure(
         self,
@@ -263,8 +281,9 @@ class GenerationBenchmark:
         rec = self.recorder
         rec.update_context(backend=m.path)
         cell = {"batch": m.batch, "prompt_len": m.prompt_len, "new_tokens": m.new_tokens, **context}
+        samples = m.samples()
         for name, (value, unit) in m.all_metrics().items():
-            rec.record(name, value, unit, **cell)
+            rec.record(name, value, unit, samples=samples.get(name, ()), **cell)
         if overhead is not None:
             rec.record("timer_overhead", overhead, "%", **cell)
 

@@ -108,3 +108,13 @@ class Summary:
             "decode_tok_s": b * (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan,
             "e2e_tok_s": b * n / e2e if e2e > 0 else math.nan,
         }
+
+    def per_round(self) -> dict[str, list[float]]:
+        """Each run's own TTFT, TPOT, E2E and throughputs: the samples a noise-aware gate tests on
+        (ITL percentiles pool all steps, so they have no per-round value)."""
+        out: dict[str, list[float]] = {}
+        for r in self.runs:
+            one = Summary([r]).as_dict()
+            for name in ("ttft", "tpot", "e2e_latency", "prefill_tok_s", "decode_tok_s", "e2e_tok_s"):
+                out.setdefault(name, []).append(one[name])
+        return out

@@ -68,6 +68,6 @@ class MonitorHandle:
         if recorder is not None:
             for field, stats in self.summary().items():
                 unit = self.units.get(field, "")
-                recorder.record(f"{self.name}_{field}_peak", stats["peak"], unit, samples=int(stats["samples"]))
-                recorder.record(f"{self.name}_{field}_mean", stats["mean"], unit, samples=int(stats["samples"]))
+                recorder.record(f"{self.name}_{field}_peak", stats["peak"], unit, monitor_samples=int(stats["samples"]))
+                recorder.record(f"{self.name}_{field}_mean", stats["mean"], unit, monitor_samples=int(stats["samples"]))
         return self.path

@@ -1,0 +1,178 @@
+"""The noise-aware compare gate: a rank test on per-round samples, noise floors from identical runs,
+and the planted decode slowdown (--attnlab-perf-plant-slowdown) it exists to catch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pytest_attnlab.compare import main
+from pytest_attnlab.compare import noise as noise_file
+from pytest_attnlab.compare.loaders import from_benchmark_json
+from pytest_attnlab.compare.stats import _u_counts, min_p, rank_test_p, relative_change_interval, t99
+from pytest_attnlab.metrics.row import COLUMNS, MetricRow
+
+
+def write_run(path: Path, cells: dict[str, list[float]]) -> Path:
+    """A metrics.csv with one `tpot` row per test: its mean as value, its rounds as samples."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        for nodeid, rounds in cells.items():
+            row = MetricRow(nodeid, "tpot", statistics.fmean(rounds), "s", context={"backend": "fast"}, samples=rounds)
+            w.writerow(row.as_csv())
+    return path
+
+
+def gate(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main([*argv, "-t", "tpot:+5%"], out=out), out.getvalue()
+
+
+def rounds(level: float, spread: float, seed: int, n: int = 5) -> list[float]:
+    rng = random.Random(seed)
+    return [level * (1 + rng.gauss(0, spread)) for _ in range(n)]
+
+
+def test_rank_test_exact_values() -> None:
+    assert sum(_u_counts(5, 5)) == math.comb(10, 5)
+    assert rank_test_p([2, 3, 4, 5, 6], [1, 1.1, 1.2, 1.3, 1.4]) == pytest.approx(1 / 252)
+    assert min_p(5, 5) == pytest.approx(1 / 252) and min_p(2, 2) == pytest.approx(1 / 6)
+    assert rank_test_p([1, 2, 3], [4, 5, 6]) == pytest.approx(1.0)
+    assert rank_test_p([1, 2, 3], [1, 2, 3]) > 0.5  # identical samples: no evidence at all
+    big = rank_test_p([x + 0.5 for x in range(20)], list(range(20)))  # normal approximation
+    assert 0.3 < big < 0.5
+    lo, hi = relative_change_interval([10, 10.1, 9.9], [11, 11.1, 10.9])
+    assert 0.07 < lo <= 0.10 <= hi < 0.13
+
+
+def test_t_quantiles() -> None:
+    assert t99(2) == pytest.approx(6.965) and t99(30) == pytest.approx(2.457) and t99(500) == pytest.approx(2.326)
+    with pytest.raises(ValueError):
+        t99(0)
+
+
+def test_a_real_slowdown_is_caught_and_a_lucky_round_is_not(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "a" / "metrics.csv", {"t::fast": rounds(0.010, 0.002, 1)})
+    slow = write_run(tmp_path / "b" / "metrics.csv", {"t::fast": rounds(0.011, 0.002, 2)})  # +10 %
+    rc, out = gate(str(base), str(slow))
+    assert rc == 1 and "REGRESSED" in out and "0.004" in out  # every round slower: p = 1/252
+    # one slow round (a hiccup) moves the mean by 8 % but not the median: no regression
+    spike = rounds(0.010, 0.002, 3)
+    spike[2] *= 1.4
+    assert statistics.fmean(spike) / statistics.fmean(rounds(0.010, 0.002, 1)) > 1.05
+    rc, out = gate(str(base), str(write_run(tmp_path / "c" / "metrics.csv", {"t::fast": spike})))
+    assert rc == 0, out
+
+
+def test_overlapping_rounds_are_not_significant(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "a" / "metrics.csv", {"t::hf": [0.020, 0.024, 0.028, 0.021, 0.027]})
+    cur = write_run(tmp_path / "b" / "metrics.csv", {"t::hf": [0.0255, 0.020, 0.029, 0.022, 0.0265]})
+    rc, out = gate(str(base), str(cur))
+    assert "not significant" in out and rc == 0, out
+    rc, _ = gate(str(base), str(cur), "--alpha", "1")  # without the test the 6 % median change gates
+    assert rc == 1
+
+
+def test_noise_floor_from_identical_runs(tmp_path: Path) -> None:
+    """Host-bound HF: each run's rounds agree, but runs wander by ~15 %; the floor learnt from three
+    identical runs keeps a fourth from crying wolf, and a planted 10 % on the quiet fast path still fails."""
+    runs = []
+    for i, level in enumerate((0.0202, 0.0235, 0.0280, 0.0215)):
+        cells = {"t::hf": rounds(level, 0.003, i), "t::fast": rounds(0.0024, 0.002, 10 + i)}
+        runs.append(write_run(tmp_path / f"r{i}" / "metrics.csv", cells))
+    rc, out = gate(str(runs[0]), str(runs[2]))
+    assert rc == 1 and "REGRESSED" in out  # without floors: a false alarm
+    floors = tmp_path / "noise.json"
+    out = io.StringIO()
+    assert noise_file.main([str(r) for r in runs[:3]] + ["-o", str(floors)], out=out) == 0
+    doc = json.loads(floors.read_text())
+    hf = next(e for e in doc["floors"] if e["test"] == "t::hf")
+    values = hf["values"]
+    expected = t99(2) * statistics.stdev(v / statistics.fmean(values) for v in values) * math.sqrt(2)
+    assert hf["floor"] == pytest.approx(expected) and hf["floor"] > 0.3
+    rc, out = gate(str(runs[0]), str(runs[2]), "--noise", str(floors))
+    assert rc == 0 and "within noise" in out, out
+    planted = write_run(tmp_path / "p" / "metrics.csv",
+                        {"t::hf": rounds(0.0215, 0.003, 7), "t::fast": rounds(0.00264, 0.002, 8)})  # fmt: skip
+    rc, out = gate(str(runs[3]), str(planted), "--noise", str(floors))
+    assert rc == 1 and out.count("REGRESSED") == 1, out
+    # noise.json beside BASE is picked up on its own, and --no-noise turns it off
+    (runs[0].parent / "noise.json").write_text(floors.read_text())
+    assert gate(str(runs[0].parent), str(runs[2]))[0] == 0
+    assert gate(str(runs[0].parent), str(runs[2]), "--no-noise")[0] == 1
+
+
+def test_noise_needs_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "a" / "metrics.csv", {"t::x": [1.0, 1.0]})
+    assert noise_file.main([str(run), "-o", str(tmp_path / "n.json")]) == 2
+    assert "at least 2 runs" in capsys.readouterr().err
+
+
+def test_benchmark_json_samples(tmp_path: Path) -> None:
+    doc = {"benchmarks": [{"fullname": "t::b", "stats": {"mean": 0.2, "stddev": 0.01, "data": [0.19, 0.2, 0.21]},
+                           "extra_info": {"tpot_ms": 2.4, "samples": {"tpot_ms": [2.3, 2.4, 2.5]}}}]}  # fmt: skip
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(doc))
+    run = from_benchmark_json(path)
+    assert run[("t::b", "tpot_ms", "")].samples == (2.3, 2.4, 2.5)
+    assert run[("t::b", "mean", "")].samples == (0.19, 0.2, 0.21)
+    assert run[("t::b", "stddev", "")].samples == ()
+    # the default thresholds name tpot; benchmark JSON calls it tpot_ms
+    slower = json.loads(json.dumps(doc))
+    slower["benchmarks"][0]["extra_info"] = {"tpot_ms": 2.7, "samples": {"tpot_ms": [2.65, 2.7, 2.75]}}
+    (tmp_path / "c.json").write_text(json.dumps(slower))
+    rc, out = gate(str(path), str(tmp_path / "c.json"))
+    assert rc == 1 and "tpot_ms" in out
+
+
+class _BusyPath:
+    """A decode path whose step is a fixed busy wait: the plant's effect is measurable on a noisy CPU."""
+
+    name = "busy"
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+
+    def prepare(self, model: object, batch: int, prompt_len: int, new_tokens: int) -> None:
+        pass
+
+    def generate(self, ids, new_tokens, mark):  # noqa: ANN001, ANN201
+        import time
+
+        import torch
+
+        for _ in range(new_tokens):
+            end = time.perf_counter() + self.step_s
+            while time.perf_counter() < end:
+                pass
+            mark()
+        return torch.zeros(ids.shape[0], new_tokens, dtype=torch.long)
+
+
+def test_planted_slowdown_slows_the_decode_step_not_the_first_token() -> None:
+    from types import SimpleNamespace
+
+    from pytest_attnlab.perf.bench import GenerationBenchmark
+
+    model = SimpleNamespace(config=SimpleNamespace(vocab_size=100))
+
+    def tpot_ttft(fraction: float) -> tuple[float, float]:
+        bench = GenerationBenchmark(device="cpu", rounds=3, warmup=1, path_factory=lambda _: _BusyPath(0.004),
+                                    peaks=lambda: None, plant_slowdown=fraction)  # fmt: skip
+        bench._measurement = lambda *a: SimpleNamespace(runs=a[6])  # type: ignore[method-assign]
+        runs = bench.measure(model, prompt_len=4, new_tokens=8).runs
+        return statistics.median(r.tpot for r in runs), statistics.median(r.ttft for r in runs)
+
+    tpot, ttft = tpot_ttft(0.0)
+    planted_tpot, planted_ttft = tpot_ttft(1.0)
+    assert 1.6 < planted_tpot / tpot < 2.5  # held for the step's own time: about twice as slow
+    assert planted_ttft < 1.5 * ttft  # the first token is never held
