@@ -2,7 +2,8 @@
 
     python scripts/screenshot_report.py reports/report.html reports/report.png
 
-Exits 1 when the summary table or the plots are missing from the rendered page.
+Exits 1 when the summary table or the plots are missing from the rendered page, or when a table line
+fails but the failed tests do not open the summary.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     page = render(args.report, shot, window=args.window_size)
     found = f"{page.summary_tables} summary table(s), {page.images} PNG plot(s)"
     print(f"{args.report}: {found}; screenshot {shot}")
-    ok = page.summary_tables >= 1 and page.images >= args.min_images
+    verdicts = page.verdicts("model x quant x attention")
+    print(f"failed tests listed first: {page.failed_listed if page.failures_lead else 'no'}; lines: {verdicts}")
+    leads = page.failures_lead or "fail" not in verdicts
+    ok = page.summary_tables >= 1 and page.images >= args.min_images and leads
     return 0 if ok else 1
 
 

@@ -77,10 +77,14 @@ def test_html_summary_table_and_plots(demo_run: tuple[Path, object]) -> None:
     out, _ = demo_run
     page = (out / "report.html").read_text()
     summary = page[page.index('id="attnlab-summary"') :]
-    header = re.search(r"<thead>(.*?)</thead>", summary).group(1)
-    for col in ("model", "quant", "attention", "cosine", "perplexity", "TTFT", "TPOT", "tok/s", "MBU",
-                "peak memory", "result"):  # fmt: skip
-        assert f"<th>{col}</th>" in header
+    main, perf = re.findall(r"<thead>(.*?)</thead>", summary)[:2]
+    assert re.findall(r"<th>(.*?)</th>", main) == [
+        "model", "quant", "attention", "cosine", "perplexity", "peak memory", "result"
+    ]  # fmt: skip
+    assert re.findall(r"<th>(.*?)</th>", perf) == [
+        "model", "quant", "attention", "path", "batch", "prompt", "new tokens", "TTFT", "TPOT", "decode tok/s",
+        "MBU", "rounds", "result",
+    ]  # fmt: skip
     assert "fail (0/1)" in summary and "pass (2/2)" in summary  # none/sdpa: quality[none] + perf[sdpa]
     assert "128.0 MiB" in summary  # peak memory 2**27 bytes
     assert summary.index('id="attnlab-failures"') < summary.index("<table")  # failures first
@@ -88,7 +92,7 @@ def test_html_summary_table_and_plots(demo_run: tuple[Path, object]) -> None:
     # run plots (quality vs quantizer, TPOT vs prompt length, tok/s vs batch) + per-test plots are PNGs
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]{100,})", page.replace("\\/", "/"))
     assert len(pngs) >= 3 + 1 + 2 * 3  # run plots; layer curve; per perf test: TPOT, tok/s, monitor
-    for title in ("quality vs quantizer", "TPOT vs prompt length", "tokens/s vs batch size"):
+    for title in ("quality by variant", "TPOT vs prompt length", "tokens/s vs batch size"):
         assert f'alt="{title}"' in summary
     # per-test PNG extras, by name, in pytest-html's (HTML-escaped) JSON test data
     names = re.findall(r"&#34;name&#34;: &#34;([^&]*)&#34;", page)
@@ -117,9 +121,11 @@ def test_summary_md_and_json(demo_run: tuple[Path, object]) -> None:
     assert doc["outcomes"] == {"passed": 5, "failed": 1}
     by = {(s["quant"], s["attention"]): s for s in doc["summary"]}
     assert by[("rtn-int4", "sdpa")]["cosine"] == pytest.approx(0.96)
-    assert by[("none", "sdpa")]["TPOT"] == pytest.approx(0.01 + 2e-5 * (32 + 64 + 128) / 3)
+    assert "TPOT" not in by[("none", "sdpa")]  # latency lives in the per-cell perf list, never averaged over cells
+    perf = {(p["attention"], p["path"], p["prompt_len"]): p for p in doc["perf"] if p["TPOT"]}
+    assert perf[("sdpa", "hf", "32")]["TPOT"]["value"] == pytest.approx(0.01 + 2e-5 * 32)
     assert by[("broken", "sdpa")]["result"] == "fail"
-    for png in ("quality_vs_quantizer", "TPOT_vs_prompt_length", "tokens_s_vs_batch_size"):
+    for png in ("quality_by_variant", "TPOT_vs_prompt_length", "tokens_s_vs_batch_size"):
         assert (out / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

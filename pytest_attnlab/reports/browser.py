@@ -44,6 +44,28 @@ class Rendered:
         return self.count(r'<div id="attnlab-summary">[\s\S]*?<table')
 
     @property
+    def summary(self) -> str:
+        """The attnlab block of the rendered page (empty when it is missing)."""
+        start = self.dom.find('id="attnlab-summary"')
+        return self.dom[start:] if start >= 0 else ""
+
+    @property
+    def failures_lead(self) -> bool:
+        """The failed and errored tests come before the first table of the summary."""
+        at, table = self.summary.find('id="attnlab-failures"'), self.summary.find("<table")
+        return at >= 0 and (table < 0 or at < table)
+
+    @property
+    def failed_listed(self) -> int:
+        block = re.search(r'id="attnlab-failures"[\s\S]*?</ul>', self.summary)
+        return block.group(0).count("<li>") if block else 0
+
+    def verdicts(self, title: str) -> list[str]:
+        """The verdict of every line of the summary table titled `title` ("pass", "fail", ...), top down."""
+        table = re.search(rf"<h4>{re.escape(title)}</h4>[\s\S]*?</table>", self.summary)
+        return re.findall(r'<tr class="attnlab-([\w-]+)">', table.group(0)) if table else []
+
+    @property
     def images(self) -> int:
         """PNG data-URI images in the rendered page (run plots and per-test plots)."""
         return self.count(r'<img[^>]+src="data:image/png;base64,')

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from pytest_attnlab.metrics.recorder import Table
 from pytest_attnlab.reports import monitor, plots
-from pytest_attnlab.reports.html import render_table
+from pytest_attnlab.reports.perf_table import SPREAD_NOTE, perf_grid, perf_lines
 from pytest_attnlab.reports.rows import Row, summarize, summary_grid
 
 _VERDICT_COLOUR = {"pass": "#dfd", "fail": "#fdd"}
@@ -29,36 +28,61 @@ def failures_block(failures: dict[str, str]) -> str:
         return ""
     items = "".join(f"<li><code>{html.escape(node)}</code>: {html.escape(why)}</li>" for node, why in failures.items())
     return (
-        '<div id="attnlab-failures" style="background:#fdd;padding:6px">'
+        '<div id="attnlab-failures" style="background:#fdd;color:#600;padding:6px">'
         f"<h3>Failed and errored tests ({len(failures)})</h3><ul>{items}</ul></div>"
     )
 
 
-def render(rows: list[Row], outcomes: dict[str, str], failures: dict[str, str] | None = None) -> str:
-    """The block above pytest-html's results: failures, summary per model x quant x attention, run plots."""
-    lines = summarize(rows, outcomes)
+def verdict_table(title: str, header: list[str], body: list[list[str]], verdicts: list[str], note: str = "") -> str:
+    """A results table whose last cell is coloured by its line's verdict (red fail, green pass)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    trs = []
+    for cells, verdict in zip(body, verdicts, strict=True):
+        tds = [f"<td>{html.escape(c)}</td>" for c in cells[:-1]]
+        colour = _VERDICT_COLOUR.get(verdict)
+        style = f' style="background:{colour}"' if colour else ""
+        trs.append(f'<tr class="attnlab-{verdict}">{"".join(tds)}<td{style}>{html.escape(cells[-1])}</td></tr>')
+    caption = f"<p>{html.escape(note)}</p>" if note else ""
+    return (
+        f'<div class="attnlab-table"><h4>{html.escape(title)}</h4>{caption}'
+        f'<table border="1" cellpadding="3" style="border-collapse:collapse;font-family:monospace">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table></div>"
+    )
+
+
+def render(
+    rows: list[Row],
+    outcomes: dict[str, str],
+    failures: dict[str, str] | None = None,
+    contexts: dict[str, dict[str, str]] | None = None,
+) -> str:
+    """The block above pytest-html's results: failures, the model x quant x attention table, the perf
+    table (per decode path and cell) and the run plots."""
+    lines = summarize(rows, outcomes, contexts)
     top = failures_block(failures or {})
     if not lines:
         return f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}<p>No metric rows were recorded.</p></div>'
     header, body = summary_grid(lines)
-    table = render_table(Table("model x quant x attention", header, body))
-    for ln in lines:  # colour the result cell
-        cell = f"<td>{html.escape(body[lines.index(ln)][-1])}</td>"
-        colour = _VERDICT_COLOUR.get(ln.verdict)
-        if colour:
-            table = table.replace(
-                cell, f'<td style="background:{colour}">{html.escape(body[lines.index(ln)][-1])}</td>', 1
-            )
+    tables = verdict_table("model x quant x attention", header, body, [ln.verdict for ln in lines])
+    perf = perf_lines(rows, outcomes)
+    if perf:
+        header, body = perf_grid(perf)
+        title = "perf per decode path and cell"
+        tables += verdict_table(title, header, body, [ln.verdict for ln in perf], SPREAD_NOTE)
     run_plots = plots.RUN_PLOTS.items() if plots.available() else []
     figures = [_img(b64, title) for title, fn in run_plots if (b64 := fn(rows))]
     return (
-        f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}{table}'
+        f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}{tables}'
         f'<div class="attnlab-run-plots">{"".join(figures)}</div></div>'
     )
 
 
-def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any) -> None:
-    """Per-test PNG extras: plots from this test's rows, and its monitor timelines (REPORT_DIR/monitor/)."""
+def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any, skipped: bool = False) -> None:
+    """Per-test PNG extras: plots from this test's rows, and its monitor timelines (REPORT_DIR/monitor/).
+
+    A skipped test gets none: what its monitor sampled before the skip is not a measurement."""
+    if skipped:
+        return
     try:
         from pytest_html import extras
     except ImportError:

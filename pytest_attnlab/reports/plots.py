@@ -6,18 +6,24 @@ every plot and keep the ones that apply.
 
 from __future__ import annotations
 
-import base64
-import io
+import math
+import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from pytest_attnlab.reports.figure import figure, png
+from pytest_attnlab.reports.quality_plot import quality_by_variant
 from pytest_attnlab.reports.rows import (
     BATCH_KEYS,
     LAYER_KEYS,
+    NEW_TOKENS_KEYS,
+    PERF_COLUMNS,
     PROMPT_LEN_KEYS,
-    SUMMARY_COLUMNS,
     Row,
+    extra_text,
     to_float,
+    value_spread,
 )
 
 
@@ -28,39 +34,38 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
-    import matplotlib
+@dataclass(frozen=True)
+class Point:
+    """One plotted point: the mean of the rows at x, and the min–max spread around it."""
 
-    matplotlib.use("Agg", force=False)  # headless; leaves an explicitly chosen backend alone
-    from matplotlib.figure import Figure  # no pyplot: no global figure state across tests
-
-    fig = Figure(figsize=(6.4, 3.4), dpi=90, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
+    x: float
+    y: float
+    lo: float
+    hi: float
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+def _point(x: float, rows: Sequence[Row]) -> Point:
+    y = statistics.fmean(r.value for r in rows)  # type: ignore[misc]
+    lo, hi = value_spread(rows) or (y, y)
+    return Point(x, y, min(lo, y), max(hi, y))
+
+
+def _finite_value(r: Row) -> bool:
+    return r.value is not None and math.isfinite(r.value)
 
 
 def _series(
     rows: Sequence[Row], metrics: Sequence[str], x_keys: Sequence[str], label: Callable[[Row], str]
-) -> tuple[str, dict[str, list[tuple[float, float]]]]:
-    """{series label: sorted (x, mean y at x)} for the first metric name that has points with an x."""
+) -> tuple[str, dict[str, list[Point]]]:
+    """{series label: points sorted by x} for the first metric name that has points with an x."""
     for name in metrics:
-        series: dict[str, dict[float, list[float]]] = {}
+        series: dict[str, dict[float, list[Row]]] = {}
         for r in rows:
             x = to_float(r.get_extra(x_keys))
-            if r.metric == name and x is not None and r.value is not None:
-                series.setdefault(label(r), {}).setdefault(x, []).append(r.value)
+            if r.metric == name and x is not None and _finite_value(r):
+                series.setdefault(label(r), {}).setdefault(x, []).append(r)
         if series:
-            return name, {k: sorted((x, sum(ys) / len(ys)) for x, ys in v.items()) for k, v in series.items()}
+            return name, {k: [_point(x, rs) for x, rs in sorted(v.items())] for k, v in series.items()}
     return "", {}
 
 
@@ -72,17 +77,50 @@ def line_plot(
     title: str,
     xlabel: str,
     min_points: int = 2,
+    spread: bool = True,
 ) -> str | None:
+    fig = line_figure(rows, metrics, x_keys, label, title, xlabel, min_points, spread=spread)
+    return png(fig) if fig is not None else None
+
+
+def line_figure(
+    rows: Sequence[Row],
+    metrics: Sequence[str],
+    x_keys: Sequence[str],
+    label: Callable[[Row], str],
+    title: str,
+    xlabel: str,
+    min_points: int = 2,
+    spread: bool = True,
+) -> Any:
+    """Mean per x, one line per series; with `spread`, min–max error bars, so round-to-round noise is
+    not read as a trend."""
     name, series = _series(rows, metrics, x_keys, label)
     if not series or max(len(v) for v in series.values()) < min_points:
         return None
-    unit = next((r.unit for r in rows if r.metric == name), "")
-    fig, ax = _figure(title, xlabel, f"{name} ({unit})" if unit else name)
+    hits = [r for r in rows if r.metric == name]
+    unit = next((r.unit for r in hits), "")
+    heading = f"{title}\n({_spread_note(hits, series)})" if spread else title
+    fig, ax = figure(heading, xlabel, f"{name} ({unit})" if unit else name)
     for lbl, points in series.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=lbl)
+        xs, ys = [p.x for p in points], [p.y for p in points]
+        if spread:
+            err = [[p.y - p.lo for p in points], [p.hi - p.y for p in points]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=3, label=lbl)
+        else:
+            ax.plot(xs, ys, marker="o", ms=3, label=lbl)
     if len(series) > 1 or next(iter(series)):
         ax.legend(fontsize=7)
-    return _png(fig)
+    return fig
+
+
+def _spread_note(hits: Sequence[Row], series: dict[str, list[Point]]) -> str:
+    """What the error bars show, so a reader knows whether the spread was measured at all."""
+    if any(r.samples for r in hits):
+        return "mean; bars: min–max over rounds"
+    if any(p.lo < p.hi for points in series.values() for p in points):
+        return "mean; bars: min–max over the rows of a point"
+    return "one value per point: no per-round spread recorded"
 
 
 def layer_cosine(rows: Sequence[Row]) -> str | None:
@@ -94,56 +132,50 @@ def layer_cosine(rows: Sequence[Row]) -> str | None:
         lambda r: f"{r.quant}/{r.attention}",
         "per-layer cosine vs reference",
         "layer",
+        spread=False,
     )
 
 
-def _variant(rows: Sequence[Row]) -> Callable[[Row], str]:
-    """Series label: quant/attention, plus the backend (decode path) when the rows use several."""
-    several = len({r.backend for r in rows}) > 1
-    return lambda r: f"{r.quant}/{r.attention}" + (f"/{r.backend}" if several else "")
+def perf_series_label(rows: Sequence[Row], metrics: Sequence[str], held: Sequence[tuple[str, Sequence[str]]]):
+    """Series label: quant/attention, plus whatever else varies and is not the x axis (model, decode path,
+    batch 'b4', prompt 'p64', new tokens 'n32'), so no line averages different paths or cells."""
+    hits = [r for r in rows if r.metric in metrics]
+
+    def several(key: Callable[[Row], str]) -> bool:
+        return len({key(r) for r in hits}) > 1
+
+    def backend(r: Row) -> str:
+        return r.backend
+
+    def model(r: Row) -> str:
+        return r.model
+
+    varying = [(prefix, keys) for prefix, keys in held if several(lambda r, k=keys: extra_text(r, k))]
+    show_model, show_backend = several(model), several(backend)
+
+    def label(r: Row) -> str:
+        parts = [r.model] if show_model else []
+        parts.append(f"{r.quant}/{r.attention}")
+        parts += [r.backend] if show_backend else []
+        parts += [f"{prefix}{extra_text(r, keys)}" for prefix, keys in varying if extra_text(r, keys)]
+        return " ".join(parts)
+
+    return label
+
+
+TOK_METRICS = next(c.metrics for c in PERF_COLUMNS if c.label == "decode tok/s")
 
 
 def tpot_vs_prompt_len(rows: Sequence[Row]) -> str | None:
-    """Mean TPOT per prompt length, one line per attention variant (and quantizer / backend)."""
-    return line_plot(rows, ("tpot",), PROMPT_LEN_KEYS, _variant(rows), "TPOT vs prompt length", "prompt tokens")
+    """Mean TPOT per prompt length, one line per variant, decode path, batch and output length."""
+    label = perf_series_label(rows, ("tpot",), (("b", BATCH_KEYS), ("n", NEW_TOKENS_KEYS)))
+    return line_plot(rows, ("tpot",), PROMPT_LEN_KEYS, label, "TPOT vs prompt length", "prompt tokens")
 
 
 def toks_vs_batch(rows: Sequence[Row]) -> str | None:
-    tok_metrics = next(c.metrics for c in SUMMARY_COLUMNS if c.label == "tok/s")
-    return line_plot(
-        rows,
-        tok_metrics,
-        BATCH_KEYS,
-        _variant(rows),
-        "tokens/s vs batch size",
-        "batch size",
-    )
-
-
-def quality_by_quant(rows: Sequence[Row]) -> str | None:
-    """Bar chart of the worst logits cosine (or mean perplexity) per quantizer, bars per attention."""
-    for col in (c for c in SUMMARY_COLUMNS if c.label in ("cosine", "perplexity")):
-        for name in col.metrics:
-            table: dict[str, dict[str, list[float]]] = {}
-            for r in rows:
-                if r.metric == name and r.value is not None:
-                    table.setdefault(r.quant, {}).setdefault(r.attention, []).append(r.value)
-            if len(table) < 2 and not any(len(v) > 1 for v in table.values()):
-                continue
-            quants = list(table)
-            attns = list(dict.fromkeys(a for v in table.values() for a in v))
-            fig, ax = _figure(f"quality vs quantizer ({name})", "quantizer", name)
-            width = 0.8 / len(attns)
-            for i, attn in enumerate(attns):
-                ys = [col.reduce(table[q][attn]) if attn in table[q] else 0.0 for q in quants]
-                ax.bar([j + i * width for j in range(len(quants))], ys, width, label=attn)
-            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(quants))], quants, rotation=20, fontsize=8)
-            lo = min(col.reduce(v) for t in table.values() for v in t.values())
-            if name.endswith("cosine"):
-                ax.set_ylim(max(0.0, lo - (1 - lo) * 0.5 - 1e-4), 1.0 + 1e-5)
-            ax.legend(fontsize=7)
-            return _png(fig)
-    return None
+    """Mean decode tokens/s per batch size, one line per variant, decode path, prompt and output length."""
+    label = perf_series_label(rows, TOK_METRICS, (("p", PROMPT_LEN_KEYS), ("n", NEW_TOKENS_KEYS)))
+    return line_plot(rows, TOK_METRICS, BATCH_KEYS, label, "tokens/s vs batch size", "batch size")
 
 
 def monitor_timeline(samples: dict[str, list[float]], title: str) -> str | None:
@@ -152,7 +184,7 @@ def monitor_timeline(samples: dict[str, list[float]], title: str) -> str | None:
     series = {k: v for k, v in samples.items() if k != "t" and len(v) == len(t or ()) and len(v) > 1}
     if not t or not series:
         return None
-    fig, ax = _figure(title, "time (s)", "value")
+    fig, ax = figure(title, "time (s)", "value")
     pct = {k: v for k, v in series.items() if "util" in k or k.endswith(("_pct", "percent"))}
     other = {k: v for k, v in series.items() if k not in pct}
     for k, v in pct.items():
@@ -167,7 +199,7 @@ def monitor_timeline(samples: dict[str, list[float]], title: str) -> str | None:
         if ax2 is not ax:
             ax2.legend(fontsize=7, loc="lower right")
     ax.legend(fontsize=7, loc="upper left")
-    return _png(fig)
+    return png(fig)
 
 
 #: Plots offered per test (from that test's rows) and in the summary (from the whole run).
@@ -177,7 +209,7 @@ PER_TEST_PLOTS: dict[str, Callable[[Sequence[Row]], str | None]] = {
     "tokens/s vs batch size": toks_vs_batch,
 }
 RUN_PLOTS: dict[str, Callable[[Sequence[Row]], str | None]] = {
-    "quality vs quantizer": quality_by_quant,
+    "quality by variant": quality_by_variant,
     "TPOT vs prompt length": tpot_vs_prompt_len,
     "tokens/s vs batch size": toks_vs_batch,
 }

@@ -112,6 +112,8 @@ class ReportsState:
 
     outcomes: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # nodeid -> "phase: first error line"
+    contexts: dict[str, dict[str, str]] = field(default_factory=dict)  # failed nodeid -> model/quant/attention
+    skipped: set[str] = field(default_factory=set)  # skipped, not xfailed: no plots for these
     exporter: Any = None
     pinned_gpu: str | None = None
     written: list[Path] = field(default_factory=list)
@@ -121,8 +123,18 @@ class ReportsState:
         if report.failed:
             self.outcomes[report.nodeid] = "failed"
             self.failures.setdefault(report.nodeid, first_error(report))
+            context = getattr(report, "attnlab_context", None)  # set on the worker; survives xdist
+            if isinstance(context, dict):
+                self.contexts.setdefault(report.nodeid, context)
         elif report.when == "call" or (report.when == "setup" and report.skipped):
             self.outcomes.setdefault(report.nodeid, report.outcome)
+        if report.skipped and not hasattr(report, "wasxfail"):
+            self.skipped.add(report.nodeid)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A module that fails to import is what failed first: it leads the report too."""
+        if report.failed:
+            self.failures.setdefault(report.nodeid or "(collection)", first_error(report))
 
     def pytest_attnlab_metric_recorded(self, row: Any) -> None:
         if self.exporter is not None:
@@ -132,12 +144,14 @@ class ReportsState:
 STATE_KEY = pytest.StashKey[ReportsState]()
 
 
-def first_error(report: pytest.TestReport) -> str:
+def first_error(report: pytest.TestReport | pytest.CollectReport) -> str:
     """'failed: AssertionError: ...' or 'error in setup: ...': the phase and the first line of the error."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr or "")
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no message)")
-    phase = "failed" if report.when == "call" else f"error in {report.when}"
+    raised = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]  # a traceback as text: its error
+    line = raised[-1] if raised else next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no message)")
+    when = getattr(report, "when", "collect")
+    phase = "failed" if when == "call" else f"error in {'collection' if when == 'collect' else when}"
     return f"{phase}: {line[:300]}"
 
 
@@ -252,11 +266,28 @@ def attnlab_case(request: pytest.FixtureRequest) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if report.when == "teardown" and _core_session(item.config).active:
+    core = _core_session(item.config)
+    if not core.active:
+        return report
+    if report.failed:
+        report.attnlab_context = _failed_context(item, core)
+    if report.when == "teardown":
         from pytest_attnlab.reports import html_summary
 
-        html_summary.add_plot_extras(report, item, _core_session(item.config))
+        skipped = item.nodeid in item.config.stash[STATE_KEY].skipped
+        html_summary.add_plot_extras(report, item, core, skipped=skipped)
     return report
+
+
+def _failed_context(item: pytest.Item, core: Any) -> dict[str, str]:
+    """model/quant/attention of a failed test, so its summary line fails even when it recorded no row."""
+    from pytest_attnlab.plugin import RECORDER_KEY
+    from pytest_attnlab.reports.context import context_of_test
+
+    recorder = item.stash.get(RECORDER_KEY, None)
+    callspec = getattr(item, "callspec", None)
+    defaults = {"model": core.settings.model.label, "quant": "none", "attention": "sdpa"}
+    return context_of_test(callspec.params if callspec else {}, defaults, getattr(recorder, "context", None))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -267,7 +298,7 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     if not _core_session(config).active:
         return
     state = config.stash[STATE_KEY]
-    prefix.append(html_summary.render(_rows(config), state.outcomes, state.failures))
+    prefix.append(html_summary.render(_rows(config), state.outcomes, state.failures, state.contexts))
 
 
 def _rows(config: pytest.Config) -> list[Any]:
@@ -298,6 +329,7 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
             core.run_id,
             steps=core.steps,
             failures=state.failures,
+            contexts=state.contexts,
         )
         textfile = _opt(config, "prometheus-textfile")
         if textfile is not None:

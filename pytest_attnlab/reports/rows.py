@@ -32,6 +32,7 @@ class Row:
     device: str
     dtype: str
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    samples: tuple[float, ...] = field(default=(), hash=False, compare=False)  # per-round values, if recorded
 
     @classmethod
     def from_csv(cls, d: dict[str, str]) -> Row:
@@ -52,6 +53,7 @@ class Row:
             device=d.get("device", ""),
             dtype=d.get("dtype", ""),
             extra=extra if isinstance(extra, dict) else {},
+            samples=parse_samples(d.get("samples") or ""),
         )
 
     def get_extra(self, aliases: Sequence[str]) -> Any:
@@ -68,6 +70,12 @@ def to_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def parse_samples(text: str) -> tuple[float, ...]:
+    """The `samples` column: space-separated per-round values (absent in older CSVs; bad tokens dropped)."""
+    values = (to_float(tok) for tok in text.split())
+    return tuple(v for v in values if v is not None and math.isfinite(v))
 
 
 def run_csv_files(report_dir: Path, run_id: str) -> list[Path]:
@@ -98,31 +106,37 @@ def _finite(values: list[float]) -> list[float]:
     return [v for v in values if v is not None and not math.isnan(v)]
 
 
-#: The metric names each area records, per summary column; a missing metric leaves a blank cell.
+#: Columns of the model x quant x attention table; a missing metric leaves a blank cell. Latency and
+#: throughput are per decode path and cell, so they live in PERF_COLUMNS (the perf table) instead.
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("cosine", ("logits_cosine", "cosine"), min, True),
     Column("perplexity", ("perplexity", "ppl"), statistics.fmean, False),
+    Column("peak memory", ("peak_memory", "peak_memory_bytes", "peak_mem"), max, False),
+)
+
+#: Columns of the perf table: one line per model x quant x attention x decode path x cell.
+PERF_COLUMNS: tuple[Column, ...] = (
     Column("TTFT", ("ttft",), statistics.fmean, False),
     Column("TPOT", ("tpot",), statistics.fmean, False),
-    Column("tok/s", ("decode_tokens_per_s", "decode_tok_s", "tokens_per_s", "e2e_tok_s"), statistics.fmean, True),
+    Column(
+        "decode tok/s", ("decode_tok_s", "decode_tokens_per_s", "tokens_per_s", "e2e_tok_s"), statistics.fmean, True
+    ),
     Column("MBU", ("mbu",), statistics.fmean, True),
-    Column("peak memory", ("peak_memory", "peak_memory_bytes", "peak_mem"), max, False),
 )
 
 #: Keys in a row's `extra` that name its prompt length / batch size / layer.
 PROMPT_LEN_KEYS = ("prompt_len", "prompt_length", "prompt_tokens", "input_len")
 BATCH_KEYS = ("batch", "batch_size", "bs")
+NEW_TOKENS_KEYS = ("new_tokens", "max_new_tokens", "output_len")
 LAYER_KEYS = ("layer", "layer_idx")
 
 GroupKey = tuple[str, str, str]  # model, quant, attention
 
 
-@dataclass
-class SummaryLine:
-    model: str
-    quant: str
-    attention: str
-    cells: dict[str, tuple[float, str] | tuple[float, str, float | None] | None]  # label -> (value, unit[, gate])
+@dataclass(kw_only=True)
+class Tally:
+    """Outcomes of the tests behind a table line: any failed or errored test makes the line fail."""
+
     passed: int = 0
     failed: int = 0
     skipped: int = 0
@@ -133,37 +147,109 @@ class SummaryLine:
             return "fail"
         return "pass" if self.passed else ("skip" if self.skipped else "-")
 
+    @property
+    def result(self) -> str:
+        return f"{self.verdict} ({self.passed}/{self.passed + self.failed})"
 
-def summarize(rows: list[Row], outcomes: dict[str, str] | None = None) -> list[SummaryLine]:
-    """One line per model x quant x attention, in first-seen order; pass/fail from test outcomes."""
+    def count(self, nodeids: Iterable[str], outcomes: dict[str, str]) -> None:
+        for nodeid in dict.fromkeys(nodeids):
+            outcome = outcomes.get(nodeid, "")
+            if outcome in ("passed", "failed", "skipped"):
+                setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+@dataclass
+class SummaryLine(Tally):
+    model: str
+    quant: str
+    attention: str
+    cells: dict[str, tuple[float, str] | tuple[float, str, float | None] | None]  # label -> (value, unit[, gate])
+
+
+def context_key(context: dict[str, str] | None) -> GroupKey:
+    """The table line of a test from its model / quant / attention context ("?" for an unknown model)."""
+    context = context or {}
+    return (context.get("model") or "?", context.get("quant") or "none", context.get("attention") or "sdpa")
+
+
+def failed_without_rows(rows: Iterable[Row], outcomes: dict[str, str]) -> list[str]:
+    """Failed or errored tests that recorded no row (they raised first): still owed a failing line."""
+    recorded = {r.nodeid for r in rows}
+    return [n for n, o in outcomes.items() if o == "failed" and n not in recorded]
+
+
+def value_spread(rows: Sequence[Row]) -> tuple[float, float] | None:
+    """min–max over the rows' per-round samples; without samples, over the rows' values (two or more)."""
+    samples = [v for r in rows for v in r.samples]
+    values = samples or (_finite([r.value for r in rows]) if len(rows) > 1 else [])  # type: ignore[misc]
+    return (min(values), max(values)) if values else None
+
+
+def extra_text(row: Row, keys: Sequence[str]) -> str:
+    """A cell parameter from `extra` as text ("16", not "16.0"); "" when the row does not carry it."""
+    value = row.get_extra(keys)
+    number = to_float(value)
+    return f"{number:g}" if number is not None else ("" if value is None else str(value))
+
+
+def cell(hits: list[Row], reduce: Callable[[list[float]], float]) -> tuple[float, str, float | None] | None:
+    """(reduced value, unit, gate) of the rows of one metric; the gate only when every row has the same one."""
+    values = _finite([r.value for r in hits])  # type: ignore[misc]
+    if not values:
+        return None
+    gates = {r.threshold for r in hits}
+    return reduce(values), hits[0].unit, gates.pop() if len(gates) == 1 else None
+
+
+def first_cell(group: list[Row], col: Column) -> tuple[float, str, float | None] | None:
+    """The column's cell from the first of its metric names that has a finite value in `group`."""
+    for name in col.metrics:
+        found = cell([r for r in group if r.metric == name], col.reduce)
+        if found is not None:
+            return found
+    return None
+
+
+def summarize(
+    rows: list[Row], outcomes: dict[str, str] | None = None, contexts: dict[str, dict[str, str]] | None = None
+) -> list[SummaryLine]:
+    """One line per model x quant x attention, failing lines first, else in first-seen order.
+
+    Pass/fail comes from the test outcomes of the tests that recorded rows in the line, plus the
+    failed tests that recorded none, placed by `contexts` (nodeid -> model/quant/attention), so a
+    test that raised before recording still fails its line."""
     outcomes = outcomes or {}
     groups: dict[GroupKey, list[Row]] = {}
     for row in rows:
         groups.setdefault((row.model, row.quant, row.attention), []).append(row)
+    orphans: dict[GroupKey, list[str]] = {}
+    for nodeid in failed_without_rows(rows, outcomes):
+        orphans.setdefault(context_key((contexts or {}).get(nodeid)), []).append(nodeid)
     lines = []
-    for (model, quant, attention), group in groups.items():
-        cells: dict[str, tuple[float, str] | None] = {}
-        for col in SUMMARY_COLUMNS:
-            cells[col.label] = None
-            for name in col.metrics:
-                hits = [r for r in group if r.metric == name]
-                values = _finite([r.value for r in hits])  # type: ignore[misc]
-                if values:
-                    gates = {r.threshold for r in hits}
-                    gate = gates.pop() if len(gates) == 1 else None  # one gate for every row, or none shown
-                    cells[col.label] = (col.reduce(values), hits[0].unit, gate)
-                    break
-        line = SummaryLine(model, quant, attention, cells)
-        for nodeid in dict.fromkeys(r.nodeid for r in group):
-            outcome = outcomes.get(nodeid, "")
-            if outcome == "passed":
-                line.passed += 1
-            elif outcome == "failed":
-                line.failed += 1
-            elif outcome == "skipped":
-                line.skipped += 1
+    for key in [*groups, *(k for k in orphans if k not in groups)]:
+        group = groups.get(key, [])
+        line = SummaryLine(*key, cells={col.label: first_cell(group, col) for col in SUMMARY_COLUMNS})
+        line.count([*(r.nodeid for r in group), *orphans.get(key, [])], outcomes)
         lines.append(line)
-    return lines
+    return sorted(lines, key=lambda ln: ln.verdict != "fail")
+
+
+def _scale(value: float, unit: str) -> tuple[float, str, str]:
+    """(factor, unit shown, format spec) for a value: seconds under 1 as ms, bytes from 1 MiB as MiB."""
+    if unit == "s" and abs(value) < 1:
+        return 1e3, "ms", ".3g"
+    if unit in ("bytes", "B") and value >= 2**20:
+        return 2**-20, "MiB", ".1f"
+    return 1.0, unit, ".4g"
+
+
+def fmt_number(value: float, unit: str, spread: tuple[float, float] | None = None) -> str:
+    """`value unit`, and `(lo–hi)` in the same scale when a spread is given."""
+    factor, shown, spec = _scale(value, unit)
+    text = f"{value * factor:{spec}} {shown}".strip()
+    if spread is not None:
+        text += f" ({spread[0] * factor:{spec}}–{spread[1] * factor:{spec}})"
+    return text
 
 
 def fmt_value(cell: tuple[Any, ...] | None) -> str:
@@ -171,13 +257,7 @@ def fmt_value(cell: tuple[Any, ...] | None) -> str:
     when no gate applied, so a record-only figure never reads as passing a gate beside it."""
     if cell is None:
         return ""
-    value, unit = cell[:2]
-    if unit == "s" and abs(value) < 1:
-        text = f"{value * 1e3:.3g} ms"
-    elif unit in ("bytes", "B") and value >= 2**20:
-        text = f"{value / 2**20:.1f} MiB"
-    else:
-        text = f"{value:.4g} {unit}".strip()
+    text = fmt_number(*cell[:2])
     if len(cell) < 3:
         return text
     return f"{text} (gate {cell[2]:.4g})" if cell[2] is not None else f"{text} (recorded)"
@@ -192,7 +272,7 @@ def summary_grid(lines: list[SummaryLine]) -> tuple[list[str], list[list[str]]]:
             ln.quant,
             ln.attention,
             *(fmt_value(ln.cells[c.label]) for c in SUMMARY_COLUMNS),
-            f"{ln.verdict} ({ln.passed}/{ln.passed + ln.failed})",
+            ln.result,
         ]
         for ln in lines
     ]

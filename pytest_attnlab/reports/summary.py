@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab.reports import plots
-from pytest_attnlab.reports.rows import SUMMARY_COLUMNS, Row, SummaryLine, fmt_value, summarize, summary_grid
+from pytest_attnlab.reports.perf_table import SPREAD_NOTE, PerfLine, perf_conclusions, perf_grid, perf_lines
+from pytest_attnlab.reports.rows import (
+    SUMMARY_COLUMNS,
+    Row,
+    SummaryLine,
+    failed_without_rows,
+    fmt_value,
+    summarize,
+    summary_grid,
+)
 
 BASELINE = ("none", "sdpa")  # quant, attention that other lines are compared with
 
@@ -38,6 +47,11 @@ def summary_table(lines: list[SummaryLine]) -> str:
     return _md_table(header, body)
 
 
+def perf_table(lines: list[PerfLine]) -> str:
+    header, body = perf_grid(lines)
+    return _md_table(header, body)
+
+
 def steps_table(steps: Sequence[Any]) -> str:
     """The "Long steps" table: each finished progress step (a StepTime), longest first."""
     body = [
@@ -47,8 +61,8 @@ def steps_table(steps: Sequence[Any]) -> str:
     return _md_table(["step", "seconds", "test"], body)
 
 
-def conclusions(lines: list[SummaryLine], outcomes: dict[str, str]) -> list[str]:
-    """Plain statements derived from the table, each with the numbers that back it."""
+def conclusions(lines: list[SummaryLine], outcomes: dict[str, str], perf: list[PerfLine] | None = None) -> list[str]:
+    """Plain statements derived from the tables, each with the numbers that back it."""
     out = []
     counts = Counter(outcomes.values())
     out.append(
@@ -71,7 +85,18 @@ def conclusions(lines: list[SummaryLine], outcomes: dict[str, str]) -> list[str]
             delta = (cell[0] - base[0]) / abs(base[0]) * 100
             text += f" ({delta:+.1f}% vs {'/'.join(BASELINE)} = {fmt_value(base)})"
         out.append(text + ".")
-    return out
+    return out + perf_conclusions(perf or [], BASELINE)
+
+
+def perf_entry(line: PerfLine) -> dict[str, Any]:
+    """A perf line for the experiment JSON: the cell, and per column its mean and min–max."""
+    model, quant, attention = line.variant
+    path, batch, prompt, new = line.cell
+    entry: dict[str, Any] = dict(model=model, quant=quant, attention=attention, path=path, batch=batch)
+    entry.update(prompt_len=prompt, new_tokens=new, rounds=line.rounds, result=line.verdict)
+    for label, cell in line.cells.items():
+        entry[label] = None if cell is None else {"value": cell.value, "unit": cell.unit, "spread": cell.spread}
+    return entry
 
 
 def _no_nan(obj: Any) -> Any:
@@ -98,13 +123,17 @@ def write(
     run_id: str,
     steps: Sequence[Any] = (),
     failures: dict[str, str] | None = None,
+    contexts: dict[str, dict[str, str]] | None = None,
 ) -> list[Path]:
     """Write summary.md, one JSON per experiment and the run plots (PNG); returns the paths.
 
     `steps`: the run's finished progress steps (StepTime), listed under "Long steps" when any.
-    `failures`: nodeid -> first error line of each failed or errored test; they open the summary."""
+    `failures`: nodeid -> first error line of each failed or errored test; they open the summary.
+    `contexts`: nodeid -> model/quant/attention of failed tests, for those that recorded no row."""
     default_name = experiment.experiment_name if experiment is not None else "default"
-    lines = summarize(rows, outcomes)
+    contexts = contexts or {}
+    lines = summarize(rows, outcomes, contexts)
+    perf = perf_lines(rows, outcomes)
     written = []
     plot_dir = report_dir / "plots"
     plot_links = []
@@ -139,9 +168,10 @@ def write(
         "",
         summary_table(lines) if lines else "No metric rows were recorded.",
         "",
+        *(["## Perf (per decode path and cell)", "", SPREAD_NOTE, "", perf_table(perf), ""] if perf else []),
         "## Conclusions",
         "",
-        *(f"- {c}" for c in conclusions(lines, outcomes)),
+        *(f"- {c}" for c in conclusions(lines, outcomes, perf)),
         "",
         *(["## Long steps", "", steps_table(steps), ""] if steps else []),
         *(["## Plots", "", *plot_links, ""] if plot_links else []),
@@ -168,9 +198,16 @@ def write(
     by_experiment: dict[str, list[Row]] = {}
     for row in rows:
         by_experiment.setdefault(str(row.extra.get("experiment") or default_name), []).append(row)
+    orphans: dict[str, set[str]] = {}  # experiment -> failed tests without rows
+    for nodeid in failed_without_rows(rows, outcomes):
+        exp = contexts.get(nodeid, {}).get("experiment") or default_name
+        orphans.setdefault(exp, set()).add(nodeid)
+        by_experiment.setdefault(exp, [])
     for name, exp_rows in (by_experiment or {default_name: []}).items():
-        nodeids = set(r.nodeid for r in exp_rows)
+        nodeids = {r.nodeid for r in exp_rows} | orphans.get(name, set())
         exp_outcomes = {n: o for n, o in outcomes.items() if n in nodeids}
+        exp_lines = summarize(exp_rows, exp_outcomes, contexts)
+        exp_perf = perf_lines(exp_rows, exp_outcomes)
         doc = {
             "experiment": name,
             "run_id": run_id,
@@ -185,9 +222,10 @@ def write(
                     "result": ln.verdict,
                     **{c.label: (ln.cells[c.label] or (None, ""))[0] for c in SUMMARY_COLUMNS},
                 }
-                for ln in summarize(exp_rows, exp_outcomes)
+                for ln in exp_lines
             ],
-            "conclusions": conclusions(summarize(exp_rows, exp_outcomes), exp_outcomes),
+            "perf": [perf_entry(ln) for ln in exp_perf],
+            "conclusions": conclusions(exp_lines, exp_outcomes, exp_perf),
             "rows": [asdict(r) for r in exp_rows],
         }
         path = report_dir / "experiments" / f"{_slug(name)}.json"
