@@ -16,7 +16,7 @@ import pytest
 from pytest_attnlab.compare import main
 from pytest_attnlab.compare import noise as noise_file
 from pytest_attnlab.compare.loaders import from_benchmark_json
-from pytest_attnlab.compare.stats import _u_counts, min_p, rank_test_p, relative_change_interval, t99
+from pytest_attnlab.compare.stats import _u_counts, min_p, rank_test_p, relative_change_interval, t_cdf, t_quantile
 from pytest_attnlab.metrics.row import COLUMNS, MetricRow
 
 
@@ -54,10 +54,14 @@ def test_rank_test_exact_values() -> None:
     assert 0.07 < lo <= 0.10 <= hi < 0.13
 
 
-def test_t_quantiles() -> None:
-    assert t99(2) == pytest.approx(6.965) and t99(30) == pytest.approx(2.457) and t99(500) == pytest.approx(2.326)
+def test_t_quantiles_match_the_tables() -> None:
+    table = {(0.99, 1): 31.821, (0.99, 2): 6.965, (0.99, 30): 2.457, (0.975, 5): 2.571, (0.999, 2): 22.327,
+             (0.999, 10): 4.144}  # fmt: skip
+    for (p, df), x in table.items():
+        assert t_quantile(p, df) == pytest.approx(x, abs=1e-3), (p, df)
+    assert t_cdf(0.0, 7) == pytest.approx(0.5) and t_cdf(-2.0, 4) == pytest.approx(1 - t_cdf(2.0, 4))
     with pytest.raises(ValueError):
-        t99(0)
+        t_cdf(1.0, 0)
 
 
 def test_a_real_slowdown_is_caught_and_a_lucky_round_is_not(tmp_path: Path) -> None:
@@ -97,7 +101,8 @@ def test_noise_floor_from_identical_runs(tmp_path: Path) -> None:
     doc = json.loads(floors.read_text())
     hf = next(e for e in doc["floors"] if e["test"] == "t::hf")
     values = hf["values"]
-    expected = t99(2) * statistics.stdev(v / statistics.fmean(values) for v in values) * math.sqrt(2)
+    sd = statistics.stdev(v / statistics.fmean(values) for v in values)
+    expected = t_quantile(noise_file.DEFAULT_CONFIDENCE, 2) * sd * math.sqrt(2)
     assert hf["floor"] == pytest.approx(expected) and hf["floor"] > 0.3
     rc, out = gate(str(runs[0]), str(runs[2]), "--noise", str(floors))
     assert rc == 0 and "within noise" in out, out
@@ -176,3 +181,25 @@ def test_planted_slowdown_slows_the_decode_step_not_the_first_token() -> None:
     planted_tpot, planted_ttft = tpot_ttft(1.0)
     assert 1.6 < planted_tpot / tpot < 2.5  # held for the step's own time: about twice as slow
     assert planted_ttft < 1.5 * ttft  # the first token is never held
+
+
+H200_RUNS = Path(__file__).parent / "data" / "h200_noise_gate"
+
+
+def test_h200_identical_runs_do_not_cry_wolf_and_a_planted_slowdown_is_caught() -> None:
+    """Replays scripts/gpu/noise_gate.sh's H200 runs (random:qwen2.5-0.5b-instruct, prompt 128, batch 1
+    and 8, 64 tokens, hf and fast, 5 rounds; 6 identical runs, 4 with a planted 10 % decode slowdown)
+    through the gate with gpu.yml's thresholds and floors from 3 other identical runs."""
+    from pytest_attnlab.compare.trials import tally
+
+    identical = sorted(H200_RUNS.glob("identical-*/metrics.csv"))
+    planted = sorted(H200_RUNS.glob("planted-*/metrics.csv"))
+    thresholds = ["tpot:+5%", "ttft:+10%", "tok_s:-5%", "cosine:-0.01"]
+    t = tally(identical, planted, thresholds, floor_runs=3)
+    assert (t.pairs, t.planted) == (30, 24)
+    assert t.false_alarms * 20 <= t.pairs, t.alarms  # at most 1 in 20
+    assert t.caught * 20 >= 19 * t.planted  # at least 19 in 20
+    assert {name.split()[1] for name in t.caught_by} <= {"tpot", "decode_tok_s", "e2e_tok_s"}
+    # the same runs without noise floors: host-bound HF timings wander between runs, and the gate cries wolf
+    bare = tally(identical, planted, thresholds, floor_runs=0)
+    assert bare.false_alarms * 2 > bare.pairs, bare.false_alarms

@@ -5,7 +5,7 @@ A run's value of a metric wanders from run to run by more than its rounds spread
 (host-bound HF decoding on a GPU: TPOT 20.2 / 23.5 / 28.0 ms in three identical runs, while the
 rounds of one run agree within a few %). With the values x_1..x_k of k runs (relative to their
 mean, sample standard deviation s), the difference of two future runs has standard deviation
-s*sqrt(2); the floor is the one-sided 99 % bound of it, t(0.99, k-1) * s * sqrt(2). The gate never
+s*sqrt(2); the floor is the one-sided bound of it at confidence C, t(C, k-1) * s * sqrt(2). The gate never
 calls a change smaller than the floor a regression, so a gate on a metric noisier than its
 threshold says "within noise" instead of crying wolf. More runs give a tighter floor.
 compare reads noise.json from BASE's folder, or from --noise.
@@ -22,14 +22,21 @@ from pathlib import Path
 from typing import TextIO
 
 from pytest_attnlab.compare.loaders import Key, Observed, RunLoadError, load
-from pytest_attnlab.compare.stats import t99
+from pytest_attnlab.compare.stats import t_quantile
 
 FILE_NAME = "noise.json"
 #: run files looked for in a report folder, each with its own keys
 RUN_FILES = ("metrics.csv", "benchmark.json")
 
 
-def floors(runs: list[dict[Key, Observed]]) -> dict[Key, dict[str, float | list[float]]]:
+#: one-sided confidence of each floor: 0.999 keeps a comparison of ~25 gated metrics under 1 false alarm in 20
+#: (Bonferroni); on the H200, 0.99 gave 2 false alarms in 30 identical-run pairs, 0.995 and 0.999 none (docs/perf.md)
+DEFAULT_CONFIDENCE = 0.999
+
+
+def floors(
+    runs: list[dict[Key, Observed]], confidence: float = DEFAULT_CONFIDENCE
+) -> dict[Key, dict[str, float | list[float]]]:
     """Per key present in every run: its relative floor, the relative sd and the run values."""
     if len(runs) < 2:
         raise ValueError("a noise floor needs at least 2 identical runs")
@@ -41,18 +48,19 @@ def floors(runs: list[dict[Key, Observed]]) -> dict[Key, dict[str, float | list[
         if not mean or any(math.isnan(v) for v in values):
             continue
         sd = statistics.stdev(v / mean for v in values)
-        out[key] = {"floor": t99(len(runs) - 1) * sd * math.sqrt(2), "sd": sd, "values": values}
+        floor = t_quantile(confidence, len(runs) - 1) * sd * math.sqrt(2)
+        out[key] = {"floor": floor, "sd": sd, "values": values}
     return out
 
 
-def write(path: Path, runs: dict[str, list[dict[Key, Observed]]]) -> int:
+def write(path: Path, runs: dict[str, list[dict[Key, Observed]]], confidence: float = DEFAULT_CONFIDENCE) -> int:
     """noise.json with the floors of each run file kind; returns the number of keys."""
-    doc: dict[str, object] = {"version": 1, "confidence": 0.99, "floors": []}
+    doc: dict[str, object] = {"version": 1, "confidence": confidence, "floors": []}
     entries = doc["floors"]
     assert isinstance(entries, list)
     for kind, kind_runs in runs.items():
         doc[f"runs_{kind}"] = len(kind_runs)
-        for (test, metric, ctx), f in floors(kind_runs).items():
+        for (test, metric, ctx), f in floors(kind_runs, confidence).items():
             entries.append({"file": kind, "test": test, "metric": metric, "context": ctx, **f})
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     return len(entries)
@@ -93,7 +101,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     )
     ap.add_argument("runs", nargs="+", metavar="RUN", help="two or more identical runs (more runs: tighter floors)")
     ap.add_argument("-o", "--output", default=FILE_NAME, help="where to write the floors. Default: %(default)s")
+    ap.add_argument(
+        "--confidence", type=float, default=DEFAULT_CONFIDENCE,
+        help="one-sided confidence of each floor: t(confidence, runs-1) * sd * sqrt(2). Default: %(default)s",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if not 0.5 <= args.confidence < 1:
+        ap.error(f"--confidence: {args.confidence} must be in [0.5, 1)")
     try:
         per_kind: dict[str, list[dict[Key, Observed]]] = {}
         for arg in args.runs:
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         per_kind = {k: v for k, v in per_kind.items() if len(v) == len(args.runs)}
         if len(args.runs) < 2 or not per_kind:
             raise RunLoadError("give at least 2 runs of the same kind (report folders, metrics.csv or benchmark JSON)")
-        n = write(Path(args.output), per_kind)
+        n = write(Path(args.output), per_kind, args.confidence)
     except (RunLoadError, OSError, json.JSONDecodeError) as exc:
         print(f"noise: error: {exc}", file=sys.stderr)
         return 2

@@ -9,16 +9,34 @@ import statistics
 from collections.abc import Sequence
 from functools import cache
 
-#: one-sided Student t quantiles t(0.99, df), df 1..30 (standard tables); beyond 30, the normal 2.326
-_T99 = (31.821, 6.965, 4.541, 3.747, 3.365, 3.143, 2.998, 2.896, 2.821, 2.764, 2.718, 2.681, 2.650, 2.624,
-        2.602, 2.583, 2.567, 2.552, 2.539, 2.528, 2.518, 2.508, 2.500, 2.492, 2.485, 2.479, 2.473, 2.467,
-        2.462, 2.457)  # fmt: skip
 
-
-def t99(df: int) -> float:
+def t_cdf(x: float, df: int) -> float:
+    """Student t distribution function for integer df (the closed-form series, Abramowitz & Stegun 26.7.3/4)."""
     if df < 1:
-        raise ValueError("a t quantile needs df >= 1")
-    return _T99[df - 1] if df <= len(_T99) else 2.326
+        raise ValueError("a t distribution needs df >= 1")
+    theta = math.atan(x / math.sqrt(df))
+    c2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+    if df % 2:  # odd: 1/2 + (theta + sin cos (1 + 2/3 c^2 + 2*4/(3*5) c^4 + ...)) / pi
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * 2 * k / (2 * k + 1)
+            total += term
+        tail = (theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0)) / math.pi
+        return 0.5 + tail
+    for k in range(1, df // 2):  # even: 1/2 + sin/2 (1 + 1/2 c^2 + 1*3/(2*4) c^4 + ...)
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return 0.5 + math.sin(theta) * total / 2
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The x with t_cdf(x, df) = p (bisection; 0 < p < 1)."""
+    if not 0 < p < 1:
+        raise ValueError("a quantile needs 0 < p < 1")
+    lo, hi = -1e6, 1e6
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
 
 
 @cache
