@@ -35,8 +35,8 @@ def test_fusion_keeps_hf_weights_shared(model_factory):
     model = model_factory("random:tiny-qwen2", device="cpu", dtype=torch.float32).model
     sm = sd.from_hf(model)
     attn = model.model.layers[0].self_attn
-    assert attn.q_proj.weight.data_ptr() == sm.layers[0].qkv_w.data_ptr()
-    assert sd.from_hf(model).layers[0].qkv_w.data_ptr() == sm.layers[0].qkv_w.data_ptr()  # idempotent
+    assert attn.q_proj.weight.data_ptr() == sm.layers[0].qkv.weight.data_ptr()
+    assert sd.from_hf(model).layers[0].qkv.weight.data_ptr() == sm.layers[0].qkv.weight.data_ptr()  # idempotent
 
 
 def test_greedy_tokens_equal_hf_on_embedded(model_factory):

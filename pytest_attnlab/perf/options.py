@@ -87,6 +87,51 @@ def _fast_attention(value: str) -> str:
     return core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION)(value)
 
 
+def _compile_scope(value: str) -> str:
+    from pytest_attnlab.perf.paths.base import COMPILE_SCOPES
+
+    return core_options.parse_choice("--attnlab-perf-compile-scope", COMPILE_SCOPES)(value)
+
+
+def _fast_weights(value: str) -> str:
+    from pytest_attnlab.perf.paths.base import FAST_WEIGHTS
+
+    return core_options.parse_choice("--attnlab-perf-fast-weights", FAST_WEIGHTS)(value)
+
+
+def _fast_quant(value: str) -> str:
+    from pytest_attnlab.perf.paths.base import FAST_QUANT
+
+    return core_options.parse_choice("--attnlab-perf-fast-quant", FAST_QUANT)(value)
+
+
+INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
+
+
+def _inductor_cache(value: str) -> str:
+    from pathlib import Path
+
+    value = value.strip()
+    if not value or (value not in INDUCTOR_CACHE_CHOICES[:2] and Path(value).is_file()):
+        choices = ", ".join(INDUCTOR_CACHE_CHOICES)
+        raise pytest.UsageError(f"--attnlab-perf-inductor-cache: invalid value {value!r}; choose from: {choices}")
+    return value
+
+
+def resolve_inductor_cache(value: str) -> str:
+    """The directory for inductor's caches: auto is $TORCHINDUCTOR_CACHE_DIR when set, else
+    <attnlab cache>/inductor; torch is "" (torch's own default, a temp dir); else the path."""
+    import os
+
+    from pytest_attnlab.models.cache import cache_root
+
+    if value == "torch":
+        return ""
+    if value == "auto":
+        return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_root() / "inductor")
+    return os.path.abspath(os.path.expanduser(value))
+
+
 def _models(value: str) -> tuple[str, ...]:
     from pytest_attnlab.options import parse_model_option
 
@@ -164,7 +209,53 @@ PERF_OPTIONS = [
         "the fast path's decode attention over the static cache: sdpa (fused kernel) or math "
         "(matmul-softmax-matmul, fused by --attnlab-perf-compile).",
     ),
+    OptionSpec(
+        "perf-compile-scope",
+        "step",
+        _compile_scope,
+        "SCOPE",
+        "what --attnlab-perf-compile compiles: step (the whole decode step, one graph) or layer (one "
+        "decoder layer, one graph reused by every layer: a fraction of the compile time).",
+    ),
+    OptionSpec(
+        "perf-fast-weights",
+        "fused",
+        _fast_weights,
+        "LAYOUT",
+        "the fast path's q/k/v and gate/up weights: fused (one GEMV each) or separate (the model's five).",
+    ),
+    OptionSpec(
+        "perf-fast-quant",
+        "none",
+        _fast_quant,
+        "FORMAT",
+        "the fast path's decoder weights: none (the model dtype), int4-g128 or int4-g32 (RTN int4 per group, "
+        "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA).",
+    ),
+    OptionSpec(
+        "perf-inductor-cache",
+        "auto",
+        _inductor_cache,
+        "DIR",
+        "where torch.compile keeps its FX-graph and autotune caches across runs: auto "
+        "($TORCHINDUCTOR_CACHE_DIR, else <attnlab cache>/inductor), torch (its temp dir) or a directory.",
+    ),
 ]
+
+
+_plant = core_options.parse_number(
+    "--attnlab-perf-plant-slowdown", float, "a fraction", lambda f: 0 <= f < 10, "must be in [0, 10)"
+)
+PERF_OPTIONS.append(
+    OptionSpec(
+        "perf-plant-slowdown",
+        "0",
+        _plant,
+        "F",
+        "plant a bug: hold every decode step for F times its own time (0.1: TPOT grows by a tenth), to prove that "
+        "`python -m pytest_attnlab compare` catches it. Never set it in a baseline run.",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -180,6 +271,11 @@ class PerfSettings:
     monitor_interval_s: float
     compile: str
     fast_attention: str
+    plant_slowdown: float = 0.0
+    compile_scope: str = "step"
+    fast_weights: str = "fused"
+    fast_quant: str = "none"
+    inductor_cache: str = ""  # a directory; "": torch's default
 
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> PerfSettings:
@@ -205,6 +301,11 @@ class PerfSettings:
             monitor_interval_s=v["monitor_interval"] / 1e3,
             compile=v["compile"],
             fast_attention=v["fast_attention"],
+            plant_slowdown=v["plant_slowdown"],
+            compile_scope=v["compile_scope"],
+            fast_weights=v["fast_weights"],
+            fast_quant=v["fast_quant"],
+            inductor_cache=resolve_inductor_cache(v["inductor_cache"]),
         )
 
 

@@ -58,9 +58,7 @@ class PerfState:
         if name not in self.paths:
             from pytest_attnlab.perf.paths import DECODE_PATHS, PathOptions
 
-            self.paths[name] = DECODE_PATHS.get(name)(
-                PathOptions(compile=self.settings.compile, decode_attention=self.settings.fast_attention)
-            )
+            self.paths[name] = DECODE_PATHS.get(name)(PathOptions.from_settings(self.settings))
         return self.paths[name]
 
     def peaks(self) -> Any:
@@ -176,6 +174,7 @@ def generation_benchmark(request: pytest.FixtureRequest, metrics: Any) -> Any:
         benchmark=benchmark,
         recorder=metrics,
         attention=axes.applied,
+        plant_slowdown=s.plant_slowdown,
     )
 
 

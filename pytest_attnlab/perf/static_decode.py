@@ -1,10 +1,19 @@
 """A hand-written Llama/Qwen2 decode step over a static KV cache, gpt-fast style.
 
 `prefill`, `decode_one_token` and `decode_n_tokens` are small functions over plain tensors, so the
-step can be captured in a CUDA graph (`paths/fast.py`) or wrapped by `torch.compile`. The weights are
-the HF model's own: q/k/v and gate/up are fused into one tensor each and the HF modules are pointed
-at views of it, so no weight is copied and HF `generate` keeps working on the same storage.
+step can be captured in a CUDA graph (`paths/fast.py`) or wrapped by `torch.compile`. Each linear is
+a weight format of `paths/weights.py`. `weights="fused"` (the default) uses the HF model's own
+weights with q/k/v and gate/up fused into one tensor each, the HF modules pointed at views of it, so
+no weight is copied and HF `generate` keeps working on the same storage; `"separate"` keeps one GEMV
+per HF linear. `quant="int4-g<N>"` packs the decoder linears as RTN int4 (the lm_head stays dense,
+as the plugin's rtn quantizers leave it).
 Supported: LlamaForCausalLM and Qwen2ForCausalLM (q/k/v bias) with default RoPE, no sliding window.
+
+Casts: RMSNorm keeps HF's two (float32 statistics, rounded to the model dtype before the weight),
+which bf16 greedy equality with HF needs; RoPE runs in the model dtype (the cos/sin tables are kept
+in it); the math decode attention upcasts the scores once, folding the scale and the mask (an
+additive bias built once per step) into one op. Per-step tensors (mask, cos/sin rows) are made once
+per step, not per layer. Under torch.compile the casts fuse into their neighbours' kernels.
 """
 
 from __future__ import annotations
@@ -16,6 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pytest_attnlab.perf.paths.base import FAST_QUANT, FAST_WEIGHTS
+from pytest_attnlab.perf.paths.weights import Concat, Dense, Int4, Linear, UnsupportedShape
+
 SUPPORTED = ("llama", "qwen2")
 
 
@@ -26,12 +38,11 @@ class UnsupportedModel(ValueError):
 @dataclass
 class Layer:
     in_norm: torch.Tensor
-    qkv_w: torch.Tensor
-    qkv_b: torch.Tensor | None
-    o_w: torch.Tensor
+    qkv: Linear  # output [q | k | v]
+    o: Linear
     post_norm: torch.Tensor
-    gate_up_w: torch.Tensor
-    down_w: torch.Tensor
+    gate_up: Linear  # output [gate | up]
+    down: Linear
 
 
 @dataclass
@@ -39,7 +50,7 @@ class StaticModel:
     layers: list[Layer]
     embed: torch.Tensor
     norm: torch.Tensor
-    lm_head: torch.Tensor
+    lm_head: Linear
     eps: float
     heads: int
     kv_heads: int
@@ -50,6 +61,29 @@ class StaticModel:
     decode_attention: str = "sdpa"  # a key of DECODE_ATTENTION
     # Token ids never chosen (the EOS ids): the output length is forced, as HF's min_new_tokens does.
     banned: torch.Tensor | None = None
+    weights: str = "fused"  # FAST_WEIGHTS
+    quant: str = "none"  # FAST_QUANT
+    # What a decode step runs per layer instead of layer_forward: the fast path's compile scope
+    # `layer` puts a torch.compile'd layer_forward here (one graph serves every layer).
+    decode_layer: Callable[..., torch.Tensor] | None = None
+
+    def weight_tensors(self) -> list[torch.Tensor]:
+        """Every weight tensor a decode step reads whole (the embedding table is only gathered)."""
+        out = [self.norm, *self.lm_head.tensors()]
+        for L in self.layers:
+            out += [L.in_norm, L.post_norm, *L.qkv.tensors(), *L.o.tensors(), *L.gate_up.tensors(), *L.down.tensors()]
+        return out
+
+    def step_weight_bytes(self, batch: int) -> int:
+        """Bytes of weights one decode step reads: each tensor once (a tied lm_head is the embedding),
+        plus the `batch` embedding rows gathered when the embedding is not the lm_head."""
+        seen: dict[tuple[int, int], int] = {}
+        for t in self.weight_tensors():
+            seen[(t.data_ptr(), t.nbytes)] = t.nbytes
+        total = sum(seen.values())
+        if not any(t.data_ptr() == self.embed.data_ptr() for t in self.lm_head.tensors()):
+            total += batch * self.embed.shape[1] * self.embed.element_size()
+        return total
 
 
 @dataclass
@@ -58,6 +92,7 @@ class StaticCache:
     v: list[torch.Tensor]
     cos: torch.Tensor  # [max_len, head_dim]
     sin: torch.Tensor
+    positions: torch.Tensor  # arange(max_len): the decode mask compares it with the step's position
 
     @property
     def max_len(self) -> int:
@@ -87,7 +122,10 @@ def _fuse(modules: list[Any], attr: str = "weight") -> torch.Tensor:
 
 
 @torch.no_grad()
-def from_hf(model: Any) -> StaticModel:
+def from_hf(model: Any, weights: str = "fused", quant: str = "none") -> StaticModel:
+    """The decode step's view of a HF Llama/Qwen2: `weights` in FAST_WEIGHTS, `quant` in FAST_QUANT."""
+    if weights not in FAST_WEIGHTS or quant not in FAST_QUANT:
+        raise ValueError(f"weights {weights!r} / quant {quant!r}: choose from {FAST_WEIGHTS} / {FAST_QUANT}")
     cfg = model.config
     if cfg.model_type not in SUPPORTED:
         raise UnsupportedModel(f"the fast decode path supports {', '.join(SUPPORTED)}, not {cfg.model_type!r}")
@@ -96,21 +134,32 @@ def from_hf(model: Any) -> StaticModel:
     rope = getattr(model.model.rotary_emb, "rope_type", "default")
     if rope != "default":
         raise UnsupportedModel(f"the fast decode path supports default RoPE only, not {rope!r}")
+    linear = _linear_maker(quant, model.model.embed_tokens.weight.dtype)
     layers = []
     for block in model.model.layers:
         attn, mlp = block.self_attn, block.mlp
         if not all(isinstance(m, torch.nn.Linear) for m in (attn.q_proj, mlp.gate_proj, mlp.down_proj)):
             raise UnsupportedModel("the fast decode path needs plain nn.Linear layers (unquantized)")
         qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+        gate_up = [mlp.gate_proj, mlp.up_proj]
+        if weights == "separate":
+            qkv_l: Linear = Concat([linear(m.weight, m.bias) for m in qkv])
+            gate_up_l: Linear = Concat([linear(m.weight, m.bias) for m in gate_up])
+        elif quant == "none":  # fused in place: the HF modules become views of the fused tensors
+            qkv_l = Dense(_fuse(qkv), _fuse(qkv, "bias") if attn.q_proj.bias is not None else None)
+            gate_up_l = Dense(_fuse(gate_up))
+        else:  # fused int4: quantize the concatenation (groups run along the input, so rows are independent)
+            qkv_b = torch.cat([m.bias for m in qkv]) if attn.q_proj.bias is not None else None
+            qkv_l = linear(torch.cat([m.weight for m in qkv]), qkv_b)
+            gate_up_l = linear(torch.cat([m.weight for m in gate_up]), None)
         layers.append(
             Layer(
                 in_norm=block.input_layernorm.weight,
-                qkv_w=_fuse(qkv),
-                qkv_b=_fuse(qkv, "bias") if attn.q_proj.bias is not None else None,
-                o_w=attn.o_proj.weight,
+                qkv=qkv_l,
+                o=linear(attn.o_proj.weight, attn.o_proj.bias),
                 post_norm=block.post_attention_layernorm.weight,
-                gate_up_w=_fuse([mlp.gate_proj, mlp.up_proj]),
-                down_w=mlp.down_proj.weight,
+                gate_up=gate_up_l,
+                down=linear(mlp.down_proj.weight, mlp.down_proj.bias),
             )
         )
     heads = cfg.num_attention_heads
@@ -119,7 +168,7 @@ def from_hf(model: Any) -> StaticModel:
         layers=layers,
         embed=model.model.embed_tokens.weight,
         norm=model.model.norm.weight,
-        lm_head=model.lm_head.weight,
+        lm_head=Dense(model.lm_head.weight),
         eps=cfg.rms_norm_eps,
         heads=heads,
         kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
@@ -128,7 +177,24 @@ def from_hf(model: Any) -> StaticModel:
         scaling=head_dim**-0.5,
         rotary=model.model.rotary_emb,
         banned=_eos_ids(model),
+        weights=weights,
+        quant=quant,
     )
+
+
+def _linear_maker(quant: str, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor | None], Linear]:
+    """weight [out, in], bias -> a Linear in the `quant` format."""
+    if quant == "none":
+        return Dense
+    group = int(quant.removeprefix("int4-g"))
+
+    def int4(weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
+        try:
+            return Int4(weight, bias, group, dtype)
+        except UnsupportedShape as exc:
+            raise UnsupportedModel(f"--attnlab-perf-fast-quant {quant}: {exc}") from None
+
+    return int4
 
 
 def _eos_ids(model: Any) -> torch.Tensor | None:
@@ -143,13 +209,14 @@ def _eos_ids(model: Any) -> torch.Tensor | None:
 def new_cache(sm: StaticModel, batch: int, max_len: int) -> StaticCache:
     ref = sm.embed
     shape = (batch, sm.kv_heads, max_len, sm.head_dim)
-    pos = torch.arange(max_len, device=ref.device)[None]
-    cos, sin = sm.rotary(torch.empty(1, device=ref.device, dtype=ref.dtype), pos)
+    positions = torch.arange(max_len, device=ref.device)
+    cos, sin = sm.rotary(torch.empty(1, device=ref.device, dtype=ref.dtype), positions[None])
     return StaticCache(
         k=[torch.zeros(shape, dtype=ref.dtype, device=ref.device) for _ in sm.layers],
         v=[torch.zeros(shape, dtype=ref.dtype, device=ref.device) for _ in sm.layers],
         cos=cos[0],
         sin=sin[0],
+        positions=positions,
     )
 
 
@@ -161,55 +228,83 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [batch, T, heads, d]; cos/sin [T, d]: x*cos + rotate_half(x)*sin as HF computes it."""
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    """x [batch, T, heads, d]; cos/sin [1, T, 1, d]: x*cos + rotate_half(x)*sin as HF computes it."""
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
-def _sdpa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+class _SDPADecode:
+    """The fused SDPA kernel with a boolean mask."""
+
+    def mask(self, visible: torch.Tensor) -> torch.Tensor:
+        return visible
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def _math_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+class _MathDecode:
     """Plain matmul-softmax-matmul: torch.compile fuses the mask and softmax, and the two small
     batched matmuls split over the cache length (SDPA's fused kernels parallelise over batch x heads
     only, a handful of blocks at batch 1)."""
-    scores = (q @ k.transpose(-1, -2)).float() * scale
-    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(v.dtype)
-    return probs @ v
+
+    def mask(self, visible: torch.Tensor) -> torch.Tensor:
+        """An additive float32 bias, 0 where visible and -inf elsewhere, made once per step."""
+        return torch.where(visible, 0.0, float("-inf")).to(torch.float32)
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        # bias + scale * scores in one op, in float32 by type promotion: the values of
+        # scores.float() * scale masked with -inf, without the separate cast and mask kernels
+        scores = torch.add(bias, q @ k.transpose(-1, -2), alpha=scale)
+        return scores.softmax(dim=-1).to(v.dtype) @ v
 
 
-#: how a decode step attends over the static cache: name -> fn(q [b, hkv, g, d], k, v, mask, scale)
-DECODE_ATTENTION = {"sdpa": _sdpa_decode, "math": _math_decode}
+#: how a decode step attends over the static cache: name -> fn(q [b, hkv, g, d], k, v, mask, scale),
+#: with `fn.mask(visible)` making its mask from the boolean [1, 1, 1, max_len] once per step
+DECODE_ATTENTION = {"sdpa": _SDPADecode(), "math": _MathDecode()}
 
 
-def _layer(sm: StaticModel, i: int, cache: StaticCache, x: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:
-    L = sm.layers[i]
+def layer_forward(
+    sm: StaticModel,
+    L: Layer,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    x: torch.Tensor,
+    pos: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: Any,
+) -> torch.Tensor:
     b, t, _ = x.shape
     hq, hkv, d = sm.heads, sm.kv_heads, sm.head_dim
-    qkv = F.linear(rms_norm(x, L.in_norm, sm.eps), L.qkv_w, L.qkv_b).view(b, t, hq + 2 * hkv, d)
-    qk = rope(qkv[:, :, : hq + hkv], cache.cos[pos], cache.sin[pos])
+    qkv = L.qkv(rms_norm(x, L.in_norm, sm.eps)).view(b, t, hq + 2 * hkv, d)
+    qk = rope(qkv[:, :, : hq + hkv], cos, sin)
     q, k = qk[:, :, :hq].transpose(1, 2), qk[:, :, hq:].transpose(1, 2)
     v = qkv[:, :, hq + hkv :].transpose(1, 2)
-    cache.k[i].index_copy_(2, pos, k)
-    cache.v[i].index_copy_(2, pos, v)
+    k_cache.index_copy_(2, pos, k)
+    v_cache.index_copy_(2, pos, v)
     if mask is None:  # prefill: causal attention over the prompt's own keys
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=sm.scaling, enable_gqa=hq != hkv)
     else:  # one new token: fold the query heads of a KV group into the query axis (no KV repeat)
         qg = q.reshape(b, hkv, (hq // hkv) * t, d)
-        o = DECODE_ATTENTION[sm.decode_attention](qg, cache.k[i], cache.v[i], mask, sm.scaling).reshape(b, hq, t, d)
-    x = x + F.linear(o.transpose(1, 2).reshape(b, t, hq * d), L.o_w)
-    gate, up = F.linear(rms_norm(x, L.post_norm, sm.eps), L.gate_up_w).split(sm.intermediate, dim=-1)
-    return x + F.linear(F.silu(gate) * up, L.down_w)
+        o = DECODE_ATTENTION[sm.decode_attention](qg, k_cache, v_cache, mask, sm.scaling).reshape(b, hq, t, d)
+    x = x + L.o(o.transpose(1, 2).reshape(b, t, hq * d))
+    gate, up = L.gate_up(rms_norm(x, L.post_norm, sm.eps)).split(sm.intermediate, dim=-1)
+    return x + L.down(F.silu(gate) * up)
 
 
 def forward(sm: StaticModel, cache: StaticCache, ids: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:
     """Logits of the last position, [batch, vocab]."""
     x = F.embedding(ids, sm.embed)
-    for i in range(len(sm.layers)):
-        x = _layer(sm, i, cache, x, pos, mask)
-    return F.linear(rms_norm(x[:, -1], sm.norm, sm.eps), sm.lm_head)
+    cos, sin = cache.cos[pos][None, :, None, :], cache.sin[pos][None, :, None, :]  # once per step
+    layer = sm.decode_layer if mask is not None and sm.decode_layer is not None else layer_forward
+    for L, k_cache, v_cache in zip(sm.layers, cache.k, cache.v, strict=True):
+        x = layer(sm, L, k_cache, v_cache, x, pos, cos, sin, mask)
+    return sm.lm_head(rms_norm(x[:, -1], sm.norm, sm.eps))
 
 
 def prefill(sm: StaticModel, cache: StaticCache, ids: torch.Tensor) -> torch.Tensor:
@@ -220,8 +315,8 @@ def prefill(sm: StaticModel, cache: StaticCache, ids: torch.Tensor) -> torch.Ten
 
 def decode_one_token(sm: StaticModel, cache: StaticCache, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """tok [batch, 1] at position pos ([1] tensor, so one CUDA graph serves every step); logits."""
-    mask = (torch.arange(cache.max_len, device=tok.device) <= pos).view(1, 1, 1, -1)
-    return forward(sm, cache, tok, pos, mask)
+    visible = (cache.positions <= pos).view(1, 1, 1, -1)
+    return forward(sm, cache, tok, pos, DECODE_ATTENTION[sm.decode_attention].mask(visible))
 
 
 def greedy(logits: torch.Tensor, banned: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,7 +1,13 @@
-"""The fast decode path (static KV cache, hand-written step, CUDA graph on GPU) against HF greedy.
+"""The fast decode path (static KV cache, hand-written step, CUDA graph on GPU): its variant, chosen by
+--attnlab-perf-compile / -compile-scope / -fast-attention / -fast-weights / -fast-quant, checked
+against HF and measured.
 
 On a trained model (the embedded SmolLM2) the greedy tokens must be the same token for token;
 on random weights argmaxes are near-ties, so the per-step logits are compared within tolerance.
+With int4 weights the reference is HF over the rtn-int4-g<N> quantizer's weights (the codes the
+fast path packs), and random-weight logits are gated on cosine (INT4_COSINE).
+`test_fast_variant` measures the variant over the perf grid; its metrics.csv rows carry the variant
+(compile, compile_scope, fast_attention, fast_weights, fast_quant) and the first step's compile time.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from pytest_attnlab.perf.paths import FastPath, PathOptions
 
 #: per dtype (atol, rtol) for per-step logits of the static path vs HF with the same tokens fed
 LOGIT_TOL = {torch.float32: (2e-4, 2e-4), torch.bfloat16: (0.25, 0.05), torch.float16: (0.05, 0.01)}
+#: int4 logits vs HF over the same quantized weights dequantized to the model dtype (issue 18)
+INT4_COSINE = 0.999
 
 
 def _agreement(ref: torch.Tensor, got: torch.Tensor, eos: int | None) -> int:
@@ -29,6 +37,26 @@ def _agreement(ref: torch.Tensor, got: torch.Tensor, eos: int | None) -> int:
     return min(agree)
 
 
+def _reference(loaded, options: PathOptions):
+    """The HF model the variant must match: the model itself, or its rtn-int4-g<N> quantization."""
+    if options.quant == "none":
+        return loaded
+    from pytest_attnlab.quant import quantize
+
+    return quantize(loaded, f"rtn-{options.quant}", cache=False)
+
+
+def _fast_path(options: PathOptions, model, batch: int, prompt_len: int, new_tokens: int) -> FastPath:
+    from pytest_attnlab.perf.static_decode import UnsupportedModel
+
+    fast = FastPath(options)
+    try:
+        fast.prepare(model, batch, prompt_len, new_tokens)
+    except UnsupportedModel as exc:
+        pytest.skip(str(exc))
+    return fast
+
+
 @pytest.mark.parametrize("batch", [1, 2], ids=["b1", "b2"])
 def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, metrics, batch):
     from pytest_attnlab.generation import hf_generate
@@ -39,41 +67,53 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
         loaded = model_factory("embedded")
     except EmbeddedModelMissing as exc:
         pytest.skip(str(exc))
+    options = PathOptions.from_settings(perf_settings)
+    metrics.update_context(**options.context())
     prompts = [p.encode(loaded.tokenizer)[0] for p in load_prompts()[:batch]]
     width = min(len(p) for p in prompts)
     ids = torch.stack([p[-width:] for p in prompts]).to(loaded.device)
     n = 32 if batch == 1 else 12
     eos = loaded.model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
+    fast = _fast_path(options, loaded.model, batch, width, n)
     # Both paths produce exactly n tokens: HF through min_new_tokens, the fast path by banning EOS.
     ref = hf_generate(
-        loaded.model, ids, n, do_sample=False, temperature=None, top_p=None, top_k=None, min_new_tokens=n
+        _reference(loaded, options).model,
+        ids,
+        n,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        min_new_tokens=n,
     ).tokens
-    fast = FastPath(PathOptions(compile=perf_settings.compile, decode_attention=perf_settings.fast_attention))
-    fast.prepare(loaded.model, batch, width, n)
     got = fast.generate(ids, n, lambda: None).cpu()
     agree = _agreement(ref, got[:, : ref.shape[1]], eos)
     expected = _agreement(ref, ref, eos)
     metrics.record("greedy_tokens_agree", agree, "tokens", threshold=expected, batch=batch)
-    assert agree == expected, f"fast path diverges from HF greedy at token {agree}: {ref} vs {got}"
+    assert agree == expected, f"fast path ({options.variant}) diverges from HF greedy at token {agree}: {ref} vs {got}"
 
 
 @pytest.mark.parametrize("spec", ["random:tiny-qwen2", "model"])
 @pytest.mark.parametrize("attention", ["sdpa", "math"])
-def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, spec, attention):
+def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, perf_settings, metrics, spec, attention):
     if spec == "model" and attnlab_settings.model.source != "random":
         pytest.skip("--attnlab-model is not a random shape (the trained model is checked token for token)")
+    from pytest_attnlab.generation import decode_loop
+    from pytest_attnlab.perf import static_decode as sd
     from pytest_attnlab.perf.loading import load
 
     loaded = load(attnlab_session, None if spec == "model" else spec)
-    from pytest_attnlab.generation import decode_loop
-    from pytest_attnlab.perf import static_decode as sd
-
+    options = PathOptions.from_settings(perf_settings)
+    metrics.update_context(**{**options.context(), "fast_attention": attention})
     model = loaded.model
     ids = make_prompt(model.config.vocab_size, 2, 24, loaded.device)
     n = 8
-    ref = decode_loop(model, ids, n)  # HF forward with a DynamicCache: logits of every step
-    sm = sd.from_hf(model)
+    try:
+        sm = sd.from_hf(model, options.weights, options.quant)
+    except sd.UnsupportedModel as exc:
+        pytest.skip(str(exc))
+    ref = decode_loop(_reference(loaded, options).model, ids, n)  # HF forward, DynamicCache: every step's logits
     sm.decode_attention = attention
     cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + n)
     with torch.no_grad():
@@ -83,5 +123,45 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, sp
             pos = torch.tensor([ids.shape[1] + i], device=loaded.device)
             logits.append(sd.decode_one_token(sm, cache, tok, pos))
     got = torch.stack([x.float().cpu() for x in logits], dim=1)
+    if options.quant != "none":
+        worst = torch.nn.functional.cosine_similarity(got, ref.logits, dim=-1).min().item()
+        metrics.record("int4_logit_cosine_min", worst, "", threshold=INT4_COSINE)
+        assert worst >= INT4_COSINE, f"{options.quant}: logits' cosine {worst:.5f} < {INT4_COSINE}"
+        return
     atol, rtol = LOGIT_TOL[next(model.parameters()).dtype]
     torch.testing.assert_close(got, ref.logits, atol=atol, rtol=rtol)
+
+
+def test_fast_variant(
+    perf_model,
+    perf_prompt_len,
+    perf_batch,
+    perf_new_tokens,
+    perf_settings,
+    generation_benchmark,
+    metrics,
+):
+    """TTFT, TPOT, MBU... of the chosen variant through the generation benchmark, plus the first
+    step's compile time (compile_s, with what the inductor cache did) and the weight conversion's."""
+    options = PathOptions.from_settings(perf_settings)
+    context = options.context()
+    metrics.update_context(**{**perf_model.context(), **context})
+    m = generation_benchmark(
+        perf_model,
+        prompt_len=perf_prompt_len,
+        batch=perf_batch,
+        new_tokens=perf_new_tokens,
+        path="fast",
+        group=f"{perf_model.spec.label}-fast-{options.variant}-",
+        **context,
+    )
+    path = generation_benchmark.path_factory("fast")  # the run's FastPath, as the benchmark used it
+    cell = {"batch": perf_batch, "prompt_len": perf_prompt_len, "new_tokens": perf_new_tokens}
+    metrics.record("convert_s", path.convert_s, "s", **cell)
+    if options.compile != "none":
+        assert path.compile_s is not None, "the compiled step was never called"
+        metrics.record("compile_s", path.compile_s, "s", inductor_cache=path.compile_cache, **cell)
+    assert tuple(m.tokens.shape) == (perf_batch, perf_new_tokens)
+    if perf_new_tokens > 1 and m.peaks.bandwidth_source == "nvml":
+        mbu = m.roofline()["mbu"][0]
+        assert 0 < mbu < 100, f"MBU {mbu:.1f} % outside (0, 100): the bytes per step are miscounted"

@@ -1,4 +1,4 @@
-"""The DecodePath protocol."""
+"""The DecodePath protocol and the options of the built-in paths."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ from typing import Any, Protocol
 from pytest_attnlab.registry import Registry
 
 COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
+#: what torch.compile wraps: the whole decode step (one graph, cross-layer fusion) or one layer
+#: (one graph for all layers: a fraction of the compile time, launches between layers not fused)
+COMPILE_SCOPES = ("step", "layer")
+#: how the fast path stores q/k/v and gate/up: one concatenated linear each, or the model's own three and two
+FAST_WEIGHTS = ("fused", "separate")
+#: the fast path's weight format: the model's dtype, or RTN int4 per group through torch's int4 kernel
+FAST_QUANT = ("none", "int4-g128", "int4-g32")
 
 
 @dataclass(frozen=True)
@@ -16,10 +23,47 @@ class PathOptions:
     compile: str = "none"  # torch.compile mode for the fast path's decode step, or "none"
     cuda_graph: bool = True  # capture the fast path's decode step in a CUDA graph on GPU
     decode_attention: str = "math"  # the fast path's decode attention: sdpa | math (static_decode)
+    compile_scope: str = "step"  # COMPILE_SCOPES
+    weights: str = "fused"  # FAST_WEIGHTS
+    quant: str = "none"  # FAST_QUANT
+    inductor_cache: str = ""  # TORCHINDUCTOR_CACHE_DIR while the step compiles; "": torch's own
 
     def __post_init__(self) -> None:
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile: invalid mode {self.compile!r}; choose from: {', '.join(COMPILE_MODES)}")
+        for field, value, choices in (
+            ("compile", self.compile, COMPILE_MODES),
+            ("compile_scope", self.compile_scope, COMPILE_SCOPES),
+            ("weights", self.weights, FAST_WEIGHTS),
+            ("quant", self.quant, FAST_QUANT),
+        ):
+            if value not in choices:
+                raise ValueError(f"{field}: invalid value {value!r}; choose from: {', '.join(choices)}")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PathOptions:
+        """The options the resolved --attnlab-perf-* settings (PerfSettings) choose."""
+        return cls(
+            compile=settings.compile,
+            decode_attention=settings.fast_attention,
+            compile_scope=settings.compile_scope,
+            weights=settings.fast_weights,
+            quant=settings.fast_quant,
+            inductor_cache=settings.inductor_cache,
+        )
+
+    def context(self) -> dict[str, str]:
+        """The fast-path variant as metrics.csv context: rows of different variants stay distinct."""
+        return {
+            "compile": self.compile,
+            "compile_scope": self.compile_scope if self.compile != "none" else "none",
+            "fast_attention": self.decode_attention,
+            "fast_weights": self.weights,
+            "fast_quant": self.quant,
+        }
+
+    @property
+    def variant(self) -> str:
+        """A short name for the variant, e.g. `default-math-fused-int4-g32` (test ids, benchmark groups)."""
+        return "-".join(self.context().values())
 
 
 class DecodePath(Protocol):
@@ -33,8 +77,8 @@ class DecodePath(Protocol):
         call `on_token()` right after each token has been enqueued; return them [batch, new_tokens].
 
         Optional: `weights_read(shape, batch) -> (weight bytes per decode step, KV element bytes) | None`,
-        for a path that runs its own copy of the weights (vLLM: its checkpoint at its engine dtype);
-        the roofline (MBU) then uses it instead of the HF model's parameter bytes."""
+        for a path that runs its own copy of the weights (vLLM: its checkpoint at its engine dtype; the
+        fast path's packed int4); the roofline (MBU) then uses it instead of the HF model's parameter bytes."""
 
 
 DECODE_PATHS: Registry[Callable[[PathOptions], DecodePath]] = Registry("decode path")

@@ -4,11 +4,18 @@ The known-good route on torch 2.11 / transformers 5.17: `torch.compile(mode="red
 over HF's StaticCache failed ("accessing tensor output of CUDAGraphs that has been overwritten"),
 so the step is captured by hand with torch.cuda.CUDAGraph, optionally after torch.compile without
 cudagraphs (mode `default` or `max-autotune-no-cudagraphs`).
+
+The first call of a compiled step compiles it: `FastPath.compile_s` is that call's time (compilation
+plus one run), with inductor's FX-graph and autotune caches under `PathOptions.inductor_cache`, so a
+second run of the same variant and cell loads instead of compiling. `compile_cache` says which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -41,20 +48,63 @@ class GraphedStep:
         return self.out.clone()  # the graph overwrites self.out on the next replay
 
 
+@contextmanager
+def inductor_cache_dir(directory: str) -> Iterator[None]:
+    """TORCHINDUCTOR_CACHE_DIR=directory while inside (inductor reads it on every cache lookup and
+    hands it to its compile workers); "" leaves torch's own default."""
+    if not directory:
+        yield
+        return
+    key, old = "TORCHINDUCTOR_CACHE_DIR", os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.makedirs(directory, exist_ok=True)
+    os.environ[key] = directory
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _compile_counters() -> tuple[int, int, int]:
+    """Graphs dynamo compiled, inductor FX-graph cache hits and misses, so far in this process."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    return counters["stats"]["unique_graphs"], inductor["fxgraph_cache_hit"], inductor["fxgraph_cache_miss"]
+
+
+def _cache_outcome(before: tuple[int, int, int], after: tuple[int, int, int]) -> str:
+    """reused: no new graph (this process compiled it for an earlier cell); hit / miss / partial:
+    what inductor's FX-graph cache did for the new graphs; bypass: it was not consulted."""
+    graphs, hits, misses = (a - b for a, b in zip(after, before, strict=True))
+    if not graphs:
+        return "reused"
+    return {(True, False): "hit", (False, True): "miss", (True, True): "partial"}.get((hits > 0, misses > 0), "bypass")
+
+
 class CompiledStep:
     """Calls a torch.compile'd step; its first call, where the compilation happens (60-170 s on a
-    GPU), runs inside a progress step so the terminal shows it."""
+    GPU), runs inside a progress step so the terminal shows it, with the inductor cache directory
+    set; `seconds` is its time and `cache` what the caches did (_cache_outcome)."""
 
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str) -> None:
-        self.fn, self.name, self.compiled = fn, name, False
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str, cache_dir: str) -> None:
+        self.fn, self.name, self.cache_dir, self.compiled = fn, name, cache_dir, False
+        self.seconds: float | None = None
+        self.cache = ""
 
     def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         if self.compiled:
             return self.fn(tok, pos)
-        with progress.step(self.name):
+        before = _compile_counters()
+        start = time.perf_counter()
+        with progress.step(self.name), inductor_cache_dir(self.cache_dir):
             out = self.fn(tok, pos)
             if out.is_cuda:
                 torch.cuda.synchronize()  # the step's time is the compilation's plus one run, not a launch
+        self.seconds = time.perf_counter() - start
+        self.cache = _cache_outcome(before, _compile_counters())
         self.compiled = True
         return out
 
@@ -69,18 +119,34 @@ class FastPath:
         self.step: Any = None
         self._model_id: int | None = None
         self._shape: tuple[int, int] | None = None
+        self._compiled: CompiledStep | None = None
+        self.convert_s = 0.0  # building the StaticModel (fusing, int4 quantization and packing)
+
+    @property
+    def compile_s(self) -> float | None:
+        """Seconds of the current cell's first compiled step (compilation + one run); None uncompiled
+        or not yet called."""
+        return self._compiled.seconds if self._compiled is not None else None
+
+    @property
+    def compile_cache(self) -> str:
+        """What the compile of the current cell's step did: reused, hit, miss, partial, bypass."""
+        return self._compiled.cache if self._compiled is not None else ""
 
     @torch.no_grad()
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
         if self._model_id != id(model):
-            self.sm, self._model_id, self._shape = sd.from_hf(model), id(model), None
+            start = time.perf_counter()
+            self.sm = sd.from_hf(model, self.options.weights, self.options.quant)
+            self.convert_s = time.perf_counter() - start
+            self._model_id, self._shape = id(model), None
         assert self.sm is not None
         self.sm.decode_attention = self.options.decode_attention
         # max_len rounded up to 64: aligned masks keep SDPA on its fused kernels
         shape = (batch, -(-(prompt_len + new_tokens) // 64) * 64)
         if self._shape == shape:  # same cell as before: reuse the cache and the captured graph
             return
-        self.step = None  # free the old graph's pool before the new cache is made
+        self.step, self._compiled = None, None  # free the old graph's pool before the new cache is made
         self.cache = sd.new_cache(self.sm, *shape)
         self._shape = shape
 
@@ -88,15 +154,29 @@ class FastPath:
             return sd.greedy(sd.decode_one_token(sm, cache, tok, pos), sm.banned)
 
         fn: Any = partial(greedy_step, self.sm, self.cache)
-        if self.options.compile != "none":
-            fn = torch.compile(fn, mode=self.options.compile, fullgraph=True, dynamic=False)
-            fn = CompiledStep(fn, f"torch.compile decode step ({self.options.compile}, batch {batch})")
+        opts = self.options
+        self.sm.decode_layer = None
+        if opts.compile != "none":
+            wrap = partial(torch.compile, mode=opts.compile, fullgraph=True, dynamic=False)
+            if opts.compile_scope == "layer":  # the step stays eager around one compiled layer graph
+                self.sm.decode_layer = wrap(sd.layer_forward)
+            else:
+                fn = wrap(fn)
+            name = f"torch.compile decode {opts.compile_scope} ({opts.variant}, batch {batch})"
+            fn = self._compiled = CompiledStep(fn, name, opts.inductor_cache)
         device = self.sm.embed.device
         if device.type == "cuda" and self.options.cuda_graph:
             tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
             pos = torch.tensor([prompt_len], device=device)
             fn = GraphedStep(fn, tok, pos)
         self.step = fn
+
+    def weights_read(self, shape: Any, batch: int) -> tuple[int, int] | None:
+        """With int4 weights, the bytes a step reads are the packed codes, scales and zeros, not the
+        HF model's parameters (DecodePath.weights_read); None keeps the model's own count."""
+        if self.sm is None or self.sm.quant == "none":
+            return None
+        return self.sm.step_weight_bytes(batch), self.sm.embed.element_size()
 
     @torch.no_grad()
     def generate(self, ids: torch.Tensor, new_tokens: int, on_token: Callable[[], None]) -> torch.Tensor:

@@ -1,0 +1,117 @@
+"""Weight formats of the fast path's linear layers: `Dense` (the model's dtype, F.linear), `Int4`
+(RTN int4 per group through torch's packed-int4 matmul) and `Concat` (several linears on one input,
+the unfused q/k/v and gate/up).
+
+`Int4` quantizes on the grid of the plugin's `rtn-int4-g<N>` quantizers (quant.grid: asymmetric,
+scale = (max - min) / 15 and the minimum both rounded to float16, q = round((w - min) / scale)), so
+its codes are those of the quantizer and its weights dequantize to the same `q * scale + min`.
+The kernel is tinygemm (`aten._weight_int4pack_mm`, bf16 activations) on CUDA and
+`aten._weight_int4pack_mm_for_cpu` on CPU. Both compute `(q - 8) * scale + zero` per group, from
+`scales_and_zeros` [in / group, out, 2]; with zero = min + 8 * scale that is the quantizer's weight.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+class Linear(Protocol):
+    out_features: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The tensors one call reads (its bytes are what a decode step streams)."""
+
+
+class Dense:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        self.weight, self.bias = weight, bias
+        self.out_features = weight.shape[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+
+class Concat:
+    """Several linears of one input, outputs concatenated: one GEMV each (the unfused layout)."""
+
+    def __init__(self, parts: list[Linear]) -> None:
+        self.parts = parts
+        self.out_features = sum(p.out_features for p in parts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts], dim=-1)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for p in self.parts for t in p.tensors()]
+
+
+class UnsupportedShape(ValueError):
+    pass
+
+
+#: tinygemm's tile over the input dimension is 16 x innerKTiles; the widest tiling that divides wins
+INNER_K_TILES = (8, 4, 2)
+
+
+def inner_k_tiles(in_features: int, group: int) -> int:
+    if in_features % group:
+        raise UnsupportedShape(f"int4 group {group} does not divide the input width {in_features}")
+    for tiles in INNER_K_TILES:
+        if in_features % (16 * tiles) == 0:
+            return tiles
+    raise UnsupportedShape(f"int4: input width {in_features} is not a multiple of 32")
+
+
+class Int4:
+    """y = x @ dequant(W).T + b with W [out, in] held as packed int4 codes plus scales and zeros."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group: int, act_dtype: torch.dtype) -> None:
+        from pytest_attnlab.quant import grid as G
+
+        out, cols = weight.shape
+        if out % 8:
+            raise UnsupportedShape(f"int4: output width {out} is not a multiple of 8")
+        tiles = inner_k_tiles(cols, group)
+        self.cuda = weight.device.type == "cuda"
+        # tinygemm takes bf16 activations, scales and zeros only; the CPU kernel takes the model's dtype
+        self.dtype = torch.bfloat16 if self.cuda else act_dtype
+        self.grid = G.Grid(4, group, symmetric=False, zero="float")  # rtn-int4-g<group>'s grid
+        qt = G.quantize(self.grid, weight.detach())
+        codes, scale, minimum = qt.codes, qt.scales, qt.zeros
+        assert minimum is not None
+        zero = minimum + 8 * scale  # (q - 8) * scale + zero == q * scale + min
+        self.scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(self.dtype)
+        if self.cuda:  # two codes a byte, the even column in the high nibble, as the kernel unpacks them
+            nibbles = (codes[:, 0::2] << 4 | codes[:, 1::2]).to(torch.uint8)
+            self.packed = torch.ops.aten._convert_weight_to_int4pack(nibbles.contiguous(), tiles)
+        else:
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), tiles)
+        self.bias = None if bias is None else bias.detach().clone()
+        self.group, self.in_features, self.out_features = group, cols, out
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._mm(x.reshape(-1, self.in_features).to(self.dtype))
+        y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+    def _mm(self, flat: torch.Tensor) -> torch.Tensor:
+        if self.cuda:
+            return torch.ops.aten._weight_int4pack_mm(flat, self.packed, self.group, self.scales_and_zeros)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_and_zeros)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight [out, in] the kernel multiplies by, as float32: the kernel applied to the
+        identity (a check of the packing, not only of the arithmetic)."""
+        eye = torch.eye(self.in_features, dtype=self.dtype, device=self.packed.device)
+        return self._mm(eye).float().T.contiguous()
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.packed, self.scales_and_zeros] + ([self.bias] if self.bias is not None else [])

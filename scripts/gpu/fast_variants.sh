@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The fast path's variants on one shape, measured by suites/perf/test_fast_path.py (issue 18): each run is
+# the suite with one set of --attnlab-perf-* options; rows land in REPORTS/NAME/metrics.csv and
+# `python -m pytest_attnlab table`-style tables come from scripts/gpu/fast_variants_table.py.
+#   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings) or checks (greedy and logits)
+# Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
+# INDUCTOR (the persistent inductor cache dir, default /tmp/ind: the second compile of a run reads it).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+R=${1:?REPORTS}; PART=${2:-measure}
+MODEL=${MODEL:-random:qwen2.5-3b-instruct}; END=$((SECONDS + ${BUDGET_S:-330}))
+. .ci/gpu-setup || exit 1
+BASE=(--attnlab-model "$MODEL" --attnlab-device cuda --attnlab-dtype bfloat16 --attnlab-perf-new-tokens 128
+      --attnlab-perf-rounds 3 --attnlab-perf-warmup 1 --attnlab-perf-inductor-cache "${INDUCTOR:-/tmp/ind}")
+B1=(--attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1); V=(-k test_fast_variant)
+L=(--attnlab-perf-compile default --attnlab-perf-compile-scope layer)
+run() {  # name, options...: one pytest run inside what is left of the budget; a cut run keeps its rows
+  local n=$1; shift; local left=$((END - SECONDS)) start=$SECONDS
+  if [ "$left" -lt 30 ]; then echo "[$n] skipped: budget"; return; fi
+  timeout -s INT -k 10 "$left" "${PYTEST[@]}" -q -rs --tb=line suites/perf/test_fast_path.py "${BASE[@]}" \
+    --attnlab-report-dir "$R/$n" -p no:html "$@" 2>&1 | grep -v -i warn | tail -6 | sed "s/^/[$n] /"
+  echo "[$n] $((SECONDS - start)) s"
+}
+case $PART in
+  measure)
+    run eager         "${V[@]}" "${B1[@]}" --attnlab-perf-compile none
+    run step-cold     "${V[@]}" "${B1[@]}" --attnlab-perf-compile default
+    run step-hot      "${V[@]}" "${B1[@]}" --attnlab-perf-compile default
+    run int4-g32      "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g32
+    run int4-g128     "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128
+    run separate      "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-weights separate
+    run sdpa          "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-attention sdpa
+    run layer-grid    "${V[@]}" "${L[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8 ;;
+  checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
+    run checks-step   --attnlab-perf-compile default
+    run checks-layer  "${L[@]}"
+    run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
+    run checks-int4-g128 "${L[@]}" --attnlab-perf-fast-quant int4-g128 ;;
+  *) echo "unknown part '$PART'; choose from: measure checks"; exit 2 ;;
+esac
