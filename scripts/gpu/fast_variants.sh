@@ -28,13 +28,13 @@ case $PART in
     run step-hot      "${V[@]}" "${B1[@]}" --attnlab-perf-compile default
     run int4-g32      "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run int4-g128     "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128
+    run layer-grid    "${V[@]}" "${L[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8
     run separate      "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-weights separate
-    run sdpa          "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-attention sdpa
-    run layer-grid    "${V[@]}" "${L[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8 ;;
+    run sdpa          "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-attention sdpa ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
+    run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default
     run checks-layer  "${L[@]}"
-    run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-int4-g128 "${L[@]}" --attnlab-perf-fast-quant int4-g128 ;;
   *) echo "unknown part '$PART'; choose from: measure checks"; exit 2 ;;
 esac
