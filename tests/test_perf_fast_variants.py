@@ -303,3 +303,57 @@ def test_inductor_cache_values(monkeypatch, tmp_path):
     assert resolve("ind") == str(tmp_path / "ind")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/set/by/user")
     assert resolve("auto") == "/set/by/user"
+
+
+# -- the suite's int4 references and the greedy tie rule (suites/perf/test_fast_path.py) ----------------
+
+
+def _suite():
+    """suites/perf/test_fast_path.py as a module (its helpers hold the gates under test)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "suites" / "perf" / "test_fast_path.py"
+    spec = importlib.util.spec_from_file_location("attnlab_suite_fast_path", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_int4_kernel_matches_its_dequantized_twin_in_bf16():
+    """The suite's gate: the int4 kernel against the same quantized weights dequantized (bf16), through
+    the same step; only the matmul differs."""
+    model = tiny("qwen2", torch.bfloat16)
+    ids = prompt()
+    sm = sd.from_hf(model, "fused", "int4-g32")
+    tokens = decode_loop(model, ids, STEPS).tokens
+    got = step_logits(sm, ids, tokens)
+    twin = step_logits(sd.dequantized_twin(sm), ids, tokens)
+    assert cosines(got, twin).min().item() >= INT4_COSINE
+
+
+def test_int4_weight_error_catches_a_wrong_zero_point():
+    suite = _suite()
+    model = tiny("qwen2")
+    sm = sd.from_hf(model, "separate", "int4-g32")
+    reference = rtn(model, "int4-g32")
+    assert suite._int4_weight_error(sm, reference) <= 1e-6  # float32 scales and zeros: the same weights
+    for layer in sm.layers:  # the planted bug: tinygemm's "- 8" offset forgotten in the zeros
+        for lin in [*layer.qkv.parts, layer.o, *layer.gate_up.parts, layer.down]:
+            lin.scales_and_zeros[..., 1] -= 8 * lin.scales_and_zeros[..., 0]
+    assert suite._int4_weight_error(sm, reference) > suite.INT4_WEIGHT_REL_ERR
+
+
+def test_greedy_split_is_accepted_only_at_a_tie():
+    suite = _suite()
+    model = tiny("llama", torch.bfloat16)
+    ids = prompt(batch=1)
+    ref = decode_loop(model, ids, STEPS).tokens
+    with torch.no_grad():
+        logits = model(torch.cat([ids, ref[:, :2]], dim=1)).logits[:, -1].float()
+    worst = logits.argmin(dim=-1)  # a planted wrong token at step 2: far from any tie
+    got = ref.clone()
+    got[:, 2] = worst
+    margin, tol = suite._tie_margin(model, ids, ref, got, 2)
+    assert margin == pytest.approx((logits.max() - logits.min()).item()) and margin > tol
+    assert tol == pytest.approx(2 * torch.finfo(torch.bfloat16).eps * logits.max().abs().item())

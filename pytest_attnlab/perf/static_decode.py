@@ -19,7 +19,7 @@ per step, not per layer. Under torch.compile the casts fuse into their neighbour
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -195,6 +195,22 @@ def _linear_maker(quant: str, dtype: torch.dtype) -> Callable[[torch.Tensor, tor
             raise UnsupportedModel(f"--attnlab-perf-fast-quant {quant}: {exc}") from None
 
     return int4
+
+
+def dequantized_twin(sm: StaticModel) -> StaticModel:
+    """`sm` with every int4 linear replaced by a dense one holding the weight the kernel multiplies by,
+    in the activation dtype: "the same quantized weights dequantized", the int4 kernel's reference."""
+
+    def dense(lin: Linear) -> Linear:
+        if isinstance(lin, Int4):
+            return Dense(lin.dequantized().to(sm.embed.dtype), lin.bias)
+        if isinstance(lin, Concat):
+            return Concat([dense(p) for p in lin.parts])
+        return lin
+
+    layers = [replace(ly, qkv=dense(ly.qkv), o=dense(ly.o), gate_up=dense(ly.gate_up), down=dense(ly.down))
+              for ly in sm.layers]  # fmt: skip
+    return replace(sm, layers=layers, lm_head=dense(sm.lm_head), quant="none", decode_layer=None)
 
 
 def _eos_ids(model: Any) -> torch.Tensor | None:

@@ -2,7 +2,8 @@
 --attnlab-perf-compile / -compile-scope / -fast-attention / -fast-weights / -fast-quant, checked
 against HF and measured.
 
-On a trained model (the embedded SmolLM2) the greedy tokens must be the same token for token;
+On a trained model (the embedded SmolLM2) the greedy tokens must be the same token for token, or
+split only at a tie (HF's margin within 2 ulps of the dtype, recorded as greedy_split_margin);
 on random weights argmaxes are near-ties, so the per-step logits are compared within tolerance.
 With int4 weights the reference is HF over the rtn-int4-g<N> quantizer's weights (the codes the
 fast path packs), and random-weight logits are gated on cosine (INT4_COSINE).
@@ -35,6 +36,44 @@ def _agreement(ref: torch.Tensor, got: torch.Tensor, eos: int | None) -> int:
         diff = (r[:stop] != g[:stop]).nonzero()
         agree.append(int(diff[0]) if len(diff) else stop)
     return min(agree)
+
+
+#: the int4 kernel's weights vs the rtn quantizer's, per linear, relative to its max |w|: bf16 rounding of
+#: the zero (<= 2^-8 |w|max) and of the scale over 15 steps (<= 15 * 2^-8 * scale) stay under 0.013
+INT4_WEIGHT_REL_ERR = 0.02
+
+
+def _int4_weight_error(sm, rtn_model) -> float:
+    """Worst max|W_kernel - W_rtn| / max|W_rtn| over the decoder linears (Llama/Qwen2 names: the fast
+    path's families), W_kernel being what the kernel multiplies by (`Int4.dequantized`)."""
+    worst = 0.0
+    for lin_layers, hf in zip(sm.layers, rtn_model.model.layers, strict=True):
+        a, m = hf.self_attn, hf.mlp
+        pairs = [(lin_layers.qkv, [a.q_proj, a.k_proj, a.v_proj]), (lin_layers.o, [a.o_proj]),
+                 (lin_layers.gate_up, [m.gate_proj, m.up_proj]), (lin_layers.down, [m.down_proj])]  # fmt: skip
+        for lin, mods in pairs:
+            parts = getattr(lin, "parts", [lin])
+            kernel = torch.cat([p.dequantized() for p in parts]).cpu()
+            ref = torch.cat([mod.weight.float() for mod in mods]).cpu()
+            worst = max(worst, ((kernel - ref).abs().max() / ref.abs().max()).item())
+    return worst
+
+
+#: a greedy split counts as a tie within this many units in the last place of HF's top logit
+TIE_ULPS = 2
+
+
+def _tie_margin(model, ids: torch.Tensor, ref: torch.Tensor, got: torch.Tensor, at: int) -> tuple[float, float]:
+    """How much HF prefers its own token over the fast path's at step `at` (worst row), and the tie
+    tolerance there: TIE_ULPS ulps of the top logit in the model's dtype."""
+    seq = torch.cat([ids, ref[:, :at].to(ids.device)], dim=1)
+    with torch.no_grad():
+        logits = model(seq).logits[:, -1].float().cpu()
+    rows = (ref[:, at] != got[:, at]).nonzero().flatten()
+    top = logits[rows, ref[rows, at]]
+    margin = (top - logits[rows, got[rows, at]]).max().item()
+    ulp = torch.finfo(next(model.parameters()).dtype).eps * top.abs().max().item()
+    return margin, TIE_ULPS * ulp
 
 
 def _reference(loaded, options: PathOptions):
@@ -91,7 +130,17 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
     agree = _agreement(ref, got[:, : ref.shape[1]], eos)
     expected = _agreement(ref, ref, eos)
     metrics.record("greedy_tokens_agree", agree, "tokens", threshold=expected, batch=batch)
-    assert agree == expected, f"fast path ({options.variant}) diverges from HF greedy at token {agree}: {ref} vs {got}"
+    if agree == expected:
+        return
+    # A divergence is accepted only at a tie: where HF's own logit for the fast path's token is within
+    # TIE_ULPS units in the last place (of the model dtype) of its top logit, as a fused or reordered
+    # kernel rounds differently. vLLM's tests (check_logprobs_close) accept such a split, then stop.
+    margin, tol = _tie_margin(_reference(loaded, options).model, ids, ref, got, agree)
+    metrics.record("greedy_split_margin", margin, "logit", threshold=tol, batch=batch, at_token=agree)
+    assert margin <= tol, (
+        f"fast path ({options.variant}) diverges from HF greedy at token {agree}, where HF prefers its token by "
+        f"{margin:.4g} logits (a tie is <= {tol:.3g}): {ref} vs {got}"
+    )
 
 
 @pytest.mark.parametrize("spec", ["random:tiny-qwen2", "model"])
@@ -115,21 +164,39 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pe
         pytest.skip(str(exc))
     ref = decode_loop(_reference(loaded, options).model, ids, n)  # HF forward, DynamicCache: every step's logits
     sm.decode_attention = attention
-    cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + n)
-    with torch.no_grad():
-        logits = [sd.prefill(sm, cache, ids)]
-        for i in range(n - 1):  # feed HF's tokens, so both see the same sequence
-            tok = ref.tokens[:, i : i + 1].to(loaded.device)
-            pos = torch.tensor([ids.shape[1] + i], device=loaded.device)
-            logits.append(sd.decode_one_token(sm, cache, tok, pos))
-    got = torch.stack([x.float().cpu() for x in logits], dim=1)
+    got = _teacher_forced_logits(sm, ids, ref.tokens, n)
     if options.quant != "none":
-        worst = torch.nn.functional.cosine_similarity(got, ref.logits, dim=-1).min().item()
+        # The kernel against the same quantized weights dequantized (the kernel's own scales and zeros,
+        # in the activation dtype) through the same step: only the int4 matmul differs. HF over the
+        # rtn-int4 quantizer's weights differs also by the kernel's bf16 scale and zero (tinygemm), so
+        # that cosine is recorded beside it, and the greedy test checks the tokens against it.
+        # ... and the packing and format: the kernel's weights are the quantizer's up to bf16 scale/zero
+        err = _int4_weight_error(sm, _reference(loaded, options).model)
+        metrics.record("int4_weight_error_max", err, "of max|w|", threshold=INT4_WEIGHT_REL_ERR)
+        assert err <= INT4_WEIGHT_REL_ERR, f"{options.quant}: kernel weights off the quantizer's by {err:.3g}"
+        twin = _teacher_forced_logits(sd.dequantized_twin(sm), ids, ref.tokens, n)
+        cosine = torch.nn.functional.cosine_similarity
+        metrics.record("int4_vs_rtn_logit_cosine_min", cosine(got, ref.logits, dim=-1).min().item(), "")
+        worst = cosine(got, twin, dim=-1).min().item()
         metrics.record("int4_logit_cosine_min", worst, "", threshold=INT4_COSINE)
         assert worst >= INT4_COSINE, f"{options.quant}: logits' cosine {worst:.5f} < {INT4_COSINE}"
         return
     atol, rtol = LOGIT_TOL[next(model.parameters()).dtype]
     torch.testing.assert_close(got, ref.logits, atol=atol, rtol=rtol)
+
+
+def _teacher_forced_logits(sm, ids: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """Every step's logits [batch, n, vocab] of the static path, fed `tokens` (HF's) after the prompt."""
+    from pytest_attnlab.perf import static_decode as sd
+
+    cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + n)
+    with torch.no_grad():
+        logits = [sd.prefill(sm, cache, ids)]
+        for i in range(n - 1):  # feed HF's tokens, so both see the same sequence
+            tok = tokens[:, i : i + 1].to(ids.device)
+            pos = torch.tensor([ids.shape[1] + i], device=ids.device)
+            logits.append(sd.decode_one_token(sm, cache, tok, pos))
+    return torch.stack([x.float().cpu() for x in logits], dim=1)
 
 
 def test_fast_variant(
