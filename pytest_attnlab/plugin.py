@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from typing import Any
 
@@ -61,8 +62,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     attnlab = session.config.stash[SESSION_KEY]
     if attnlab.settings.device != "auto":
         attnlab.settings.resolved_device()  # a UsageError now beats one error per test later
+    if attnlab.settings.candidate is not None:
+        check_candidate(attnlab.settings)
     if attnlab.active:
         attnlab.start()
+
+
+def check_candidate(settings: Any) -> None:
+    """A candidate whose shape or tokenizer differs from the reference's is a usage error, before any test."""
+    from pytest_attnlab.models.candidate import mismatch
+
+    try:
+        why = mismatch(settings.model, settings.candidate, settings.tokenizer)
+    except (OSError, ValueError) as exc:  # no config.json there, no network for a hub id, a bad tokenizer
+        why = f"its config or tokenizer cannot be read ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})"
+    if why:
+        raise pytest.UsageError(
+            f"--attnlab-candidate {settings.candidate.label} cannot be compared with --attnlab-model "
+            f"{settings.model.label}: {why}"
+        )
 
 
 @pytest.hookimpl(trylast=True)
@@ -79,7 +97,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     s = config.stash[SESSION_KEY].settings
-    return [f"attnlab: model={s.model.label} device={s.device} dtype={s.dtype} report-dir={s.report_dir}"]
+    lines = [f"attnlab: model={s.model.label} device={s.device} dtype={s.dtype} report-dir={s.report_dir}"]
+    if s.candidate is not None or s.tokenizer:
+        lines.append(f"attnlab: candidate={s.candidate.label if s.candidate else '-'} tokenizer={s.tokenizer or 'own'}")
+    return lines
 
 
 @pytest.hookimpl(wrapper=True)
@@ -101,7 +122,16 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         return (yield)
     except Exception as exc:
         oom.fail_case_if_oom(exc, item.nodeid)
+        skip_if_unsupported(exc)
         raise
+
+
+def skip_if_unsupported(exc: BaseException) -> None:
+    """A decode path that cannot run this model (the fast path's `UnsupportedModel`: another family,
+    sliding windows, quantized linears) skips the test with its reason instead of failing it."""
+    static_decode = sys.modules.get("pytest_attnlab.perf.static_decode")  # never imported just to check
+    if static_decode is not None and isinstance(exc, static_decode.UnsupportedModel):
+        pytest.skip(f"{type(exc).__name__}: {exc}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -137,6 +167,22 @@ def attnlab_model(attnlab_session: AttnlabSession) -> Any:
 
 
 @pytest.fixture(scope="session")
+def attnlab_candidate(attnlab_session: AttnlabSession) -> Any:
+    """The --attnlab-candidate checkpoint (a CandidateModel), loaded like --attnlab-model, which is its
+    reference; skips without one, or with the extra to install when it cannot load here."""
+    from pytest_attnlab.models.candidate import CandidateUnavailable
+
+    if attnlab_session.settings.candidate is None:
+        pytest.skip(
+            "no --attnlab-candidate: pass a checkpoint folder or Hugging Face id to compare with --attnlab-model"
+        )
+    try:
+        return attnlab_session.candidate()
+    except CandidateUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
 def model_factory(attnlab_session: AttnlabSession) -> Any:
     """`model_factory(spec=None, dtype=None, device=None, attn_implementation="sdpa")` -> LoadedModel.
 
@@ -152,6 +198,8 @@ def metrics(request: pytest.FixtureRequest, attnlab_session: AttnlabSession) -> 
     Every row reaches reports/metrics.csv at once; `metrics.table(title, rows)` adds a table to
     this test's entry in report.html.
     """
+    if "attnlab_model" in request.fixturenames:  # loaded first, so its notes (eager fallback, no tokenizer)
+        request.getfixturevalue("attnlab_model")  # join this test's context
     recorder = attnlab_session.recorder(request.node.nodeid)
     request.node.stash[RECORDER_KEY] = recorder
     return recorder

@@ -33,6 +33,8 @@ class Settings:
     dtype: str  # as given: auto | float32 | float16 | bfloat16
     report_dir: Path
     logits_cosine: float
+    tokenizer: str | None = None  # borrowed for `model`: "embedded" or a folder
+    candidate: ModelSpec | None = None  # compared against `model` (suites/correctness/test_candidate.py)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -157,7 +159,7 @@ class AttnlabSession:
 
     # -- recording -------------------------------------------------------------------------------
     def default_context(self) -> dict[str, str]:
-        return {
+        context = {
             "model": self.settings.model.label,
             "device": self.settings.resolved_device(),
             "dtype": str(self.settings.resolved_dtype()).removeprefix("torch."),
@@ -165,6 +167,11 @@ class AttnlabSession:
             "attention": "sdpa",
             "backend": "hf",
         }
+        loaded = self._models.get(self._key())
+        if loaded is not None:  # the model under test ran another attention, or has no tokenizer: say so
+            context["attention"] = loaded.options.attn_implementation
+            context.update({f"{k}_note": v for k, v in loaded.notes.items()})
+        return context
 
     def recorder(self, nodeid: str) -> MetricRecorder:
         rec = MetricRecorder(nodeid=nodeid, sink=self.write_row, context=self.default_context(), run_id=self.run_id)
@@ -197,11 +204,37 @@ class AttnlabSession:
 
         spec = self.settings.model if spec is None else spec
         spec = parse_model(spec) if isinstance(spec, str) else spec
-        device = device or self.settings.resolved_device()
-        dtype = dtype or self.settings.resolved_dtype()
-        key = (spec, device, dtype, attn_implementation, seed)
-        if not self._models and device == "cpu":
+        key = self._key(spec, dtype=dtype, device=device, attn_implementation=attn_implementation, seed=seed)
+        if not self._models and key[1] == "cpu":
             self._share_cpu()
         if key not in self._models:
-            self._models[key] = load_model(spec, LoadOptions(device, dtype, attn_implementation, seed))
+            self._models[key] = load_model(spec, LoadOptions(*key[1:]))
+        return self._models[key]
+
+    def _key(
+        self,
+        spec: ModelSpec | None = None,
+        *,
+        dtype: Any = None,
+        device: str | None = None,
+        attn_implementation: str = "sdpa",
+        seed: int = 0,
+    ) -> tuple:
+        """(spec, device, dtype, attention, seed, borrowed tokenizer): the model cache's key. The
+        --attnlab-tokenizer is borrowed for the model under test only."""
+        spec = spec or self.settings.model
+        tokenizer = self.settings.tokenizer if spec == self.settings.model else None
+        device = device or self.settings.resolved_device()
+        return (spec, device, dtype or self.settings.resolved_dtype(), attn_implementation, seed, tokenizer)
+
+    def candidate(self) -> Any:
+        """The --attnlab-candidate checkpoint, loaded like the model under test (see models.candidate)."""
+        from pytest_attnlab.models.candidate import load_candidate
+        from pytest_attnlab.models.loader import LoadOptions
+
+        if self.settings.candidate is None:
+            raise ValueError("no --attnlab-candidate was given")
+        key = ("candidate", *self._key(self.settings.candidate)[1:])
+        if key not in self._models:
+            self._models[key] = load_candidate(self.settings.candidate, LoadOptions(*key[1:]), self.model())
         return self._models[key]

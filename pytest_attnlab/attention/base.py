@@ -125,6 +125,14 @@ class KernelVariant:
             return f"{self.name} needs a CUDA device (model is on {device}); on CPU its compile takes minutes"
         if not type(model)._can_set_attn_implementation():
             return f"{type(model).__name__} cannot switch attention at run time (no AttentionInterface support)"
+        support = BUILTIN_SUPPORT.get(self.implementation or "")
+        if support and not getattr(type(model), support, False):
+            return f"{type(model).__name__} does not support {self.implementation} attention ({support} = False)"
+        if self.fn is not None and softcap(model):
+            return (
+                f"{self.name} computes plain softmax attention; {type(model).__name__} soft-caps its attention "
+                f"logits (attn_logit_softcapping={softcap(model)}), which it would drop"
+            )
         return None
 
     def install(self, model: nn.Module) -> Undo:
@@ -144,6 +152,29 @@ class KernelVariant:
 
     def kv_cache(self, model: nn.Module) -> KVCacheInfo:
         return self.kv(model)
+
+
+#: built-in implementation -> the model-class flag transformers checks before running it
+BUILTIN_SUPPORT = {"sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}
+
+
+def softcap(model: nn.Module) -> float | None:
+    """The attention-logit soft-cap of the model's config (Gemma-2), or None."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "attn_logit_softcapping", None)
+
+
+def projections_reason(model: nn.Module, name: str, needs: tuple[str, ...]) -> str | None:
+    """Why a conversion that rebuilds `needs` (e.g. k_proj, v_proj as nn.Linear) cannot apply to `model`."""
+    attn = attention_modules(model)[0][2]
+    missing = [n for n in needs if not isinstance(getattr(attn, n, None), nn.Linear)]
+    if not missing:
+        return None
+    linears = [n for n, m in attn.named_children() if isinstance(m, nn.Linear)]
+    return (
+        f"{name} rebuilds separate {'/'.join(needs)} projections; {type(attn).__name__} has "
+        f"{', '.join(linears) or 'no nn.Linear'} (fused or quantized projections)"
+    )
 
 
 def _register(key: str, fn: Callable[..., Any], mask: str | None) -> None:

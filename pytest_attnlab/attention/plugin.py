@@ -127,11 +127,17 @@ def attention_patch(request: pytest.FixtureRequest) -> AttentionPatch:
 
 @pytest.fixture(scope="session")
 def attention_sample(attnlab_model: Any) -> Any:
-    """(ids [1, 512] of the embedded prose sample on the model's device, dense reference capture)."""
+    """(ids [1, 512] of the embedded prose sample on the model's device, dense reference capture);
+    512 synthetic ids when the model has no tokenizer."""
     from pytest_attnlab import probe
     from pytest_attnlab.attention.evaluate import sample_ids
+    from pytest_attnlab.prompts import synthetic_ids
 
-    ids = sample_ids(attnlab_model.tokenizer, 512).to(attnlab_model.device)
+    if attnlab_model.tokenizer is None:
+        ids = synthetic_ids(attnlab_model.model.get_input_embeddings().num_embeddings, 512)
+    else:
+        ids = sample_ids(attnlab_model.tokenizer, 512)
+    ids = ids.to(attnlab_model.device)
     return ids, probe.capture(attnlab_model.model, ids)
 
 

@@ -50,6 +50,18 @@ for _file in sorted(resources.files("pytest_attnlab.models").joinpath("configs")
         RANDOM_CONFIGS.register(_file.name.removesuffix(".json"), _shipped(_file.name))
 
 
+def config_of(name: str, **overrides: Any) -> Any:
+    """The transformers config of the named shape (with `overrides`)."""
+    from transformers import AutoConfig
+
+    config_dict = {**RANDOM_CONFIGS.get(name)(), **overrides}
+    model_type = config_dict.pop("model_type")
+    config_dict.pop("torch_dtype", None)
+    config = AutoConfig.for_model(model_type, **config_dict)
+    config.name_or_path = f"random:{name}"
+    return config
+
+
 def build(
     name: str,
     *,
@@ -61,13 +73,9 @@ def build(
 ) -> Any:
     """A random-initialised causal LM of the named shape; the same seed gives the same weights."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config_dict = {**RANDOM_CONFIGS.get(name)(), **overrides}
-    model_type = config_dict.pop("model_type")
-    config_dict.pop("torch_dtype", None)
-    config = AutoConfig.for_model(model_type, **config_dict)
-    config.name_or_path = f"random:{name}"
+    config = config_of(name, **overrides)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)

@@ -17,15 +17,18 @@ FORMAT_VERSION = 1
 
 
 def model_key(spec: Any, options: Any) -> dict[str, Any]:
-    """What identifies the weights: the embedded GGUF's size/mtime, a random shape + seed, a folder's
-    mtime."""
+    """What identifies the weights: the embedded GGUF's size/mtime, a random shape's config + seed, a
+    folder's mtime."""
     key: dict[str, Any] = {"source": spec.source, "ref": spec.ref, "dtype": str(options.dtype)}
     if spec.source == "embedded":
         from pytest_attnlab.models import embedded
 
         key["entry"] = embedded.cache_entry().name
     elif spec.source == "random":
-        key["seed"] = options.seed
+        from pytest_attnlab.models.random_models import RANDOM_CONFIGS
+
+        # the shape's config too: a shape re-registered under the same name (a test's override) is other weights
+        key["seed"], key["config"] = options.seed, RANDOM_CONFIGS.get(spec.ref)()
     elif spec.source == "local":
         key["mtime"] = max((p.stat().st_mtime for p in Path(spec.ref).glob("*.safetensors")), default=0)
     return key

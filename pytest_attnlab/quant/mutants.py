@@ -32,6 +32,20 @@ from pytest_attnlab.registry import Registry
 
 Bug = Callable[[nn.Module], None]
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: projection name -> (part, role) in models.anatomy: the rows that play it, in a fused linear too
+ROLES = {
+    "q_proj": ("attention", "q"),
+    "k_proj": ("attention", "k"),
+    "v_proj": ("attention", "v"),
+    "o_proj": ("attention", "o"),
+    "gate_proj": ("mlp", "gate"),
+    "up_proj": ("mlp", "up"),
+    "down_proj": ("mlp", "down"),
+}
+
+
+class NotApplicable(ValueError):
+    """This bug cannot be planted in this model (no such projection, no rotary embedding, ...)."""
 
 
 class Mutant(Quantizer):
@@ -49,6 +63,13 @@ class Mutant(Quantizer):
 
     def settings(self) -> dict[str, Any]:
         return {"method": "mutant", "base": self.base, "bug": self.description}
+
+    def alone(self, loaded: Any) -> Any:
+        """A copy of `loaded.model` with the bug and no quantization: what the bug does on its own."""
+        model = copy.deepcopy(loaded.model)
+        with torch.no_grad():
+            self.bug(model)
+        return model
 
     def quantize(self, loaded: Any, ctx: QuantContext | None) -> Any:
         """A copy of `loaded.model` quantized by the base (weights and packed bytes), then the bug."""
@@ -83,16 +104,55 @@ def selected_linears(
             if isinstance(module, nn.Linear) and (projections is None or name.rsplit(".", 1)[-1] in projections):
                 out.append(module)
     if not out:
-        raise ValueError(f"no decoder linear matches layers={layers}, projections={projections}")
+        raise NotApplicable(f"no decoder linear matches layers={layers}, projections={projections}")
     return out
+
+
+def selected_rows(
+    model: nn.Module, layers: Sequence[int] | None = None, projections: Sequence[str] | None = None
+) -> list[Any]:
+    """The weight rows (models.anatomy.Rows) playing `projections` (q_proj, gate_proj, ...) in `layers`:
+    a whole linear, or its block of a fused one (Phi-3's qkv_proj, GPT-NeoX's query_key_value).
+    None: every decoder linear, whole."""
+    from pytest_attnlab.models.anatomy import Rows, UnknownLayout, anatomy
+
+    if projections is None:
+        return [Rows(linear, "") for linear in selected_linears(model, layers)]
+    parts = anatomy(model)
+    wanted = range(len(parts.layers)) if layers is None else sorted({i % len(parts.layers) for i in layers})
+    out, missing = [], []
+    for index in wanted:
+        for projection in projections:
+            part, role = ROLES[projection]
+            try:
+                rows = getattr(parts.attention(index) if part == "attention" else parts.mlp(index), role)
+            except UnknownLayout as exc:
+                raise NotApplicable(str(exc)) from None
+            if rows is None:
+                missing.append(f"{projection} (layer {index}: a plain MLP has no gate)")
+            else:
+                out.append(rows)
+    if not out:
+        raise NotApplicable(f"no {', '.join(projections)} in layers {list(wanted)}: {'; '.join(missing[:2])}")
+    return out
+
+
+def edit_rows(rows: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Replace the rows' weights by fn(weights) in place (a fused linear's other rows untouched)."""
+    w = rows.linear.weight
+    if rows.index is None:
+        w.copy_(fn(w))
+    else:
+        index = rows.index.to(w.device)
+        w[index] = fn(w[index])
 
 
 def scale_linears(factor: float, layers: Sequence[int] | None = None, projections: Sequence[str] | None = None) -> Bug:
     """Multiply the chosen weights by `factor` (a scale folded twice, a wrong dequantization scale)."""
 
     def bug(model: nn.Module) -> None:
-        for linear in selected_linears(model, layers, projections):
-            linear.weight.mul_(factor)
+        for rows in selected_rows(model, layers, projections):
+            edit_rows(rows, lambda w: w * factor)
 
     return _named(f"scale x{factor}", bug)
 
@@ -104,10 +164,13 @@ def noise_linears(
 
     def bug(model: nn.Module) -> None:
         gen = torch.Generator().manual_seed(seed)
-        for linear in selected_linears(model, layers, projections):
-            w = linear.weight
+
+        def noisy(w: torch.Tensor) -> torch.Tensor:
             noise = torch.randn(w.shape, generator=gen, dtype=torch.float32) * float(w.float().std()) * fraction
-            w.add_(noise.to(w.device, w.dtype))
+            return w + noise.to(w.device, w.dtype)
+
+        for rows in selected_rows(model, layers, projections):
+            edit_rows(rows, noisy)
 
     return _named(f"noise {fraction:.0%} of weight std", bug)
 
@@ -116,9 +179,8 @@ def swap_column_pairs(layers: Sequence[int] | None = None, projections: Sequence
     """Read each pair of input columns in swapped order (the two 4-bit codes of a byte unpacked backwards)."""
 
     def bug(model: nn.Module) -> None:
-        for linear in selected_linears(model, layers, projections):
-            out, cols = linear.weight.shape
-            linear.weight.copy_(linear.weight.reshape(out, cols // 2, 2).flip(2).reshape(out, cols))
+        for rows in selected_rows(model, layers, projections):
+            edit_rows(rows, lambda w: w.reshape(w.shape[0], -1, 2).flip(2).reshape(w.shape))
 
     return _named("input column pairs swapped", bug)
 
@@ -141,10 +203,12 @@ def roll_query_heads(layers: Sequence[int] | None = None) -> Bug:
 
     def bug(model: nn.Module) -> None:
         head_dim = _head_dim(model)
-        for linear in selected_linears(model, layers, ("q_proj",)):
-            linear.weight.copy_(torch.roll(linear.weight, head_dim, dims=0))
-            if linear.bias is not None:
-                linear.bias.copy_(torch.roll(linear.bias, head_dim, dims=0))
+        for rows in selected_rows(model, layers, ("q_proj",)):
+            edit_rows(rows, lambda w: torch.roll(w, head_dim, dims=0))
+            bias = rows.linear.bias
+            if bias is not None:
+                index = torch.arange(bias.shape[0]) if rows.index is None else rows.index
+                bias[index] = torch.roll(bias[index], head_dim, dims=0)
 
     return _named("query heads rolled by one", bug)
 
@@ -182,7 +246,10 @@ def norm_weight_offset(offset: float, which: str = "input_layernorm") -> Bug:
 
     def bug(model: nn.Module) -> None:
         for layer in decoder_layers(model):
-            getattr(layer, which).weight.add_(offset)
+            weight = getattr(getattr(layer, which, None), "weight", None)
+            if weight is None:
+                raise NotApplicable(f"{type(layer).__name__}.{which} has no weight to offset")
+            weight.add_(offset)
 
     return _named(f"{which} weight + {offset:g}", bug)
 
@@ -191,19 +258,26 @@ def norm_epsilon(eps: float) -> Bug:
     """Set every decoder RMSNorm's epsilon to `eps` (another model's rms_norm_eps)."""
 
     def bug(model: nn.Module) -> None:
+        changed = 0
         for layer in decoder_layers(model):
             for module in layer.modules():
-                if hasattr(module, "variance_epsilon"):
-                    module.variance_epsilon = eps
+                for attr in ("variance_epsilon", "eps"):  # RMSNorm's, or LayerNorm's and Gemma's
+                    if isinstance(getattr(module, attr, None), float):
+                        setattr(module, attr, eps)
+                        changed += 1
+        if not changed:
+            raise NotApplicable("no decoder norm keeps its epsilon in an attribute (variance_epsilon or eps)")
 
     return _named(f"RMSNorm eps {eps:g}", bug)
 
 
 def rotary_embedding(model: nn.Module) -> nn.Module:
     """The model's rotary embedding module (the one holding `inv_freq`)."""
-    found = next((m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)), None)
+    from pytest_attnlab.models.anatomy import rotary_embedding as find
+
+    found = find(model)
     if found is None:
-        raise ValueError(f"{type(model).__name__} has no rotary embedding (no module holds inv_freq)")
+        raise NotApplicable(f"{type(model).__name__} has no rotary embedding (no module holds inv_freq)")
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_attnlab.prompts import Prompt, load_prompts
+from pytest_attnlab.prompts import Prompt, ids_for, load_prompts
 
 PROMPTS = load_prompts()
 
@@ -17,6 +17,6 @@ def prompt(request: pytest.FixtureRequest) -> Prompt:
 
 @pytest.fixture(scope="session")
 def chat_ids(attnlab_model):
-    """A chat-template prompt encoded for the model under test, [1, n]."""
+    """A chat-template prompt encoded for the model under test, [1, n] (40 synthetic ids without a tokenizer)."""
     chat = next(p for p in PROMPTS if p.kind == "chat")
-    return chat.encode(attnlab_model.tokenizer)
+    return ids_for(attnlab_model, chat, 40)

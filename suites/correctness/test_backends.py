@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from pytest_attnlab.backends import scoring
-from pytest_attnlab.prompts import load_prompts
+from pytest_attnlab.prompts import ids_for, load_prompts
 
 NEW_TOKENS = 16
 TOP_K = 5
@@ -35,9 +35,9 @@ GATES = {
 IN_FLIGHT_GATES = {"regret": 0.5, "logprob_max_diff": 1.0}
 
 
-def _prompts(tokenizer):
+def _prompts(loaded):
     chosen = [p for p in load_prompts() if p.id in PROMPT_IDS]
-    return [p.encode(tokenizer) for p in chosen]
+    return [ids_for(loaded, p) for p in chosen]
 
 
 def _candidate(attnlab_backend, backend_quant, attnlab_model, reference_model):
@@ -64,7 +64,7 @@ def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, at
         pytest.skip(str(exc))
     cand_model = _candidate(attnlab_backend, backend_quant, attnlab_model, reference.model)
     metrics.update_context(**reference.context(), backend=attnlab_backend)
-    prompts = _prompts(attnlab_model.tokenizer)
+    prompts = _prompts(attnlab_model)
     ref_tokens, cands, ref_lps = [], [], []
     dtype = str(attnlab_settings.resolved_dtype()).removeprefix("torch.")
     ref_model = reference.model

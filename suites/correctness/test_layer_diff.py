@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from pytest_attnlab.prompts import load_prompts
+from pytest_attnlab.prompts import ids_for, load_prompts
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,11 @@ CANDIDATES = [
 
 @pytest.fixture(scope="module")
 def probe_ids(attnlab_model):
-    """A chat prompt followed by plain text: ~50 tokens mixing special and ordinary tokens."""
+    """A chat prompt followed by plain text: ~50 tokens mixing special and ordinary tokens (synthetic
+    ids without a tokenizer)."""
     prompts = load_prompts()
-    chat = next(p for p in prompts if p.kind == "chat").encode(attnlab_model.tokenizer)
-    plain = next(p for p in prompts if p.id == "plain-story").encode(attnlab_model.tokenizer)
+    chat = ids_for(attnlab_model, next(p for p in prompts if p.kind == "chat"), 32)
+    plain = ids_for(attnlab_model, next(p for p in prompts if p.id == "plain-story"), 24)
     return torch.cat([chat, plain], dim=1)
 
 
@@ -52,6 +53,15 @@ def test_layer_diff_vs_float32(
     candidate, model_factory, layer_probe, reference_capture, probe_ids, attnlab_settings, metrics
 ):
     loaded = model_factory(dtype=candidate.dtype, attn_implementation=candidate.attn_implementation)
+    reference = model_factory(dtype=torch.float32, attn_implementation="sdpa")
+    if (
+        candidate.attn_implementation != "sdpa"
+        and loaded.options.attn_implementation == reference.options.attn_implementation
+    ):
+        pytest.skip(
+            f"the reference already runs {reference.options.attn_implementation} attention "
+            f"({reference.notes.get('attention', '')}): {candidate.name} would compare it with itself"
+        )
     metrics.update_context(**loaded.context(), candidate=candidate.name, reference="float32-sdpa")
     result = layer_probe.diff(
         reference_capture,

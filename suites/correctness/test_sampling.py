@@ -7,6 +7,7 @@ import torch
 
 from pytest_attnlab import sampling
 from pytest_attnlab.generation import LOGIT_ATOL, decode_loop, hf_generate
+from pytest_attnlab.prompts import Prompt, ids_for
 
 SETTINGS = [
     pytest.param(1.0, None, None, id="t1.0"),
@@ -48,7 +49,7 @@ def boundary_ties_only(logits: torch.Tensor, kept_a: torch.Tensor, kept_b: torch
 @pytest.fixture(scope="module")
 def next_token_logits(attnlab_model, chat_ids):
     """Real next-token logits of the model under test on a chat prompt and on a plain prompt, [2, vocab]."""
-    plain = attnlab_model.tokenizer("Once upon a time", return_tensors="pt")["input_ids"]
+    plain = ids_for(attnlab_model, Prompt("once-upon", "plain", "Once upon a time"), 8)
     rows = []
     with torch.inference_mode():
         for ids in (chat_ids, plain):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_attnlab.models.anatomy import Anatomy, anatomy, text_config
 from pytest_attnlab.probe import decoder_layers
-from pytest_attnlab.prompts import load_prompts
+from pytest_attnlab.prompts import load_prompts, skip_without_tokenizer
 
 TEXTS = {
     "english": "The quick brown fox jumps over the lazy dog.",
@@ -19,6 +20,7 @@ CHATS = [p for p in load_prompts() if p.kind == "chat"]
 
 @pytest.mark.parametrize("text", TEXTS.values(), ids=TEXTS.keys())
 def test_encode_decode_round_trip(attnlab_model, text, metrics):
+    skip_without_tokenizer(attnlab_model, "the encode/decode round trip")
     tok = attnlab_model.tokenizer
     ids = tok(text, add_special_tokens=False)["input_ids"]
     metrics.record("tokens", len(ids), "tokens", chars=len(text))
@@ -27,6 +29,7 @@ def test_encode_decode_round_trip(attnlab_model, text, metrics):
 
 @pytest.mark.parametrize("chat", CHATS, ids=[c.id for c in CHATS])
 def test_chat_template_round_trip(attnlab_model, chat):
+    skip_without_tokenizer(attnlab_model, "the chat template round trip")
     tok = attnlab_model.tokenizer
     if not tok.chat_template:
         pytest.skip(f"{attnlab_model.spec.label} has no chat template")
@@ -41,6 +44,7 @@ def test_chat_template_round_trip(attnlab_model, chat):
 
 
 def test_special_tokens(attnlab_model, metrics):
+    skip_without_tokenizer(attnlab_model, "the special-token check")
     tok, model = attnlab_model.tokenizer, attnlab_model.model
     rows = []
     for role in ("bos_token", "eos_token", "pad_token", "unk_token"):
@@ -59,50 +63,78 @@ def test_special_tokens(attnlab_model, metrics):
     assert len(tok) <= model.config.vocab_size
 
 
-def expected_shapes(config) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of a Llama/Qwen2-style decoder, from the config alone."""
-    h, inter, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
-    heads, kv = config.num_attention_heads, config.num_key_value_heads
-    d = getattr(config, "head_dim", None) or h // heads
-    bias = getattr(config, "attention_bias", False) or config.model_type == "qwen2"
-    shapes = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,)}
-    for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        shapes |= {
-            p + "self_attn.q_proj.weight": (heads * d, h),
-            p + "self_attn.k_proj.weight": (kv * d, h),
-            p + "self_attn.v_proj.weight": (kv * d, h),
-            p + "self_attn.o_proj.weight": (h, heads * d),
-            p + "mlp.gate_proj.weight": (inter, h),
-            p + "mlp.up_proj.weight": (inter, h),
-            p + "mlp.down_proj.weight": (h, inter),
-            p + "input_layernorm.weight": (h,),
-            p + "post_attention_layernorm.weight": (h,),
-        }
-        if bias:
-            shapes |= {p + f"self_attn.{x}_proj.bias": (n * d,) for x, n in (("q", heads), ("k", kv), ("v", kv))}
-    if not config.tie_word_embeddings:
-        shapes["lm_head.weight"] = (vocab, h)
+def expected_shapes(parts: Anatomy) -> dict[str, tuple[int, ...]]:
+    """Role -> weight shape for every decoder layer, from the config alone; roles are found in the model
+    (anatomy), so fused q/k/v or gate/up linears are checked row block by row block."""
+    s = parts.shape
+    inter = s.intermediate
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in parts.layers:
+        p = f"layers.{layer.index}."
+        if layer.attention is not None:
+            a = layer.attention
+            shapes |= {
+                p + "q": (s.heads * s.head_dim, s.hidden),
+                p + "k": (s.kv_heads * s.head_dim, s.hidden),
+                p + "v": (s.kv_heads * s.head_dim, s.hidden),
+                p + "o": (s.hidden, s.heads * s.head_dim),
+            }
+            for role in "qkv":
+                if getattr(a, role).bias() is not None:
+                    shapes[p + role + ".bias"] = (shapes[p + role][0],)
+        if layer.mlp is not None and inter is not None:
+            shapes |= {p + "up": (inter, s.hidden), p + "down": (s.hidden, inter)}
+            if layer.mlp.gate is not None:
+                shapes[p + "gate"] = (inter, s.hidden)
+        for name, norm in layer.norms.items():
+            if getattr(norm, "weight", None) is not None:
+                shapes[p + name] = (s.hidden,)
+    return shapes
+
+
+def actual_shapes(parts: Anatomy) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in parts.layers:
+        p = f"layers.{layer.index}."
+        roles = {}
+        if layer.attention is not None:
+            roles |= {r: getattr(layer.attention, r) for r in "qkvo"}
+        if layer.mlp is not None:
+            roles |= {r: getattr(layer.mlp, r) for r in ("gate", "up", "down") if getattr(layer.mlp, r) is not None}
+        for role, rows in roles.items():
+            shapes[p + role] = tuple(rows.weight().shape)
+            if role in "qkv" and rows.bias() is not None:
+                shapes[p + role + ".bias"] = tuple(rows.bias().shape)
+        for name, norm in layer.norms.items():
+            if getattr(norm, "weight", None) is not None:
+                shapes[p + name] = tuple(norm.weight.shape)
     return shapes
 
 
 def test_state_dict_shapes(attnlab_model, metrics):
-    """Every parameter has the shape the config implies; the table goes into the report."""
-    model, config = attnlab_model.model, attnlab_model.model.config
-    if config.model_type not in ("llama", "qwen2"):
-        pytest.skip(f"shape formula covers llama/qwen2 decoders, not {config.model_type}")
-    actual = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    expected = expected_shapes(config)
-    layer0 = [n for n in actual if ".layers." not in n or ".layers.0." in n]
+    """Every projection (each row block of a fused one) and norm has the shape the config implies, the
+    embeddings are vocab x hidden, and tying matches the config; the layer-0 table goes into the report."""
+    model, config = attnlab_model.model, text_config(attnlab_model.model)
+    parts = anatomy(model)
+    problems = [f"layer {layer.index}: {why}" for layer in parts.layers for why in layer.problems.values()]
+    if problems:
+        pytest.skip(f"the shape formula needs every part located; {problems[0]}")
+    params = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    layer0 = [n for n in params if ".layers." not in n or ".layers.0." in n]
     metrics.table(
-        f"state_dict shapes ({len(actual)} tensors; layer 0 shown of {len(decoder_layers(model))})",
+        f"state_dict shapes ({len(params)} tensors; layer 0 shown of {len(decoder_layers(model))})",
         [
-            {"name": n, "shape": "x".join(map(str, actual[n])), "dtype": str(model.get_parameter(n).dtype)}
+            {"name": n, "shape": "x".join(map(str, params[n])), "dtype": str(model.get_parameter(n).dtype)}
             for n in layer0
         ],
     )
-    total = sum(p.numel() for p in model.parameters())
-    metrics.record("parameters", total, "params")
-    assert actual == expected
-    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    assert tied == bool(config.tie_word_embeddings)
+    metrics.record("parameters", sum(p.numel() for p in model.parameters()), "params")
+    assert actual_shapes(parts) == expected_shapes(parts)
+    embed = model.get_input_embeddings().weight
+    assert tuple(embed.shape) == (config.vocab_size, config.hidden_size)
+    out = model.get_output_embeddings()
+    assert tuple(out.weight.shape) == (config.vocab_size, config.hidden_size)
+    assert parts.tied_embeddings == bool(getattr(config, "tie_word_embeddings", False)), (
+        f"lm_head {'shares' if parts.tied_embeddings else 'does not share'} the embedding table; "
+        f"tie_word_embeddings={getattr(config, 'tie_word_embeddings', None)}"
+    )

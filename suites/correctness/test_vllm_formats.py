@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_attnlab.prompts import load_prompts
+from pytest_attnlab.prompts import ids_for, load_prompts
 
 NEW_TOKENS = 12
 TOP_K = 5
@@ -38,7 +38,7 @@ def test_every_format_gives_vllm_the_same_weights(quant, attnlab_model, backend_
     except (VLLMUnavailable, QuantizerUnavailable) as exc:
         pytest.skip(str(exc))
     path = backend_state.path("vllm")
-    prompt = next(p for p in load_prompts() if p.id == "chat-math").encode(attnlab_model.tokenizer)
+    prompt = ids_for(attnlab_model, next(p for p in load_prompts() if p.id == "chat-math"))
     metrics.update_context(**qm.context(), backend="vllm")
     saved_format = path.export_format
     results = {}

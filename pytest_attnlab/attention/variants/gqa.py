@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from pytest_attnlab.attention.base import ConversionVariant, KVCacheInfo, dtype_bytes, model_shape
+from pytest_attnlab.attention.base import ConversionVariant, KVCacheInfo, dtype_bytes, model_shape, projections_reason
 
 
 def pool_linear(proj: nn.Linear, heads: int, groups: int, head_dim: int) -> nn.Linear:
@@ -57,6 +57,9 @@ def gqa(groups: int) -> ConversionVariant:
 
     def check(model: nn.Module) -> str | None:
         s = model_shape(model)
+        layout = projections_reason(model, name, ("k_proj", "v_proj"))
+        if layout:
+            return layout
         if s["kv_heads"] % groups:
             return (
                 f"{name}: g={groups} must divide the model's {s['kv_heads']} KV heads "

@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_attnlab.attention.base import ConversionVariant, KVCacheInfo, dtype_bytes, model_shape
+from pytest_attnlab.attention.base import (
+    ConversionVariant,
+    KVCacheInfo,
+    dtype_bytes,
+    model_shape,
+    projections_reason,
+    softcap,
+)
 
 
 def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +111,27 @@ class LatentKVAttention(nn.Module):
         return self.o_proj(out.reshape(b, t, -1).contiguous()), weights
 
 
+def _rope_reason(model: nn.Module, name: str, head_dim: int) -> str | None:
+    """The latent attention rotates whole heads with the model's rotary embedding and plain softmax:
+    partial rotary (StableLM, GPT-NeoX) and soft-capped logits (Gemma-2) it would get wrong."""
+    from pytest_attnlab.models.anatomy import partial_rotary_factor, text_config
+
+    factor = partial_rotary_factor(text_config(model))
+    if factor != 1.0:
+        return f"{name} rotates every head dim; this model rotates {factor:g} of {head_dim} (partial rotary)"
+    if softcap(model):
+        return f"{name} computes plain softmax attention; this model soft-caps its logits at {softcap(model)}"
+    attn = next(iter(m for n, m in model.named_modules() if n.endswith("self_attn")), None)
+    missing = [a for a in ("head_dim", "scaling", "layer_idx") if not hasattr(attn, a)]
+    if missing:
+        return f"{name} copies {', '.join(missing)} from the attention module; {type(attn).__name__} has none"
+    try:
+        rotary_module(model)
+    except ValueError as exc:
+        return f"{name}: {exc}"
+    return None
+
+
 def rotary_module(model: nn.Module) -> nn.Module:
     for name, module in model.named_modules():
         if name.endswith("rotary_emb"):
@@ -122,10 +150,10 @@ def mla(rank: int, joint: bool = False) -> ConversionVariant:
         full = s["kv_heads"] * s["head_dim"] * (2 if joint else 1)
         if rank > min(full, s["hidden"]):
             return f"{name}: rank {rank} exceeds the projection rank {min(full, s['hidden'])}"
-        attn = next(iter(m for n, m in model.named_modules() if n.endswith("self_attn")), None)
-        if attn is None or not all(hasattr(attn, a) for a in ("k_proj", "v_proj", "q_proj", "o_proj")):
-            return f"{name}: needs q/k/v/o_proj attention modules"
-        return None
+        layout = projections_reason(model, name, ("q_proj", "k_proj", "v_proj", "o_proj"))
+        if layout:
+            return layout
+        return _rope_reason(model, name, s["head_dim"])
 
     def run(attn: nn.Module, model: nn.Module) -> nn.Module:
         return LatentKVAttention(attn, rotary_module(model), rank, joint)
