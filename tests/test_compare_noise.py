@@ -139,48 +139,33 @@ def test_benchmark_json_samples(tmp_path: Path) -> None:
     assert rc == 1 and "tpot_ms" in out
 
 
-class _BusyPath:
-    """A decode path whose step is a fixed busy wait: the plant's effect is measurable on a noisy CPU."""
+def test_planted_slowdown_holds_each_decode_step_for_its_fraction() -> None:
+    """The plant's arithmetic with its hold recorded instead of spent (no timing on a shared CPU): no hold
+    before the first token, F x the unplanted step before every later one, learnt from the previous
+    round without feeding its own hold back."""
+    from pytest_attnlab.perf.llm_metrics import Run
+    from pytest_attnlab.perf.plant import PlantedSlowdown
 
-    name = "busy"
+    plant = PlantedSlowdown(0.1, "cpu")
+    held: list[float] = []
+    plant._hold = held.append  # type: ignore[method-assign]
+    marks: list[int] = []
 
-    def __init__(self, step_s: float) -> None:
-        self.step_s = step_s
-
-    def prepare(self, model: object, batch: int, prompt_len: int, new_tokens: int) -> None:
-        pass
-
-    def generate(self, ids, new_tokens, mark):  # noqa: ANN001, ANN201
-        import time
-
-        import torch
-
-        for _ in range(new_tokens):
-            end = time.perf_counter() + self.step_s
-            while time.perf_counter() < end:
-                pass
+    def one_round(step_s: float, n: int = 5) -> Run:
+        mark = plant.wrap(lambda: marks.append(len(held)))
+        for _ in range(n):
             mark()
-        return torch.zeros(ids.shape[0], new_tokens, dtype=torch.long)
+        hold = held[-1] if held else 0.0
+        return Run(1, 4, tuple(0.02 + i * (step_s + hold) for i in range(n)))
 
-
-def test_planted_slowdown_slows_the_decode_step_not_the_first_token() -> None:
-    from types import SimpleNamespace
-
-    from pytest_attnlab.perf.bench import GenerationBenchmark
-
-    model = SimpleNamespace(config=SimpleNamespace(vocab_size=100))
-
-    def tpot_ttft(fraction: float) -> tuple[float, float]:
-        bench = GenerationBenchmark(device="cpu", rounds=3, warmup=1, path_factory=lambda _: _BusyPath(0.004),
-                                    peaks=lambda: None, plant_slowdown=fraction)  # fmt: skip
-        bench._measurement = lambda *a: SimpleNamespace(runs=a[6])  # type: ignore[method-assign]
-        runs = bench.measure(model, prompt_len=4, new_tokens=8).runs
-        return statistics.median(r.tpot for r in runs), statistics.median(r.ttft for r in runs)
-
-    tpot, ttft = tpot_ttft(0.0)
-    planted_tpot, planted_ttft = tpot_ttft(1.0)
-    assert 1.6 < planted_tpot / tpot < 2.5  # held for the step's own time: about twice as slow
-    assert planted_ttft < 1.5 * ttft  # the first token is never held
+    plant.observe(one_round(0.004))  # the warmup round: nothing to learn from yet, no hold
+    assert held == [] and marks == [0] * 5
+    plant.observe(one_round(0.004))
+    assert held == pytest.approx([0.0004] * 4)  # tokens 2..5, a tenth of the 4 ms step each
+    assert marks[5:] == [0, 1, 2, 3, 4]  # the hold comes before its token's mark, never before the first
+    held.clear()
+    plant.observe(one_round(0.004))  # the planted round's TPOT includes the hold: it is not compounded
+    assert held == pytest.approx([0.0004] * 4)
 
 
 H200_RUNS = Path(__file__).parent / "data" / "h200_noise_gate"
