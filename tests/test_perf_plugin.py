@@ -148,3 +148,38 @@ def test_benchmark_json_metrics_and_monitor(pytester):
         elif r["metric"] in ("itl_p99", "mbu"):
             assert r["samples"] == "", r  # pooled or derived: no per-round value
     assert len(list((report / "monitor").glob("*.json"))) == 4
+
+
+def test_perf_models_reach_tests_that_take_only_perf_model(pytester):
+    # --attnlab-perf-models was once ignored by tests that asked for perf_model alone (the grid's
+    # model axis was parametrized only where a test named perf_model_name): every cell ran the
+    # default model. Each named model must now reach such a test, under its own id.
+    pytester.makepyfile(test_m="def test_m(perf_model, perf_batch):\n    print('LABEL', perf_model.spec.label)\n")
+    result = pytester.runpytest_subprocess(
+        "-s",
+        "--attnlab-device",
+        "cpu",
+        "--attnlab-perf-models",
+        "random:tiny-qwen2",
+        "--attnlab-perf-batch",
+        "1",
+        "--attnlab-report-dir",
+        str(pytester.path / "reports"),
+        "-v",
+    )
+    result.stdout.fnmatch_lines(["*test_m[[]tiny-qwen2-b1[]]*", "PASSED*", "*1 passed*"])
+    labels = [line.split("LABEL ", 1)[1].split()[0] for line in result.outlines if "LABEL " in line]
+    assert labels == ["random:tiny-qwen2"], labels
+
+
+def test_a_quantizer_whose_library_is_missing_skips_naming_the_extra(pytester):
+    pytest.importorskip("torch")
+    if __import__("importlib").util.find_spec("gptqmodel") is not None:
+        pytest.skip("gptqmodel is installed here: the skip path is not reachable")
+    pytester.makepyfile(test_q="def test_q(perf_model, perf_quant):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "--attnlab-model", "random:tiny-qwen2", "--attnlab-device", "cpu", "--attnlab-quant",
+        "gptq-int4-g128", "-rs", "--attnlab-report-dir", str(pytester.path / "reports"),
+    )
+    result.stdout.fnmatch_lines(["*SKIPPED*gptq-int4-g128*pytest-attnlab[[]gptq[]]*", "*1 skipped*"])
+    assert result.ret == pytest.ExitCode.OK

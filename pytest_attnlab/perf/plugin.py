@@ -8,6 +8,7 @@ Any test that asks for `perf_prompt_len`, `perf_batch`, `perf_new_tokens`, `perf
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Generator
 from typing import Any
 
@@ -110,11 +111,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         "perf_new_tokens": (list(s.new_tokens), _ids("n")),
         "perf_path": (list(s.paths), str),
     }
+    asked = set(inspect.signature(metafunc.function).parameters)
     for name in wanted:
         values, ids = axis[name]
         if name == "perf_model_name" and values == [""]:
-            metafunc.parametrize(name, values, ids=["model"] if len(wanted) > 1 else None)
-            continue
+            if name in asked:  # the test names the axis itself: keep its "model" id
+                metafunc.parametrize(name, values, ids=["model"] if len(wanted) > 1 else None)
+            continue  # reached through perf_model only: its default fixture, and ids as before
         metafunc.parametrize(name, values, ids=[ids(v) for v in values])
 
 
@@ -141,11 +144,17 @@ def perf_settings(pytestconfig: pytest.Config) -> perf_options.PerfSettings:
 
 
 @pytest.fixture
-def perf_model(request: pytest.FixtureRequest) -> Any:
-    """The LoadedModel of this grid cell: `perf_model_name` (default --attnlab-model) quantized by
-    `perf_quant` (default none); loaded once per run."""
+def perf_model_name() -> str:
+    """The perf grid's model axis; "" (--attnlab-model) unless --attnlab-perf-models parametrizes it."""
+    return ""
+
+
+@pytest.fixture
+def perf_model(request: pytest.FixtureRequest, perf_model_name: str) -> Any:
+    """The LoadedModel of this grid cell: `perf_model_name` (--attnlab-perf-models, default
+    --attnlab-model) quantized by `perf_quant` (default none); loaded once per run."""
     state = request.config.stash[PERF_STATE_KEY]
-    name = request.getfixturevalue("perf_model_name") if "perf_model_name" in request.fixturenames else ""
+    name = perf_model_name
     quant = request.getfixturevalue("perf_quant") if "perf_quant" in request.fixturenames else "none"
     return state.model(name, quant)
 
