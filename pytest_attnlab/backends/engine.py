@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,9 @@ class EngineHolder:
             return self.llm
         vllm = import_vllm()
         self.close()
+        # LLM.apply_model (backends/vllm_path.linear_kernels) sends a function to vLLM's own engine
+        # process, which vLLM pickles only when allowed; the processes are this run's own.
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         start = time.perf_counter()
         with progress.step(f"start vLLM engine ({checkpoint.name})"):
             self.llm = vllm.LLM(model=str(checkpoint), **settings.llm_kwargs(on_cpu()))

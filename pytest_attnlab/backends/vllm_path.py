@@ -48,6 +48,8 @@ class VLLMPath:
         self.engine_dtype = engines.settings.dtype
         self.folder: Any = None
         self.kv_cache_dtype = engines.settings.kv_cache_dtype
+        #: the linear layers' quant methods and kernels vLLM picked ("UnquantizedLinearMethod x196")
+        self.kernels = ""
 
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
         """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it.
@@ -95,7 +97,19 @@ class VLLMPath:
         self.engine_dtype = settings.dtype
         self.folder = folder
         self.kv_cache_dtype = settings.kv_cache_dtype
-        self.llm = self.engines.get(folder, settings)
+        llm = self.engines.get(folder, settings)
+        if llm is not self.llm or not self.kernels:
+            self.kernels = linear_kernels(llm)
+        self.llm = llm
+
+    def describe(self) -> dict[str, str]:
+        """How the engine ran the last prepare()d model: route, dtype, CUDA graphs, linear kernels."""
+        return {
+            "vllm_route": self.route.how if self.route else "",
+            "vllm_dtype": self.engine_dtype,
+            "vllm_enforce_eager": str(self.engines.settings.enforce_eager),
+            "vllm_kernels": self.kernels,
+        }
 
     def weights_read(self, shape: Any, batch: int) -> tuple[int, int] | None:
         """(weight bytes one decode step reads, KV element bytes) for the checkpoint the engine runs:
@@ -160,3 +174,27 @@ class VLLMPath:
         tokens = [list(o.outputs[0].token_ids) for o in outs]
         top = [[{int(t): float(lp.logprob) for t, lp in step.items()} for step in o.outputs[0].logprobs] for o in outs]
         return Scored(tokens, top)
+
+
+def _kernels_of(model: Any) -> dict[str, int]:
+    """Runs in vLLM's worker (LLM.apply_model): quant method (and kernel) -> number of layers."""
+    seen: dict[str, int] = {}
+    for module in model.modules():
+        method = getattr(module, "quant_method", None)
+        if method is None or not hasattr(module, "output_size"):  # linear layers only
+            continue
+        scheme = getattr(module, "scheme", None)  # compressed-tensors keeps its kernel on the scheme
+        kernel = getattr(scheme or method, "kernel", None)
+        name = type(scheme or method).__name__ + (f"/{type(kernel).__name__}" if kernel is not None else "")
+        seen[name] = seen.get(name, 0) + 1
+    return seen
+
+
+def linear_kernels(llm: Any) -> str:
+    """"Method/Kernel xN; ..." for the engine's linear layers, or why it could not be read."""
+    try:
+        per_worker = llm.apply_model(_kernels_of)
+    except Exception as exc:  # an engine without apply_model, or one that refuses to pickle the function
+        return f"unknown ({type(exc).__name__}: {str(exc)[:120]})"
+    seen = per_worker[0] if per_worker else {}
+    return "; ".join(f"{k} x{n}" for k, n in sorted(seen.items()))

@@ -52,6 +52,8 @@ class Measurement:
     shape: roofline.Shape | None = None
     weight_bytes: int = 0
     elem_bytes: int = 2
+    #: how the path ran the cell, where it says (DecodePath.describe: vLLM's route and kernels)
+    path_info: dict[str, str] = field(default_factory=dict)
 
     def latency(self) -> dict[str, float]:
         return Summary(self.runs).as_dict()
@@ -97,6 +99,7 @@ class Measurement:
             "prompt_len": self.prompt_len,
             "new_tokens": self.new_tokens,
             "rounds": len(self.runs),
+            **self.path_info,
             # per-round values, same names and units as the scalars below: the compare gate's samples
             "samples": {
                 (f"{k}_ms" if k in _MS else k): [x * 1e3 if k in _MS else x for x in xs]
@@ -186,6 +189,8 @@ class GenerationBenchmark:
             weights,
             elem,
         )
+        describe = getattr(impl, "describe", None)
+        m.path_info = describe() if callable(describe) else {}
         self.last = m
         return m
 
@@ -280,7 +285,7 @@ class GenerationBenchmark:
     def record(self, m: Measurement, *, overhead: float | None = None, **context: Any) -> None:
         rec = self.recorder
         rec.update_context(backend=m.path)
-        cell = {"batch": m.batch, "prompt_len": m.prompt_len, "new_tokens": m.new_tokens, **context}
+        cell = {"batch": m.batch, "prompt_len": m.prompt_len, "new_tokens": m.new_tokens, **m.path_info, **context}
         samples = m.samples()
         for name, (value, unit) in m.all_metrics().items():
             rec.record(name, value, unit, samples=samples.get(name, ()), **cell)

@@ -84,7 +84,7 @@ def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, at
     in_flight = route is not None and route.how.startswith("in-flight") and backend_quant != "none"
     gates = IN_FLIGHT_GATES if in_flight else GATES[dtype]
     if route is not None:
-        metrics.update_context(vllm_route=route.how, engine_dtype=dtype)
+        metrics.update_context(vllm_route=route.how, engine_dtype=dtype, vllm_kernels=backend_path.kernels)
     metrics.record("backend_token_match", agree.token_match, new_tokens=NEW_TOKENS, prompts=len(prompts))
     metrics.record("backend_greedy_regret", agree.greedy_regret, "nats", threshold=gates["regret"])
     metrics.record("backend_prefix_match", agree.prefix_match)
