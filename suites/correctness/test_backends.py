@@ -26,9 +26,12 @@ PROMPT_IDS = ("plain-capital", "plain-story", "chat-math")
 #: near-tie the other way (then every later token differs: token_match is recorded, not gated);
 #: what is gated is that each greedy choice is HF's argmax up to `regret` nats on the same context,
 #: and that the top-k logprobs agree with HF's log_softmax to `logprob_max_diff` nats.
+#: bfloat16: healthy vLLM 0.25.1 against HF on the H200 (embedded model) reached a regret of 0.25000006
+#: (two bf16 steps of a logit in [16, 32)) and logprob differences of 0.49; the gates sit at twice that,
+#: and a dropped attention block still fails them (tests/test_backend_gates.py).
 GATES = {
     "float32": {"regret": 1e-3, "logprob_max_diff": 5e-3},
-    "bfloat16": {"regret": 0.25, "logprob_max_diff": 0.5},
+    "bfloat16": {"regret": 0.5, "logprob_max_diff": 1.0},
     "float16": {"regret": 0.1, "logprob_max_diff": 0.2},
 }
 #: vLLM quantizing in flight vs our quantizer: same format, own rounding and kernels
