@@ -213,3 +213,25 @@ def test_a_candidate_with_another_tokenizer_is_a_usage_error(reference, root) ->
     why = mismatch(reference.spec, parse_model(str(other)))
     assert why == "the candidate's tokenizer differs from the reference's: vocabulary sizes 49152 vs 49153"
     assert mismatch(reference.spec, parse_model(str(root / "phi3"))) is None
+
+
+def test_the_outer_gate_follows_the_rtn_reference_on_random_weights_only(reference: LoadedModel) -> None:
+    # Healthy RTN int4 of the random Qwen2.5-0.5B shape keeps a logits cosine of 0.83 (CPU and H200
+    # alike): random weights amplify rounding, so a fixed 0.95 floor failed every healthy candidate there.
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("suite_candidate", REPO / "suites/correctness/test_candidate.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    recorded = []
+    metrics = SimpleNamespace(record=lambda *a, **k: recorded.append(a))
+    calibration = SimpleNamespace(logits_cosine=0.83)
+    assert suite._outer_gate(reference, 0.95, calibration, metrics) == pytest.approx(0.66)  # untrained init
+    assert suite._outer_gate(reference, 0.95, None, metrics) == 0.95  # nothing to calibrate against
+    trained = copy.deepcopy(reference)
+    with torch.no_grad():
+        for p in trained.model.parameters():
+            p.mul_(3.0)  # no longer the random init's spread
+    assert suite._outer_gate(trained, 0.95, calibration, metrics) == 0.95
+    assert recorded and recorded[0][0] == "rtn_reference_logits_cosine"
