@@ -101,5 +101,7 @@ def test_help_from_the_module_entry_point() -> None:
     )
     assert res.returncode == 0
     assert "--by" in res.stdout and "--metric" in res.stdout and "prompt_len" in res.stdout
-    top = subprocess.run([sys.executable, "-m", "pytest_attnlab", "--help"], capture_output=True, text=True, check=False)
+    top = subprocess.run(
+        [sys.executable, "-m", "pytest_attnlab", "--help"], capture_output=True, text=True, check=False
+    )
     assert "table" in top.stdout
