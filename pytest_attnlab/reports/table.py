@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_attnlab.reports import rows as metric_rows
-from pytest_attnlab.reports.rows import Row
+from pytest_attnlab.reports.rows import BATCH_KEYS, NEW_TOKENS_KEYS, PROMPT_LEN_KEYS, Row
 from pytest_attnlab.reports.summary import md_table
 
 #: --by names that are neither a column of metrics.csv nor a key of its `extra`: taken from the row or its file
@@ -20,11 +20,7 @@ DERIVED: dict[str, Callable[[Row, Path], str]] = {
     "test": lambda row, path: row.nodeid.split("::")[-1],
     "file": lambda row, path: row.nodeid.split("::")[0],
 }
-ALIASES = {
-    "prompt_len": metric_rows.PROMPT_LEN_KEYS,
-    "batch": metric_rows.BATCH_KEYS,
-    "new_tokens": metric_rows.NEW_TOKENS_KEYS,
-}
+ALIASES = {"prompt_len": PROMPT_LEN_KEYS, "batch": BATCH_KEYS, "new_tokens": NEW_TOKENS_KEYS}
 COLUMNS = ("nodeid", "model", "quant", "attention", "backend", "device", "dtype")
 FORMATS: dict[str, Callable[[list[str], list[list[str]]], str]] = {
     "markdown": md_table,
