@@ -10,25 +10,21 @@ import sys
 COMMANDS = {
     "compare": ("pytest_attnlab.compare.cli", "the regression gate: compare two runs (metrics.csv or benchmark JSON)"),
     "noise": ("pytest_attnlab.compare.noise", "measure each metric's noise floor from identical runs, for compare"),
+    "table": ("pytest_attnlab.reports.table", "metrics.csv as a markdown table: a line per group, a column per metric"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python -m pytest_attnlab",
         description="pytest-attnlab command-line tools. `python -m pytest_attnlab COMMAND --help` shows a command's "
         "options; the tests themselves run through pytest (`pytest suites/correctness`).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_module, help_) in COMMANDS.items():
-        # add_help=False: the command's own parser answers its --help.
+    for name, (_module, help_) in COMMANDS.items():  # add_help=False: the command's own parser answers --help
         commands.add_parser(name, help=help_, description=help_, add_help=False)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args, rest = build_parser().parse_known_args(argv[:1])
+    args, rest = parser.parse_known_args(argv[:1])
     return importlib.import_module(COMMANDS[args.command][0]).main(argv[1:] + rest)
 
 

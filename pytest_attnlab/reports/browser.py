@@ -1,7 +1,7 @@
 """Render report.html in a real headless browser (Debian's chromium): DOM dump and screenshot.
 
-Used by scripts/screenshot_report.py and tests/test_reports_browser.py to check that the summary
-table and the plots survive pytest-html's JavaScript rendering.
+Used by scripts/screenshot_report.py, tests/test_reports_outputs.py and tests/test_reports_failures_lead.py
+to check that the summary table and the plots survive pytest-html's JavaScript rendering.
 """
 
 from __future__ import annotations

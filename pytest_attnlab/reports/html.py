@@ -42,17 +42,22 @@ def enable_late(session: pytest.Session, report_dir: Path, earlier: list[pytest.
             report_plugin.pytest_runtest_logreport(report)
 
 
+def table_html(title: str, columns: list[str], trs: list[str], caption: str = "") -> str:
+    """A titled monospace table around rendered <tr> lines (the per-test tables and the run summary)."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    return (
+        f'<div class="attnlab-table"><h4>{html.escape(title)}</h4>{caption}'
+        f'<table border="1" cellpadding="3" style="border-collapse:collapse;font-family:monospace">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table></div>"
+    )
+
+
 def render_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = []
     for i, row in enumerate(table.rows):
         style = ' style="background:#fdd"' if i == table.highlight_row else ""
         body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
-    return (
-        f'<div class="attnlab-table"><h4>{html.escape(table.title)}</h4>'
-        f'<table border="1" cellpadding="3" style="border-collapse:collapse;font-family:monospace">'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
+    return table_html(table.title, table.columns, body)
 
 
 def render_metrics(recorder: MetricRecorder) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.reports import monitor, plots
+from pytest_attnlab.reports.html import table_html
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, perf_grid, perf_lines
 from pytest_attnlab.reports.rows import Row, summarize, summary_grid
 
@@ -35,19 +36,13 @@ def failures_block(failures: dict[str, str]) -> str:
 
 def verdict_table(title: str, header: list[str], body: list[list[str]], verdicts: list[str], note: str = "") -> str:
     """A results table whose last cell is coloured by its line's verdict (red fail, green pass)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
     trs = []
     for cells, verdict in zip(body, verdicts, strict=True):
         tds = [f"<td>{html.escape(c)}</td>" for c in cells[:-1]]
         colour = _VERDICT_COLOUR.get(verdict)
         style = f' style="background:{colour}"' if colour else ""
         trs.append(f'<tr class="attnlab-{verdict}">{"".join(tds)}<td{style}>{html.escape(cells[-1])}</td></tr>')
-    caption = f"<p>{html.escape(note)}</p>" if note else ""
-    return (
-        f'<div class="attnlab-table"><h4>{html.escape(title)}</h4>{caption}'
-        f'<table border="1" cellpadding="3" style="border-collapse:collapse;font-family:monospace">'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table></div>"
-    )
+    return table_html(title, header, trs, f"<p>{html.escape(note)}</p>" if note else "")
 
 
 def render(

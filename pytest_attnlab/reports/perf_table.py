@@ -7,7 +7,6 @@ several prompt lengths would average figures that measure different things.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytest_attnlab.reports.rows import (
@@ -66,9 +65,12 @@ def cell_of(row: Row) -> Cell:
     )
 
 
-def _perf_cell(hits: list[Row], reduce: Callable[[list[float]], float]) -> PerfCell | None:
-    found = cell(hits, reduce)
-    return PerfCell(*found, value_spread(hits)) if found is not None else None
+def _perf_cell(group: list[Row], col: Column) -> PerfCell | None:
+    """The column's cell from the first of its metric names with a finite value, with its spread."""
+    for hits in ([r for r in group if r.metric == name] for name in col.metrics):
+        if (found := cell(hits, col.reduce)) is not None:
+            return PerfCell(*found, value_spread(hits))
+    return None
 
 
 def perf_lines(rows: list[Row], outcomes: dict[str, str] | None = None) -> list[PerfLine]:
@@ -79,12 +81,7 @@ def perf_lines(rows: list[Row], outcomes: dict[str, str] | None = None) -> list[
             groups.setdefault(((row.model, row.quant, row.attention), cell_of(row)), []).append(row)
     lines = []
     for (variant, where), group in groups.items():
-        cells: dict[str, PerfCell | None] = {}
-        for col in PERF_COLUMNS:
-            cells[col.label] = next(
-                (c for name in col.metrics if (c := _perf_cell([r for r in group if r.metric == name], col.reduce))),
-                None,
-            )
+        cells = {col.label: _perf_cell(group, col) for col in PERF_COLUMNS}
         line = PerfLine(variant, where, cells, rounds=max(len(r.samples) for r in group))
         line.count((r.nodeid for r in group), outcomes or {})
         lines.append(line)

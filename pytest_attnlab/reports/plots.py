@@ -69,17 +69,9 @@ def _series(
     return "", {}
 
 
-def line_plot(
-    rows: Sequence[Row],
-    metrics: Sequence[str],
-    x_keys: Sequence[str],
-    label: Callable[[Row], str],
-    title: str,
-    xlabel: str,
-    min_points: int = 2,
-    spread: bool = True,
-) -> str | None:
-    fig = line_figure(rows, metrics, x_keys, label, title, xlabel, min_points, spread=spread)
+def line_plot(*args: Any, **kwargs: Any) -> str | None:
+    """line_figure's figure as a base64 PNG (None when there is nothing to draw)."""
+    fig = line_figure(*args, **kwargs)
     return png(fig) if fig is not None else None
 
 
@@ -125,15 +117,8 @@ def _spread_note(hits: Sequence[Row], series: dict[str, list[Point]]) -> str:
 
 def layer_cosine(rows: Sequence[Row]) -> str | None:
     """Per-layer cosine curve, one line per (quant, attention) candidate."""
-    return line_plot(
-        rows,
-        ("layer_cosine",),
-        LAYER_KEYS,
-        lambda r: f"{r.quant}/{r.attention}",
-        "per-layer cosine vs reference",
-        "layer",
-        spread=False,
-    )
+    label = lambda r: f"{r.quant}/{r.attention}"  # noqa: E731
+    return line_plot(rows, ("layer_cosine",), LAYER_KEYS, label, "per-layer cosine vs reference", "layer", spread=False)
 
 
 def perf_series_label(rows: Sequence[Row], metrics: Sequence[str], held: Sequence[tuple[str, Sequence[str]]]):
@@ -144,14 +129,8 @@ def perf_series_label(rows: Sequence[Row], metrics: Sequence[str], held: Sequenc
     def several(key: Callable[[Row], str]) -> bool:
         return len({key(r) for r in hits}) > 1
 
-    def backend(r: Row) -> str:
-        return r.backend
-
-    def model(r: Row) -> str:
-        return r.model
-
     varying = [(prefix, keys) for prefix, keys in held if several(lambda r, k=keys: extra_text(r, k))]
-    show_model, show_backend = several(model), several(backend)
+    show_model, show_backend = several(lambda r: r.model), several(lambda r: r.backend)
 
     def label(r: Row) -> str:
         parts = [r.model] if show_model else []

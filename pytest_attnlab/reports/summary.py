@@ -27,7 +27,7 @@ from pytest_attnlab.reports.rows import (
 BASELINE = ("none", "sdpa")  # quant, attention that other lines are compared with
 
 
-def _md_table(header: list[str], body: list[list[str]]) -> str:
+def md_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
     return "\n".join(lines)
@@ -42,23 +42,13 @@ def failures_list(failures: dict[str, str]) -> list[str]:
     return [*out, ""]
 
 
-def summary_table(lines: list[SummaryLine]) -> str:
-    header, body = summary_grid(lines)
-    return _md_table(header, body)
-
-
-def perf_table(lines: list[PerfLine]) -> str:
-    header, body = perf_grid(lines)
-    return _md_table(header, body)
-
-
 def steps_table(steps: Sequence[Any]) -> str:
     """The "Long steps" table: each finished progress step (a StepTime), longest first."""
     body = [
         [s.name, f"{s.seconds:.1f}", f"`{s.nodeid}`" if s.nodeid else "(outside a test)"]
         for s in sorted(steps, key=lambda s: s.seconds, reverse=True)
     ]
-    return _md_table(["step", "seconds", "test"], body)
+    return md_table(["step", "seconds", "test"], body)
 
 
 def conclusions(lines: list[SummaryLine], outcomes: dict[str, str], perf: list[PerfLine] | None = None) -> list[str]:
@@ -166,9 +156,9 @@ def write(
         *failures_list(failures or {}),
         "## Results (model x quant x attention)",
         "",
-        summary_table(lines) if lines else "No metric rows were recorded.",
+        md_table(*summary_grid(lines)) if lines else "No metric rows were recorded.",
         "",
-        *(["## Perf (per decode path and cell)", "", SPREAD_NOTE, "", perf_table(perf), ""] if perf else []),
+        *(["## Perf (per decode path and cell)", "", SPREAD_NOTE, "", md_table(*perf_grid(perf)), ""] if perf else []),
         "## Conclusions",
         "",
         *(f"- {c}" for c in conclusions(lines, outcomes, perf)),
@@ -177,7 +167,7 @@ def write(
         *(["## Plots", "", *plot_links, ""] if plot_links else []),
         "## Environment",
         "",
-        _md_table(["what", "value"], env_rows),
+        md_table(["what", "value"], env_rows),
         "",
         "## Reproduce",
         "",

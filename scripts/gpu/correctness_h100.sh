@@ -8,10 +8,5 @@ $ATTNLAB_PYTEST suites/correctness --attnlab-device cuda --attnlab-report-dir "$
   -k "not quant and not attention" 2>&1 | tail -25
 $ATTNLAB_PYTEST suites/correctness --attnlab-device cuda --attnlab-dtype float32 --attnlab-report-dir "$OUT/fp32" \
   -q -k "not quant and not attention" 2>&1 | tail -8
-python3 - "$OUT/bf16/metrics.csv" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-for r in rows:
-    if r["metric"] in ("logits_cosine", "min_layer_cosine", "first_divergent_layer") and "layer_diff" in r["nodeid"]:
-        print(r["nodeid"].split("[")[-1].rstrip("]"), r["metric"], r["value"], r["device"])
-PY
+python3 -m pytest_attnlab table "$OUT/bf16" -k layer_diff --by test,device \
+  -m logits_cosine,min_layer_cosine,first_divergent_layer

@@ -8,4 +8,4 @@ $ATTNLAB_PYTEST suites/perf/test_fast_path.py -k trained --attnlab-device cuda -
 $ATTNLAB_PYTEST suites/correctness/test_tokenizer.py suites/correctness/test_components.py \
   suites/correctness/test_layer_diff.py suites/correctness/test_generation.py --attnlab-device cuda \
   --attnlab-report-dir "$OUT/corr" -q -rs --tb=short 2>&1 | tail -12
-grep -h -E "greedy|agreement|token_match|first_mismatch" "$OUT/fast/metrics.csv" | cut -d, -f3-5,11-13 | head -20
+python3 -m pytest_attnlab table "$OUT/fast" -k greedy --by test,backend,dtype --gates

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The fast path's variants on one shape, measured by suites/perf/test_fast_path.py (issue 18): each run is
-# the suite with one set of --attnlab-perf-* options; rows land in REPORTS/NAME/metrics.csv and
-# `python -m pytest_attnlab table`-style tables come from scripts/gpu/fast_variants_table.py.
-#   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings) or checks (greedy and logits)
+# the suite with one set of --attnlab-perf-* options; rows land in REPORTS/NAME/metrics.csv, and PART
+# table prints them with `python -m pytest_attnlab table`.
+#   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings), checks (greedy and logits) or table
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
 # INDUCTOR (the persistent inductor cache dir, default /tmp/ind: the second compile of a run reads it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 R=${1:?REPORTS}; PART=${2:-measure}
 MODEL=${MODEL:-random:qwen2.5-3b-instruct}; END=$((SECONDS + ${BUDGET_S:-330}))
-. .ci/gpu-setup || exit 1
+[ "$PART" = table ] || { . .ci/gpu-setup || exit 1; }
 BASE=(--attnlab-model "$MODEL" --attnlab-device cuda --attnlab-dtype bfloat16 --attnlab-perf-new-tokens 128
       --attnlab-perf-rounds 3 --attnlab-perf-warmup 1 --attnlab-perf-inductor-cache "${INDUCTOR:-/tmp/ind}")
 B1=(--attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1); V=(-k test_fast_variant)
@@ -36,5 +36,12 @@ case $PART in
     run checks-step   --attnlab-perf-compile default
     run checks-layer  "${L[@]}"
     run checks-int4-g128 "${L[@]}" --attnlab-perf-fast-quant int4-g128 ;;
-  *) echo "unknown part '$PART'; choose from: measure checks"; exit 2 ;;
+  table)  # TPOT, MBU, TTFT, compile time per variant and cell; what the inductor cache did; the checks
+    RUNS=("$R"/*/metrics.csv)
+    python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m tpot,mbu,ttft,compile_s \
+      --by run,compile,compile_scope,fast_attention,fast_weights,fast_quant,prompt_len,batch
+    python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m compile_s --by run,inductor_cache
+    python3 -m pytest_attnlab table "${RUNS[@]}" -m greedy_tokens_agree,int4_logit_cosine_min,logits_cosine_min \
+      --by run,test --gates ;;
+  *) echo "unknown part '$PART'; choose from: measure checks table"; exit 2 ;;
 esac

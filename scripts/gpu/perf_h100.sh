@@ -12,6 +12,8 @@ python3 -c "import importlib.metadata as m, sys; sys.exit(not any(e.name == 'att
 PYTEST="python3 -m pytest $PLUGIN -p no:cacheprovider -q -rs --tb=short"
 MODEL=${MODEL:-random:qwen2.5-3b-instruct}; DEV=${DEV:-cuda}
 GRID="--attnlab-perf-prompt-lens ${PROMPTS:-128,512,2048} --attnlab-perf-batch ${BATCH:-small,medium,large} --attnlab-perf-new-tokens ${NEW:-32}"
+PERF_METRICS=ttft,tpot,itl_p99,prefill_tok_s,decode_tok_s,e2e_tok_s,mbu,mfu,peak_mem
+CHECKS=timing_error,timer_overhead,monitor_overhead,tpot_monitor_off,tpot_monitor_on,e2e_latency_fixture,e2e_latency_raw_events,greedy_tokens_agree
 HEAD="--attnlab-perf-prompt-lens ${HEAD_PROMPT:-512} --attnlab-perf-batch 1 --attnlab-perf-new-tokens ${HEAD_NEW:-128}"
 {
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.mem --format=csv,noheader
@@ -35,8 +37,11 @@ timeout -s INT -k 15 ${T_COMPILE:-75} $PYTEST suites/perf/test_generation_perf.p
   --attnlab-perf-compile ${COMPILE_MODE:-default}
 echo "compile done at $((SECONDS - T0)) s"
 } 2>&1 | tee "$OUT/log.txt" | grep -v -E "Warning|warn\(|^  " 
-python3 scripts/gpu/perf_table.py $R/grid/metrics.csv $R/headline/metrics.csv $R/headline-hf/metrics.csv \
-  $R/compile/metrics.csv --markdown "$OUT/table.md" 2>&1 | grep -v -E "peak_bandwidth|peak_flops"
+# the table per step (run) x path x cell, then the single checks (timing error, monitor overhead...)
+python3 -m pytest_attnlab table $R/grid $R/headline $R/headline-hf $R/compile -k test_generation \
+  --by run,compile,backend,prompt_len,batch,new_tokens -m "$PERF_METRICS" | tee "$OUT/table.md"
+python3 -m pytest_attnlab table $R/grid $R/headline $R/headline-hf $R/compile --by run,test,backend \
+  -m "$CHECKS" | tee -a "$OUT/table.md"
 # metrics.csv of every step and the monitor timelines travel in one archive (8 files come back at most)
 tar czf "$OUT/reports.tar.gz" --exclude='*.html' -C $R . 2>/dev/null
 ls "$OUT"

@@ -1,4 +1,5 @@
-# Source on the device machine (phase B of the embedded-model carry; see docs/gpu.md):
+# Source on the device machine (phase B of the embedded-model carry: the GGUF travels in two halves, joined
+# here as .ci/gpu-setup joins them for .ci/gpu; its header says where the halves come from):
 #   carry .device/emb-b .device/wheels .whl-core  after an earlier call copied .device/emb-a to /tmp/emb-a
 # Installs carried wheels into /tmp/site, joins the GGUF, and points the plugin at it.
 export PYTHONUNBUFFERED=1
