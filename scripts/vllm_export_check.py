@@ -48,9 +48,9 @@ def check(args: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_attnlab.backends import scoring
-    from pytest_attnlab.backends.engine import EngineHolder, EngineSettings
-    from pytest_attnlab.backends.vllm_path import VLLMPath
+    from pytest_attnlab.paths import scoring
+    from pytest_attnlab.paths.vllm import VLLMPath
+    from pytest_attnlab.paths.vllm_engine import EngineHolder, EngineSettings
     from pytest_attnlab.prompts import load_prompts
 
     meta = json.loads((args.out / "meta.json").read_text())

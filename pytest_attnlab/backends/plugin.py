@@ -1,6 +1,6 @@
 """pytest hooks, options and fixtures of pytest_attnlab.backends (loaded by pytest_attnlab.plugin).
 
-Backends are perf's decode paths (`pytest_attnlab.perf.paths.DECODE_PATHS`: hf, fast) plus `vllm`,
+Backends are perf's decode paths (`pytest_attnlab.paths.DECODE_PATHS`: hf, fast) plus `vllm`,
 registered here at configure time, bound to this run's engine holder. `--attnlab-backend` is the
 user-facing switch: it sets perf's `--attnlab-perf-path` and parametrizes `attnlab_backend`.
 """
@@ -36,12 +36,12 @@ class BackendState:
     @property
     def selected(self) -> tuple[str, ...]:
         """--attnlab-backend, else every registered backend."""
-        from pytest_attnlab.perf.paths import DECODE_PATHS
+        from pytest_attnlab.paths import DECODE_PATHS
 
         return self.values["backend"] or tuple(DECODE_PATHS.names())
 
     def engine_settings(self) -> Any:
-        from pytest_attnlab.backends.engine import EngineSettings
+        from pytest_attnlab.paths.vllm_engine import EngineSettings
 
         v = self.values
         dtype = v["dtype"]
@@ -60,8 +60,8 @@ class BackendState:
     @property
     def engines(self) -> Any:
         if self._engines is None:
-            from pytest_attnlab.backends.engine import EngineHolder
             from pytest_attnlab.models.cache import cache_root
+            from pytest_attnlab.paths.vllm_engine import EngineHolder
 
             self._engines = EngineHolder(self.engine_settings(), cache_root() / "vllm-checkpoints")
         return self._engines
@@ -69,7 +69,7 @@ class BackendState:
     def path(self, name: str) -> Any:
         """One path object per backend name for the run (the vllm one shares the engine holder)."""
         if name not in self.paths:
-            from pytest_attnlab.perf.paths import DECODE_PATHS, PathOptions
+            from pytest_attnlab.paths import DECODE_PATHS, PathOptions
 
             self.paths[name] = DECODE_PATHS.get(name)(PathOptions())
         return self.paths[name]
@@ -84,8 +84,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _register_vllm(state: BackendState | None) -> None:
-    from pytest_attnlab.backends.vllm_path import VLLMPath
-    from pytest_attnlab.perf.paths import DECODE_PATHS
+    from pytest_attnlab.paths import DECODE_PATHS
+    from pytest_attnlab.paths.vllm import VLLMPath
 
     factory = VLLMPath if state is None else partial(_bound_vllm_path, state)
     DECODE_PATHS.register("vllm", factory, replace=True)
@@ -94,7 +94,7 @@ def _register_vllm(state: BackendState | None) -> None:
 def _bound_vllm_path(state: BackendState, options: Any = None) -> Any:
     """One VLLMPath per run, whoever asks (perf's fixture or this area's tests): `extra` and
     `last_metrics` set through one are seen through the other."""
-    from pytest_attnlab.backends.vllm_path import VLLMPath
+    from pytest_attnlab.paths.vllm import VLLMPath
 
     if state.vllm_path is None:
         state.vllm_path = VLLMPath(options, engines=state.engines)
@@ -112,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if chosen:
         perf_value = config.getoption("attnlab_perf_path", default=None)
         if perf_value is not None:
-            from pytest_attnlab.perf.paths import DECODE_PATHS
+            from pytest_attnlab.paths import DECODE_PATHS
 
             if tuple(DECODE_PATHS.select(perf_value)) != chosen:
                 raise pytest.UsageError(
@@ -179,7 +179,7 @@ def vllm_settings(backend_state: BackendState) -> Any:
 @pytest.fixture(scope="session")
 def vllm_engine(backend_state: BackendState, attnlab_model: Any) -> Any:
     """The session's `vllm.LLM` on --attnlab-model's checkpoint (skips with the install hint without vLLM)."""
-    from pytest_attnlab.backends.engine import VLLMUnavailable
+    from pytest_attnlab.paths.vllm_engine import VLLMUnavailable
 
     try:
         return backend_state.engines.for_model(attnlab_model.model)

@@ -57,7 +57,7 @@ class PerfState:
     def path(self, name: str) -> Any:
         """One decode-path object per name for the run, so static caches and graphs are reused."""
         if name not in self.paths:
-            from pytest_attnlab.perf.paths import DECODE_PATHS, PathOptions
+            from pytest_attnlab.paths import DECODE_PATHS, PathOptions
 
             self.paths[name] = DECODE_PATHS.get(name)(PathOptions.from_settings(self.settings))
         return self.paths[name]

@@ -14,9 +14,9 @@ import time
 import torch
 
 from pytest_attnlab.models import random_models
+from pytest_attnlab.paths import FastPath, PathOptions
 from pytest_attnlab.perf import roofline
 from pytest_attnlab.perf.bench import GenerationBenchmark
-from pytest_attnlab.perf.paths import FastPath, PathOptions
 
 VARIANTS = [  # (compile mode, decode attention, inductor coordinate-descent tuning)
     ("none", "sdpa", False),

@@ -4,7 +4,7 @@ Per (backend, quantizer): HF `generate` on the same weights is the reference for
 log_softmax along the backend's own continuation (teacher forcing) is the reference for its
 logprobs, so one early divergence does not misalign every later step. vLLM gets a quantizer's
 weights as an exported compressed-tensors / GPTQ / AWQ checkpoint from the quantizer cache (the
-same weights as the HF reference) or quantizes in flight (backends/vllm_quant.py); the HF
+same weights as the HF reference) or quantizes in flight (paths/vllm_quant.py); the HF
 reference then runs at the engine's dtype. Quantizers without a route skip with the reason.
 Choose with --attnlab-backend, --attnlab-quant and --attnlab-vllm-quant-format.
 """
@@ -16,7 +16,7 @@ import copy
 import pytest
 import torch
 
-from pytest_attnlab.backends import scoring
+from pytest_attnlab.paths import scoring
 from pytest_attnlab.prompts import ids_for, load_prompts
 
 NEW_TOKENS = 16

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pytest_attnlab.perf.paths.base import DECODE_PATHS, DecodePath, PathOptions
+from pytest_attnlab.paths.base import DECODE_PATHS, DecodePath, PathOptions
 
 _BUILTIN = {
-    "hf": ("pytest_attnlab.perf.paths.hf", "HFGeneratePath"),
-    "fast": ("pytest_attnlab.perf.paths.fast", "FastPath"),
+    "hf": ("pytest_attnlab.paths.hf", "HFGeneratePath"),
+    "fast": ("pytest_attnlab.paths.fast", "FastPath"),
 }
 
 

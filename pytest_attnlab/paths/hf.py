@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from pytest_attnlab.perf.paths.base import PathOptions
+from pytest_attnlab.paths.base import PathOptions
 
 
 class _Marker:

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from pytest_attnlab import progress
-from pytest_attnlab.perf import static_decode as sd
-from pytest_attnlab.perf.paths.base import PathOptions
+from pytest_attnlab.paths import static_decode as sd
+from pytest_attnlab.paths.base import PathOptions
 
 
 class GraphedStep:

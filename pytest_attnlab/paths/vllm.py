@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_attnlab.backends.engine import (
+from pytest_attnlab.paths.vllm_engine import (
     EngineHolder,
     EngineSettings,
     checkpoint_bytes,
@@ -23,8 +23,10 @@ from pytest_attnlab.backends.engine import (
     quantized_reason,
     weights_differ,
 )
-from pytest_attnlab.backends.scored import Scored
-from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, VLLMRoute, route
+from pytest_attnlab.paths.vllm_quant import VLLMQuantUnsupported, VLLMRoute, route
+
+if TYPE_CHECKING:
+    from pytest_attnlab.paths.scoring import Scored
 
 _ids = itertools.count()
 
@@ -55,11 +57,11 @@ class VLLMPath:
         """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it.
 
         A model made by pytest_attnlab.quant.quantize() goes through its vLLM route (in-flight or an
-        exported checkpoint of the same weights, backends/vllm_quant.py); any other model must be its
+        exported checkpoint of the same weights, paths/vllm_quant.py); any other model must be its
         checkpoint's weights."""
         import pytest
 
-        from pytest_attnlab.backends.engine import VLLMUnavailable
+        from pytest_attnlab.paths.vllm_engine import VLLMUnavailable
         from pytest_attnlab.quant.api import quantized_from
 
         limit = self.engines.settings.max_model_len
@@ -85,7 +87,7 @@ class VLLMPath:
             if reason:
                 pytest.skip(
                     f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
-                    "quantizers with a vLLM route run through it (backends/vllm_quant.py)"
+                    "quantizers with a vLLM route run through it (paths/vllm_quant.py)"
                 )
             folder = checkpoint_for(model, self.engines.workdir)
             differ = weights_differ(model, folder)
@@ -167,6 +169,8 @@ class VLLMPath:
     def greedy_logprobs(self, ids: Any, new_tokens: int, top_k: int) -> Scored:
         """Greedy tokens [batch, new_tokens] and per step the top-k {token: logprob} of raw logits."""
         from vllm.inputs import TokensPrompt
+
+        from pytest_attnlab.paths.scoring import Scored
 
         assert self.llm is not None, "call prepare() first"
         prompts = [TokensPrompt(prompt_token_ids=row) for row in ids.tolist()]

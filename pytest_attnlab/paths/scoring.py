@@ -14,7 +14,21 @@ from typing import Any
 
 import torch
 
-from pytest_attnlab.backends.scored import Scored
+
+@dataclass
+class Scored:
+    """`tokens[b]`: greedy continuation of row b; `top[b][i]`: {token id: logprob} of step i (the
+    step's top-k under the backend's own log-softmax of raw logits; may hold the chosen token too)."""
+
+    tokens: list[list[int]]
+    top: list[list[dict[int, float]]]
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.top):
+            raise ValueError(f"{len(self.tokens)} token rows but {len(self.top)} logprob rows")
+        for b, (toks, steps) in enumerate(zip(self.tokens, self.top, strict=True)):
+            if len(toks) != len(steps):
+                raise ValueError(f"row {b}: {len(toks)} tokens but {len(steps)} logprob steps")
 
 
 def _top(logits: torch.Tensor, k: int, chosen: torch.Tensor) -> list[dict[int, float]]:
@@ -56,7 +70,7 @@ def hf_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int
 
 @torch.inference_mode()
 def fast_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
-    from pytest_attnlab.perf import static_decode as sd
+    from pytest_attnlab.paths import static_decode as sd
 
     sm = sd.from_hf(model)
     cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + new_tokens)
@@ -79,7 +93,7 @@ def eos_ids(model: Any) -> tuple[int, ...]:
 
 
 def _scorers() -> dict[type, Callable[..., Scored]]:
-    from pytest_attnlab.perf.paths import FastPath, HFGeneratePath
+    from pytest_attnlab.paths import FastPath, HFGeneratePath
 
     return {HFGeneratePath: hf_greedy_logprobs, FastPath: fast_greedy_logprobs}
 
