@@ -63,7 +63,7 @@ def check(args: argparse.Namespace) -> dict:
     ref_tokens, cands, lps = [], [], []
     with torch.no_grad():
         for ids in prompts:
-            ref_tokens += scoring.hf_greedy_logprobs(None, ref, ids, NEW_TOKENS, TOP_K).tokens
+            ref_tokens += scoring.hf_greedy_logprobs(ref, ids, NEW_TOKENS, TOP_K).tokens
             cand = path.greedy_logprobs(ids, NEW_TOKENS, TOP_K)
             cands.append(cand)
             lps.append(scoring.teacher_forced_logprobs(ref, ids, cand.tokens)[0])

@@ -106,7 +106,8 @@ def test_hf_and_fast_scores_agree_with_teacher_forcing(tiny):
 
     ids = torch.randint(16, 200, (2, 7), generator=torch.Generator().manual_seed(1))
     for path in (HFGeneratePath(), FastPath()):
-        s = scoring.greedy_logprobs(path, tiny.model, ids, 5, 3)
+        path.prepare(tiny.model, 2, 7, 5)
+        s = path.greedy_logprobs(ids, 5, 3)
         assert [len(t) for t in s.tokens] == [5, 5] and all(len(step) >= 3 for row in s.top for step in row)
         ref = scoring.teacher_forced_logprobs(tiny.model, ids, s.tokens)
         a = scoring.agreement(s.tokens, s, ref, banned=scoring.eos_ids(tiny.model))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from pytest_attnlab.paths.base import DecodePath
 from pytest_attnlab.paths.vllm_engine import (
     EngineHolder,
     EngineSettings,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 _ids = itertools.count()
 
 
-class VLLMPath:
+class VLLMPath(DecodePath):
     name = "vllm"
 
     def __init__(self, options: Any = None, *, engines: EngineHolder | None = None) -> None:

@@ -72,8 +72,8 @@ def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, at
         backend_path.prepare(cand_model, 1, ids.shape[1], NEW_TOKENS)
         dtype = getattr(backend_path, "engine_dtype", dtype)
         ref_model = _at_dtype(ref_model, dtype)
-        ref = scoring.hf_greedy_logprobs(None, ref_model, ids, NEW_TOKENS, TOP_K)
-        cand = scoring.greedy_logprobs(backend_path, cand_model, ids, NEW_TOKENS, TOP_K)
+        ref = scoring.hf_greedy_logprobs(ref_model, ids, NEW_TOKENS, TOP_K)
+        cand = backend_path.greedy_logprobs(ids, NEW_TOKENS, TOP_K)
         ref_tokens += ref.tokens
         cands.append(cand)
         ref_lps.append(scoring.teacher_forced_logprobs(ref_model, ids, cand.tokens))
