@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_attnlab.registry import Registry
@@ -31,20 +31,22 @@ class PathOptions:
     weights: str = "fused"  # FAST_WEIGHTS
     quant: str = "none"  # FAST_QUANT
     inductor_cache: str = ""  # TORCHINDUCTOR_CACHE_DIR while the step compiles; "": torch's own
+    vllm_quant_format: str = "auto"  # checkpoint format quantized models reach vLLM in
+    engines: Any = field(default=None, compare=False)  # the run's vLLM EngineHolder; None: the path's own
 
     def __post_init__(self) -> None:
-        for field, value, choices in (
+        for name, value, choices in (
             ("compile", self.compile, COMPILE_MODES),
             ("compile_scope", self.compile_scope, COMPILE_SCOPES),
             ("weights", self.weights, FAST_WEIGHTS),
             ("quant", self.quant, FAST_QUANT),
         ):
             if value not in choices:
-                raise ValueError(f"{field}: invalid value {value!r}; choose from: {', '.join(choices)}")
+                raise ValueError(f"{name}: invalid value {value!r}; choose from: {', '.join(choices)}")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PathOptions:
-        """The options the resolved --attnlab-perf-* settings (PerfSettings) choose."""
+    def from_settings(cls, settings: Any, **vllm: Any) -> PathOptions:
+        """The options the resolved --attnlab-perf-* settings (PerfSettings) choose, plus the vllm ones."""
         return cls(
             compile=settings.compile,
             decode_attention=settings.fast_attention,
@@ -52,6 +54,7 @@ class PathOptions:
             weights=settings.fast_weights,
             quant=settings.fast_quant,
             inductor_cache=settings.inductor_cache,
+            **vllm,
         )
 
     def context(self) -> dict[str, str]:

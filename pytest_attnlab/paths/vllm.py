@@ -1,4 +1,4 @@
-"""`vllm`: a DecodePath (perf's protocol) over vLLM's offline engine, plus greedy top-k logprobs.
+"""`vllm`: a DecodePath (paths.base) over vLLM's offline engine, plus greedy top-k logprobs.
 
 Per-token timestamps come from stepping the engine (`LLMEngine.step()`): each step returns the
 requests' outputs so far, and `on_token()` fires as soon as every sequence of the batch holds one
@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_attnlab.paths.base import DecodePath
+from pytest_attnlab.paths.base import DecodePath, PathOptions
+from pytest_attnlab.paths.scoring import Scored
 from pytest_attnlab.paths.vllm_engine import (
     EngineHolder,
     EngineSettings,
@@ -26,16 +27,15 @@ from pytest_attnlab.paths.vllm_engine import (
 )
 from pytest_attnlab.paths.vllm_quant import VLLMQuantUnsupported, VLLMRoute, route
 
-if TYPE_CHECKING:
-    from pytest_attnlab.paths.scoring import Scored
-
 _ids = itertools.count()
 
 
 class VLLMPath(DecodePath):
     name = "vllm"
 
-    def __init__(self, options: Any = None, *, engines: EngineHolder | None = None) -> None:
+    def __init__(self, options: PathOptions | None = None, *, engines: EngineHolder | None = None) -> None:
+        options = options or PathOptions()
+        engines = engines or options.engines
         if engines is None:  # used outside pytest: its own engine with the default settings
             import tempfile
             from pathlib import Path
@@ -45,7 +45,7 @@ class VLLMPath(DecodePath):
         self.llm: Any = None
         self.last_metrics: list[Any] = []
         #: checkpoint format quantized models are exported to (--attnlab-vllm-quant-format)
-        self.export_format = "auto"
+        self.export_format = options.vllm_quant_format
         #: how the last prepare()d model reached vLLM, and the engine dtype it runs at
         self.route: VLLMRoute | None = None
         self.engine_dtype = engines.settings.dtype
@@ -171,8 +171,6 @@ class VLLMPath(DecodePath):
         """Greedy tokens [batch, new_tokens] and per step the top-k {token: logprob} of raw logits."""
         from vllm.inputs import TokensPrompt
 
-        from pytest_attnlab.paths.scoring import Scored
-
         assert self.llm is not None, "call prepare() first"
         prompts = [TokensPrompt(prompt_token_ids=row) for row in ids.tolist()]
         outs = self.llm.generate(prompts, self._params(new_tokens, logprobs=top_k), use_tqdm=False)
@@ -196,7 +194,7 @@ def _kernels_of(model: Any) -> dict[str, int]:
 
 
 def linear_kernels(llm: Any) -> str:
-    """"Method/Kernel xN; ..." for the engine's linear layers, or why it could not be read."""
+    """ "Method/Kernel xN; ..." for the engine's linear layers, or why it could not be read."""
     try:
         per_worker = llm.apply_model(_kernels_of)
     except Exception as exc:  # an engine without apply_model, or one that refuses to pickle the function
