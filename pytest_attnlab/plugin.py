@@ -129,7 +129,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 def skip_if_unsupported(exc: BaseException) -> None:
     """A decode path that cannot run this model (the fast path's `UnsupportedModel`: another family,
     sliding windows, quantized linears) skips the test with its reason instead of failing it."""
-    static_decode = sys.modules.get("pytest_attnlab.perf.static_decode")  # never imported just to check
+    static_decode = sys.modules.get("pytest_attnlab.paths.static_decode")  # never imported just to check
     if static_decode is not None and isinstance(exc, static_decode.UnsupportedModel):
         pytest.skip(f"{type(exc).__name__}: {exc}")
 

@@ -48,9 +48,9 @@ def check(args: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_attnlab.backends import scoring
-    from pytest_attnlab.backends.engine import EngineHolder, EngineSettings
-    from pytest_attnlab.backends.vllm_path import VLLMPath
+    from pytest_attnlab.paths import scoring
+    from pytest_attnlab.paths.vllm import VLLMPath
+    from pytest_attnlab.paths.vllm_engine import EngineHolder, EngineSettings
     from pytest_attnlab.prompts import load_prompts
 
     meta = json.loads((args.out / "meta.json").read_text())
@@ -63,7 +63,7 @@ def check(args: argparse.Namespace) -> dict:
     ref_tokens, cands, lps = [], [], []
     with torch.no_grad():
         for ids in prompts:
-            ref_tokens += scoring.hf_greedy_logprobs(None, ref, ids, NEW_TOKENS, TOP_K).tokens
+            ref_tokens += scoring.hf_greedy_logprobs(ref, ids, NEW_TOKENS, TOP_K).tokens
             cand = path.greedy_logprobs(ids, NEW_TOKENS, TOP_K)
             cands.append(cand)
             lps.append(scoring.teacher_forced_logprobs(ref, ids, cand.tokens)[0])

@@ -26,12 +26,12 @@ def _gates() -> dict:
 
 
 def _score(candidate, reference, prompts):
-    from pytest_attnlab.backends import scoring
+    from pytest_attnlab.paths import scoring
 
     ref_tokens, cands, lps = [], [], []
     for ids in prompts:
-        ref_tokens += scoring.hf_greedy_logprobs(None, reference, ids, 16, 5).tokens
-        cand = scoring.hf_greedy_logprobs(None, candidate, ids, 16, 5)
+        ref_tokens += scoring.hf_greedy_logprobs(reference, ids, 16, 5).tokens
+        cand = scoring.hf_greedy_logprobs(candidate, ids, 16, 5)
         cands.append(cand)
         lps.append(scoring.teacher_forced_logprobs(reference, ids, cand.tokens)[0])
     merged = scoring.Scored([t for c in cands for t in c.tokens], [s for c in cands for s in c.top])

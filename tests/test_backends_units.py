@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pytest_attnlab.backends import scoring
-from pytest_attnlab.backends.engine import EngineSettings, checkpoint_for, quantized_reason, weights_differ
-from pytest_attnlab.backends.request_metrics import RequestTiming, summarize
-from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, route
+from pytest_attnlab.paths import scoring
+from pytest_attnlab.paths.vllm_engine import EngineSettings, checkpoint_for, quantized_reason, weights_differ
+from pytest_attnlab.paths.vllm_metrics import RequestTiming, summarize
+from pytest_attnlab.paths.vllm_quant import VLLMQuantUnsupported, route
 
 
 def _stats(latency: float, first: float, last: float, n: int) -> SimpleNamespace:
@@ -67,7 +67,7 @@ def test_engine_settings_validate_and_map_to_llm_arguments():
 def test_in_flight_routes_follow_what_the_installed_vllm_lists(monkeypatch):
     from types import SimpleNamespace
 
-    from pytest_attnlab.backends import vllm_quant
+    from pytest_attnlab.paths import vllm_quant
 
     def extra(quant: str, on_cpu: bool) -> dict:
         return route(SimpleNamespace(quant=quant, state=None), on_cpu, "float32").extra
@@ -102,11 +102,12 @@ def tiny(model_factory):
 
 
 def test_hf_and_fast_scores_agree_with_teacher_forcing(tiny):
-    from pytest_attnlab.perf.paths import FastPath, HFGeneratePath
+    from pytest_attnlab.paths import FastPath, HFGeneratePath
 
     ids = torch.randint(16, 200, (2, 7), generator=torch.Generator().manual_seed(1))
     for path in (HFGeneratePath(), FastPath()):
-        s = scoring.greedy_logprobs(path, tiny.model, ids, 5, 3)
+        path.prepare(tiny.model, 2, 7, 5)
+        s = path.greedy_logprobs(ids, 5, 3)
         assert [len(t) for t in s.tokens] == [5, 5] and all(len(step) >= 3 for row in s.top for step in row)
         ref = scoring.teacher_forced_logprobs(tiny.model, ids, s.tokens)
         a = scoring.agreement(s.tokens, s, ref, banned=scoring.eos_ids(tiny.model))

@@ -12,12 +12,12 @@ import torch
 
 from pytest_attnlab.generation import decode_loop
 from pytest_attnlab.models import random_models
+from pytest_attnlab.paths import FastPath, PathOptions
+from pytest_attnlab.paths import static_decode as sd
+from pytest_attnlab.paths.base import FAST_QUANT
+from pytest_attnlab.paths.fast import inductor_cache_dir
+from pytest_attnlab.paths.fast_weights import Concat, Int4
 from pytest_attnlab.perf import roofline
-from pytest_attnlab.perf import static_decode as sd
-from pytest_attnlab.perf.paths import FastPath, PathOptions
-from pytest_attnlab.perf.paths.base import FAST_QUANT
-from pytest_attnlab.perf.paths.fast import inductor_cache_dir
-from pytest_attnlab.perf.paths.weights import Concat, Int4
 
 ARCH = {"qwen2": {}, "llama": {"model_type": "llama", "tie_word_embeddings": False}}
 #: widths that groups of 32 and 128 divide (tiny-qwen2's own 176-wide MLP fits neither)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pytest_attnlab.backends import vllm_quant
 from pytest_attnlab.models.cache import COMPLETE
 from pytest_attnlab.models.loader import load_model
 from pytest_attnlab.models.random_models import RANDOM_CONFIGS, TINY_QWEN2
 from pytest_attnlab.models.spec import parse_model
+from pytest_attnlab.paths import vllm_quant
 from pytest_attnlab.quant import QUANTIZERS, quantize
 from pytest_attnlab.quant.export import EXPORT_FORMATS, ExportUnsupported, export, format_for, unsupported_reason
 from pytest_attnlab.quant.export.base import WEIGHTS_FILE, linear_codes
@@ -206,8 +206,8 @@ def test_export_is_cached_beside_the_quantizer_and_rebuilt_when_damaged(tiny, ca
 
 
 def test_vllm_path_counts_the_bytes_its_checkpoint_reads(tiny, cache, tmp_path) -> None:
-    from pytest_attnlab.backends.engine import EngineHolder, EngineSettings
-    from pytest_attnlab.backends.vllm_path import VLLMPath
+    from pytest_attnlab.paths.vllm import VLLMPath
+    from pytest_attnlab.paths.vllm_engine import EngineHolder, EngineSettings
     from pytest_attnlab.perf.roofline import Shape
 
     qm = _q(tiny, cache, "rtn-int4-g64-zp")

@@ -26,7 +26,7 @@ _BOOL = {
 
 
 def _backends(value: str) -> tuple[str, ...] | None:
-    from pytest_attnlab.perf.paths import DECODE_PATHS
+    from pytest_attnlab.paths import DECODE_PATHS
     from pytest_attnlab.registry import UnknownNameError
 
     if not value.strip():

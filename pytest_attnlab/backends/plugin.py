@@ -1,13 +1,12 @@
 """pytest hooks, options and fixtures of pytest_attnlab.backends (loaded by pytest_attnlab.plugin).
 
-Backends are perf's decode paths (`pytest_attnlab.perf.paths.DECODE_PATHS`: hf, fast) plus `vllm`,
-registered here at configure time, bound to this run's engine holder. `--attnlab-backend` is the
+Backends are the decode paths (`pytest_attnlab.paths.DECODE_PATHS`: hf, fast, vllm); the run's path
+objects (one cache, shared with perf) and vLLM engine holder live here. `--attnlab-backend` is the
 user-facing switch: it sets perf's `--attnlab-perf-path` and parametrizes `attnlab_backend`.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import pytest
@@ -24,8 +23,7 @@ class BackendState:
         self.config = config
         self.values = values
         self._engines: Any = None
-        self.paths: dict[str, Any] = {}
-        self.vllm_path: Any = None
+        self._paths: Any = None
 
     @property
     def attnlab(self) -> Any:
@@ -36,12 +34,12 @@ class BackendState:
     @property
     def selected(self) -> tuple[str, ...]:
         """--attnlab-backend, else every registered backend."""
-        from pytest_attnlab.perf.paths import DECODE_PATHS
+        from pytest_attnlab.paths import DECODE_PATHS
 
         return self.values["backend"] or tuple(DECODE_PATHS.names())
 
     def engine_settings(self) -> Any:
-        from pytest_attnlab.backends.engine import EngineSettings
+        from pytest_attnlab.paths.vllm_engine import EngineSettings
 
         v = self.values
         dtype = v["dtype"]
@@ -60,19 +58,22 @@ class BackendState:
     @property
     def engines(self) -> Any:
         if self._engines is None:
-            from pytest_attnlab.backends.engine import EngineHolder
             from pytest_attnlab.models.cache import cache_root
+            from pytest_attnlab.paths.vllm_engine import EngineHolder
 
             self._engines = EngineHolder(self.engine_settings(), cache_root() / "vllm-checkpoints")
         return self._engines
 
     def path(self, name: str) -> Any:
-        """One path object per backend name for the run (the vllm one shares the engine holder)."""
-        if name not in self.paths:
-            from pytest_attnlab.perf.paths import DECODE_PATHS, PathOptions
+        """The run's one path object per name (paths.PathCache, perf's too), built from the resolved
+        --attnlab-perf-* settings (compile mode, fast variant) and this run's vLLM engine holder."""
+        if self._paths is None:
+            from pytest_attnlab.paths import PathCache, PathOptions
+            from pytest_attnlab.perf.plugin import PERF_STATE_KEY
 
-            self.paths[name] = DECODE_PATHS.get(name)(PathOptions())
-        return self.paths[name]
+            vllm = {"engines": self.engines, "vllm_quant_format": self.values["quant_format"]}
+            self._paths = PathCache(PathOptions.from_settings(self.config.stash[PERF_STATE_KEY].settings, **vllm))
+        return self._paths(name)
 
     def close(self) -> None:
         if self._engines is not None:
@@ -83,36 +84,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     backend_options.add_options(parser)
 
 
-def _register_vllm(state: BackendState | None) -> None:
-    from pytest_attnlab.backends.vllm_path import VLLMPath
-    from pytest_attnlab.perf.paths import DECODE_PATHS
-
-    factory = VLLMPath if state is None else partial(_bound_vllm_path, state)
-    DECODE_PATHS.register("vllm", factory, replace=True)
-
-
-def _bound_vllm_path(state: BackendState, options: Any = None) -> Any:
-    """One VLLMPath per run, whoever asks (perf's fixture or this area's tests): `extra` and
-    `last_metrics` set through one are seen through the other."""
-    from pytest_attnlab.backends.vllm_path import VLLMPath
-
-    if state.vllm_path is None:
-        state.vllm_path = VLLMPath(options, engines=state.engines)
-        state.vllm_path.export_format = state.values["quant_format"]
-    return state.vllm_path
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    _register_vllm(None)  # the name must exist before --attnlab-backend / --attnlab-perf-path are checked
     values = backend_options.resolve_all(config)
-    state = BackendState(config, values)
-    config.stash[BACKENDS_KEY] = state
-    _register_vllm(state)
+    config.stash[BACKENDS_KEY] = BackendState(config, values)
     chosen = values["backend"]
     if chosen:
         perf_value = config.getoption("attnlab_perf_path", default=None)
         if perf_value is not None:
-            from pytest_attnlab.perf.paths import DECODE_PATHS
+            from pytest_attnlab.paths import DECODE_PATHS
 
             if tuple(DECODE_PATHS.select(perf_value)) != chosen:
                 raise pytest.UsageError(
@@ -126,7 +105,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(BACKENDS_KEY, None)
     if state is not None:
         state.close()
-        _register_vllm(None)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -179,7 +157,7 @@ def vllm_settings(backend_state: BackendState) -> Any:
 @pytest.fixture(scope="session")
 def vllm_engine(backend_state: BackendState, attnlab_model: Any) -> Any:
     """The session's `vllm.LLM` on --attnlab-model's checkpoint (skips with the install hint without vLLM)."""
-    from pytest_attnlab.backends.engine import VLLMUnavailable
+    from pytest_attnlab.paths.vllm_engine import VLLMUnavailable
 
     try:
         return backend_state.engines.for_model(attnlab_model.model)

@@ -12,12 +12,15 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_attnlab.perf import llm_metrics, memory, roofline
 from pytest_attnlab.perf.llm_metrics import Run, Summary
 from pytest_attnlab.perf.plant import PlantedSlowdown
 from pytest_attnlab.perf.timing import clock_for, synchronize
+
+if TYPE_CHECKING:
+    from pytest_attnlab.paths import DecodePath
 
 #: extra_info keys: latencies in ms (as vLLM prints them), throughputs in tokens/s, MBU/MFU in %.
 _MS = ("ttft", "tpot", "e2e_latency", "itl_p50", "itl_p90", "itl_p99", "itl_max")
@@ -129,7 +132,7 @@ class GenerationBenchmark:
         device: str,
         rounds: int,
         warmup: int,
-        path_factory: Callable[[str], Any],
+        path_factory: Callable[[str], DecodePath],
         peaks: Callable[[], roofline.DevicePeaks],
         benchmark: Any = None,
         recorder: Any = None,
@@ -159,7 +162,7 @@ class GenerationBenchmark:
         self,
         model: Any,
         path: str,
-        impl: Any,
+        impl: DecodePath,
         batch: int,
         prompt_len: int,
         new_tokens: int,
@@ -169,8 +172,7 @@ class GenerationBenchmark:
         shape = roofline.Shape.from_config(model.config)
         # A path that runs its own copy of the weights (vLLM: its checkpoint at its dtype, packed int4)
         # says what one decode step reads (DecodePath.weights_read); else the HF model's parameters.
-        read = getattr(impl, "weights_read", None)
-        own = read(shape, batch) if callable(read) else None
+        own = impl.weights_read(shape, batch)
         if own is not None:
             weights, elem = own
         else:
@@ -188,13 +190,12 @@ class GenerationBenchmark:
             shape,
             weights,
             elem,
+            impl.describe(),
         )
-        describe = getattr(impl, "describe", None)
-        m.path_info = describe() if callable(describe) else {}
         self.last = m
         return m
 
-    def _round(self, impl: Any, ids: Any, new_tokens: int, runs: list[Run], out: list[Any]) -> None:
+    def _round(self, impl: DecodePath, ids: Any, new_tokens: int, runs: list[Run], out: list[Any]) -> None:
         clock = clock_for(self.device, new_tokens)
         mark = self.plant.wrap(clock.mark) if self.plant else clock.mark
         clock.start()

@@ -59,7 +59,7 @@ def _int(flag: str, minimum: int) -> Any:
 
 
 def _paths(value: str) -> tuple[str, ...]:
-    from pytest_attnlab.perf.paths import DECODE_PATHS
+    from pytest_attnlab.paths import DECODE_PATHS
     from pytest_attnlab.registry import UnknownNameError
 
     try:
@@ -74,7 +74,7 @@ _interval_ms = core_options.parse_number(
 
 
 def _compile(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import COMPILE_MODES
+    from pytest_attnlab.paths.base import COMPILE_MODES
 
     return core_options.parse_choice("--attnlab-perf-compile", COMPILE_MODES)(value)
 
@@ -88,19 +88,19 @@ def _fast_attention(value: str) -> str:
 
 
 def _compile_scope(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import COMPILE_SCOPES
+    from pytest_attnlab.paths.base import COMPILE_SCOPES
 
     return core_options.parse_choice("--attnlab-perf-compile-scope", COMPILE_SCOPES)(value)
 
 
 def _fast_weights(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import FAST_WEIGHTS
+    from pytest_attnlab.paths.base import FAST_WEIGHTS
 
     return core_options.parse_choice("--attnlab-perf-fast-weights", FAST_WEIGHTS)(value)
 
 
 def _fast_quant(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import FAST_QUANT
+    from pytest_attnlab.paths.base import FAST_QUANT
 
     return core_options.parse_choice("--attnlab-perf-fast-quant", FAST_QUANT)(value)
 

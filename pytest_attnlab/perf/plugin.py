@@ -34,7 +34,6 @@ class PerfState:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self._settings: perf_options.PerfSettings | None = None
-        self.paths: dict[str, Any] = {}
         self.models: dict[tuple[str, str], Any] = {}
         self._peaks: Any = None
 
@@ -55,12 +54,10 @@ class PerfState:
         return self._settings
 
     def path(self, name: str) -> Any:
-        """One decode-path object per name for the run, so static caches and graphs are reused."""
-        if name not in self.paths:
-            from pytest_attnlab.perf.paths import DECODE_PATHS, PathOptions
+        """The run's decode-path object `name`, from the one cache the backends' fixtures share."""
+        from pytest_attnlab.backends.plugin import BACKENDS_KEY
 
-            self.paths[name] = DECODE_PATHS.get(name)(PathOptions.from_settings(self.settings))
-        return self.paths[name]
+        return self.config.stash[BACKENDS_KEY].path(name)
 
     def peaks(self) -> Any:
         if self._peaks is None:

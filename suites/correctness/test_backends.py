@@ -4,7 +4,7 @@ Per (backend, quantizer): HF `generate` on the same weights is the reference for
 log_softmax along the backend's own continuation (teacher forcing) is the reference for its
 logprobs, so one early divergence does not misalign every later step. vLLM gets a quantizer's
 weights as an exported compressed-tensors / GPTQ / AWQ checkpoint from the quantizer cache (the
-same weights as the HF reference) or quantizes in flight (backends/vllm_quant.py); the HF
+same weights as the HF reference) or quantizes in flight (paths/vllm_quant.py); the HF
 reference then runs at the engine's dtype. Quantizers without a route skip with the reason.
 Choose with --attnlab-backend, --attnlab-quant and --attnlab-vllm-quant-format.
 """
@@ -16,7 +16,7 @@ import copy
 import pytest
 import torch
 
-from pytest_attnlab.backends import scoring
+from pytest_attnlab.paths import scoring
 from pytest_attnlab.prompts import ids_for, load_prompts
 
 NEW_TOKENS = 16
@@ -75,19 +75,18 @@ def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, at
         backend_path.prepare(cand_model, 1, ids.shape[1], NEW_TOKENS)
         dtype = getattr(backend_path, "engine_dtype", dtype)
         ref_model = _at_dtype(ref_model, dtype)
-        ref = scoring.hf_greedy_logprobs(None, ref_model, ids, NEW_TOKENS, TOP_K)
-        cand = scoring.greedy_logprobs(backend_path, cand_model, ids, NEW_TOKENS, TOP_K)
+        ref = scoring.hf_greedy_logprobs(ref_model, ids, NEW_TOKENS, TOP_K)
+        cand = backend_path.greedy_logprobs(ids, NEW_TOKENS, TOP_K)
         ref_tokens += ref.tokens
         cands.append(cand)
         ref_lps.append(scoring.teacher_forced_logprobs(ref_model, ids, cand.tokens))
     merged = scoring.Scored([t for c in cands for t in c.tokens], [s for c in cands for s in c.top])
     lp = torch.nn.utils.rnn.pad_sequence([x[0] for x in ref_lps], batch_first=True)
     agree = scoring.agreement(ref_tokens, merged, lp, banned=scoring.eos_ids(ref_model))
-    route = getattr(backend_path, "route", None)
-    in_flight = route is not None and route.how.startswith("in-flight") and backend_quant != "none"
+    described = backend_path.describe()  # vLLM: its route, engine dtype and linear kernels
+    in_flight = described.get("vllm_route", "").startswith("in-flight") and backend_quant != "none"
     gates = IN_FLIGHT_GATES if in_flight else GATES[dtype]
-    if route is not None:
-        metrics.update_context(vllm_route=route.how, engine_dtype=dtype, vllm_kernels=backend_path.kernels)
+    metrics.update_context(**described, **({"engine_dtype": dtype} if described else {}))
     metrics.record("backend_token_match", agree.token_match, new_tokens=NEW_TOKENS, prompts=len(prompts))
     metrics.record("backend_greedy_regret", agree.greedy_regret, "nats", threshold=gates["regret"])
     metrics.record("backend_prefix_match", agree.prefix_match)

@@ -29,7 +29,7 @@ def _logprob_diff(a, b) -> float:
 
 @pytest.mark.parametrize("quant", list(CASES))
 def test_every_format_gives_vllm_the_same_weights(quant, attnlab_model, backend_state, metrics):
-    from pytest_attnlab.backends.engine import VLLMUnavailable, import_vllm
+    from pytest_attnlab.paths.vllm_engine import VLLMUnavailable, import_vllm
     from pytest_attnlab.quant import QuantizerUnavailable, quantize
 
     try:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pytest_attnlab.paths import FastPath, PathOptions
 from pytest_attnlab.perf.bench import make_prompt
-from pytest_attnlab.perf.paths import FastPath, PathOptions
 
 #: per dtype (atol, rtol) for per-step logits of the static path vs HF with the same tokens fed
 LOGIT_TOL = {torch.float32: (2e-4, 2e-4), torch.bfloat16: (0.25, 0.05), torch.float16: (0.05, 0.01)}
@@ -86,7 +86,7 @@ def _reference(loaded, options: PathOptions):
 
 
 def _fast_path(options: PathOptions, model, batch: int, prompt_len: int, new_tokens: int) -> FastPath:
-    from pytest_attnlab.perf.static_decode import UnsupportedModel
+    from pytest_attnlab.paths.static_decode import UnsupportedModel
 
     fast = FastPath(options)
     try:
@@ -149,7 +149,7 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pe
     if spec == "model" and attnlab_settings.model.source != "random":
         pytest.skip("--attnlab-model is not a random shape (the trained model is checked token for token)")
     from pytest_attnlab.generation import decode_loop
-    from pytest_attnlab.perf import static_decode as sd
+    from pytest_attnlab.paths import static_decode as sd
     from pytest_attnlab.perf.loading import load
 
     loaded = load(attnlab_session, None if spec == "model" else spec)
@@ -187,7 +187,7 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pe
 
 def _teacher_forced_logits(sm, ids: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:
     """Every step's logits [batch, n, vocab] of the static path, fed `tokens` (HF's) after the prompt."""
-    from pytest_attnlab.perf import static_decode as sd
+    from pytest_attnlab.paths import static_decode as sd
 
     cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + n)
     with torch.no_grad():

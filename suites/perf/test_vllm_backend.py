@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from pytest_attnlab.backends.request_metrics import RequestTiming, summarize
+from pytest_attnlab.paths.vllm_metrics import RequestTiming, summarize
 
 
 @pytest.mark.parametrize("batch", [1, 4])

@@ -41,7 +41,7 @@ def test_paged_vs_quant(attnlab_case, attnlab_model, backend_state, generation_b
     except QuantizerUnavailable as exc:
         pytest.skip(str(exc))
     # The vllm path gives vLLM the same quantizer through its route (an exported checkpoint, or
-    # in-flight quantization) or skips with the reason (backends/vllm_quant.py).
+    # in-flight quantization) or skips with the reason (paths/vllm_quant.py).
     gen = case.generation
     m = generation_benchmark.measure(
         loaded,

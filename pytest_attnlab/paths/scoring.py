@@ -1,23 +1,33 @@
-"""Greedy tokens + top-k logprobs per backend, and their agreement with HF's log_softmax.
-
-`greedy_logprobs(path, model, ids, n, k)` asks the path itself when it has a `greedy_logprobs`
-method (vllm); perf's `hf` and `fast` paths only yield tokens, so their scorers live here, keyed by
-class: HF `generate`'s per-step raw logits and the static-KV step's logits.
+"""Greedy tokens + top-k logprobs (`Scored`, what `DecodePath.greedy_logprobs` returns), HF's
+reference for them, and their agreement with HF's log_softmax.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from pytest_attnlab.backends.scored import Scored
+
+@dataclass
+class Scored:
+    """`tokens[b]`: greedy continuation of row b; `top[b][i]`: {token id: logprob} of step i (the
+    step's top-k under the backend's own log-softmax of raw logits; may hold the chosen token too)."""
+
+    tokens: list[list[int]]
+    top: list[list[dict[int, float]]]
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.top):
+            raise ValueError(f"{len(self.tokens)} token rows but {len(self.top)} logprob rows")
+        for b, (toks, steps) in enumerate(zip(self.tokens, self.top, strict=True)):
+            if len(toks) != len(steps):
+                raise ValueError(f"row {b}: {len(toks)} tokens but {len(steps)} logprob steps")
 
 
-def _top(logits: torch.Tensor, k: int, chosen: torch.Tensor) -> list[dict[int, float]]:
+def top_logprobs(logits: torch.Tensor, k: int, chosen: torch.Tensor) -> list[dict[int, float]]:
     """Per row: top-k {token: logprob} of log_softmax(logits) plus the chosen token's logprob."""
     lp = torch.log_softmax(logits.float(), dim=-1)
     vals, idx = lp.topk(k, dim=-1)
@@ -29,12 +39,13 @@ def _top(logits: torch.Tensor, k: int, chosen: torch.Tensor) -> list[dict[int, f
     return rows
 
 
-def _stack(steps: list[list[dict[int, float]]], tokens: torch.Tensor) -> Scored:
+def stacked(steps: list[list[dict[int, float]]], tokens: torch.Tensor) -> Scored:
     return Scored(tokens.tolist(), [list(row) for row in zip(*steps, strict=True)])
 
 
 @torch.inference_mode()
-def hf_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
+def hf_greedy_logprobs(model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
+    """HF `generate`'s tokens and per-step raw-logit top-k: the reference, and the hf path's own."""
     from pytest_attnlab.generation import hf_generate
 
     cfg = model.generation_config
@@ -50,51 +61,14 @@ def hf_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int
         min_new_tokens=new_tokens,
         pad_token_id=pad,
     )
-    steps = [_top(out.logits[:, i], k, out.tokens[:, i]) for i in range(out.tokens.shape[1])]
-    return _stack(steps, out.tokens)
-
-
-@torch.inference_mode()
-def fast_greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
-    from pytest_attnlab.perf import static_decode as sd
-
-    sm = sd.from_hf(model)
-    cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + new_tokens)
-    logits = sd.prefill(sm, cache, ids.to(sm.embed.device))
-    toks, steps = [], []
-    for i in range(new_tokens):
-        tok = sd.greedy(logits, sm.banned)
-        toks.append(tok)
-        steps.append(_top(logits.cpu(), k, tok[:, 0].cpu()))
-        if i + 1 < new_tokens:
-            pos = torch.tensor([ids.shape[1] + i], device=tok.device)
-            logits = sd.decode_one_token(sm, cache, tok, pos)
-    return _stack(steps, torch.cat(toks, dim=1).cpu())
+    steps = [top_logprobs(out.logits[:, i], k, out.tokens[:, i]) for i in range(out.tokens.shape[1])]
+    return stacked(steps, out.tokens)
 
 
 def eos_ids(model: Any) -> tuple[int, ...]:
     """The model's EOS ids: min_new_tokens / min_tokens ban them until the last forced token."""
     eos = model.generation_config.eos_token_id
     return tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),))
-
-
-def _scorers() -> dict[type, Callable[..., Scored]]:
-    from pytest_attnlab.perf.paths import FastPath, HFGeneratePath
-
-    return {HFGeneratePath: hf_greedy_logprobs, FastPath: fast_greedy_logprobs}
-
-
-def greedy_logprobs(path: Any, model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
-    """Greedy tokens and top-k logprobs of decode-path object `path` (prepared for `model`)."""
-    own = getattr(path, "greedy_logprobs", None)
-    if callable(own):
-        return own(ids, new_tokens, k)
-    scorer = _scorers().get(type(path))
-    if scorer is None:
-        import pytest
-
-        pytest.skip(f"backend {getattr(path, 'name', path)!r} has no greedy_logprobs(ids, new_tokens, top_k) method")
-    return scorer(path, model, ids, new_tokens, k)
 
 
 @torch.inference_mode()

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from pytest_attnlab.perf.paths.base import PathOptions
+from pytest_attnlab.paths.base import DecodePath, PathOptions
+from pytest_attnlab.paths.scoring import Scored, hf_greedy_logprobs
 
 
 class _Marker:
@@ -21,7 +22,7 @@ class _Marker:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-class HFGeneratePath:
+class HFGeneratePath(DecodePath):
     name = "hf"
 
     def __init__(self, options: PathOptions | None = None) -> None:
@@ -48,3 +49,6 @@ class HFGeneratePath:
             stopping_criteria=StoppingCriteriaList([_Marker(on_token)]),
         )
         return out[:, ids.shape[1] :]
+
+    def greedy_logprobs(self, ids: torch.Tensor, new_tokens: int, top_k: int) -> Scored:
+        return hf_greedy_logprobs(self.model, ids, new_tokens, top_k)

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from pytest_attnlab import progress
-from pytest_attnlab.perf import static_decode as sd
-from pytest_attnlab.perf.paths.base import PathOptions
+from pytest_attnlab.paths import static_decode as sd
+from pytest_attnlab.paths.base import DecodePath, PathOptions
+from pytest_attnlab.paths.scoring import Scored, stacked, top_logprobs
 
 
 class GraphedStep:
@@ -109,11 +110,12 @@ class CompiledStep:
         return out
 
 
-class FastPath:
+class FastPath(DecodePath):
     name = "fast"
 
     def __init__(self, options: PathOptions | None = None) -> None:
         self.options = options or PathOptions()
+        self.model: Any = None
         self.sm: sd.StaticModel | None = None
         self.cache: sd.StaticCache | None = None
         self.step: Any = None
@@ -135,6 +137,7 @@ class FastPath:
 
     @torch.no_grad()
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
+        self.model = model
         if self._model_id != id(model):
             start = time.perf_counter()
             self.sm = sd.from_hf(model, self.options.weights, self.options.quant)
@@ -187,3 +190,19 @@ class FastPath:
         on_token()
         rest = sd.decode_n_tokens(self.step, first, ids.shape[1], new_tokens - 1, lambda _t: on_token())
         return torch.cat([first, *rest], dim=1)
+
+    @torch.inference_mode()
+    def greedy_logprobs(self, ids: torch.Tensor, new_tokens: int, top_k: int) -> Scored:
+        """The eager step's logits, on the prepared model's default layout (fused, its own dtype)."""
+        sm = sd.from_hf(self.model)
+        cache = sd.new_cache(sm, ids.shape[0], ids.shape[1] + new_tokens)
+        logits = sd.prefill(sm, cache, ids.to(sm.embed.device))
+        toks, steps = [], []
+        for i in range(new_tokens):
+            tok = sd.greedy(logits, sm.banned)
+            toks.append(tok)
+            steps.append(top_logprobs(logits.cpu(), top_k, tok[:, 0].cpu()))
+            if i + 1 < new_tokens:
+                pos = torch.tensor([ids.shape[1] + i], device=tok.device)
+                logits = sd.decode_one_token(sm, cache, tok, pos)
+        return stacked(steps, torch.cat(toks, dim=1).cpu())

@@ -2,7 +2,7 @@
 
 `prefill`, `decode_one_token` and `decode_n_tokens` are small functions over plain tensors, so the
 step can be captured in a CUDA graph (`paths/fast.py`) or wrapped by `torch.compile`. Each linear is
-a weight format of `paths/weights.py`. `weights="fused"` (the default) uses the HF model's own
+a weight format of `paths/fast_weights.py`. `weights="fused"` (the default) uses the HF model's own
 weights with q/k/v and gate/up fused into one tensor each, the HF modules pointed at views of it, so
 no weight is copied and HF `generate` keeps working on the same storage; `"separate"` keeps one GEMV
 per HF linear. `quant="int4-g<N>"` packs the decoder linears as RTN int4 (the lm_head stays dense,
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pytest_attnlab.perf.paths.base import FAST_QUANT, FAST_WEIGHTS
-from pytest_attnlab.perf.paths.weights import Concat, Dense, Int4, Linear, UnsupportedShape
+from pytest_attnlab.paths.base import FAST_QUANT, FAST_WEIGHTS
+from pytest_attnlab.paths.fast_weights import Concat, Dense, Int4, Linear, UnsupportedShape
 
 SUPPORTED = ("llama", "qwen2")
 

@@ -1,12 +1,16 @@
-"""The DecodePath protocol and the options of the built-in paths."""
+"""The DecodePath base class (the protocol, with its optional capabilities) and the paths' options."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pytest_attnlab.registry import Registry
+
+if TYPE_CHECKING:
+    from pytest_attnlab.paths.scoring import Scored
 
 COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
 #: what torch.compile wraps: the whole decode step (one graph, cross-layer fusion) or one layer
@@ -27,20 +31,22 @@ class PathOptions:
     weights: str = "fused"  # FAST_WEIGHTS
     quant: str = "none"  # FAST_QUANT
     inductor_cache: str = ""  # TORCHINDUCTOR_CACHE_DIR while the step compiles; "": torch's own
+    vllm_quant_format: str = "auto"  # checkpoint format quantized models reach vLLM in
+    engines: Any = field(default=None, compare=False)  # the run's vLLM EngineHolder; None: the path's own
 
     def __post_init__(self) -> None:
-        for field, value, choices in (
+        for name, value, choices in (
             ("compile", self.compile, COMPILE_MODES),
             ("compile_scope", self.compile_scope, COMPILE_SCOPES),
             ("weights", self.weights, FAST_WEIGHTS),
             ("quant", self.quant, FAST_QUANT),
         ):
             if value not in choices:
-                raise ValueError(f"{field}: invalid value {value!r}; choose from: {', '.join(choices)}")
+                raise ValueError(f"{name}: invalid value {value!r}; choose from: {', '.join(choices)}")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PathOptions:
-        """The options the resolved --attnlab-perf-* settings (PerfSettings) choose."""
+    def from_settings(cls, settings: Any, **vllm: Any) -> PathOptions:
+        """The options the resolved --attnlab-perf-* settings (PerfSettings) choose, plus the vllm ones."""
         return cls(
             compile=settings.compile,
             decode_attention=settings.fast_attention,
@@ -48,6 +54,7 @@ class PathOptions:
             weights=settings.fast_weights,
             quant=settings.fast_quant,
             inductor_cache=settings.inductor_cache,
+            **vllm,
         )
 
     def context(self) -> dict[str, str]:
@@ -66,19 +73,37 @@ class PathOptions:
         return "-".join(self.context().values())
 
 
-class DecodePath(Protocol):
+class DecodePath(ABC):
+    """How tokens are produced. `prepare` and `generate` are required; `weights_read`, `describe` and
+    `greedy_logprobs` are capabilities whose defaults say "not supported"."""
+
     name: str
 
+    @abstractmethod
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
         """Build what the timed runs reuse (caches, graphs); not timed."""
 
+    @abstractmethod
     def generate(self, ids: Any, new_tokens: int, on_token: Callable[[], None]) -> Any:
         """Greedy-decode exactly `new_tokens` tokens for every row of `ids` [batch, prompt_len];
-        call `on_token()` right after each token has been enqueued; return them [batch, new_tokens].
+        call `on_token()` right after each token has been enqueued; return them [batch, new_tokens]."""
 
-        Optional: `weights_read(shape, batch) -> (weight bytes per decode step, KV element bytes) | None`,
-        for a path that runs its own copy of the weights (vLLM: its checkpoint at its engine dtype; the
-        fast path's packed int4); the roofline (MBU) then uses it instead of the HF model's parameter bytes."""
+    def weights_read(self, shape: Any, batch: int) -> tuple[int, int] | None:
+        """(weight bytes per decode step, KV element bytes) for a path that runs its own copy of the
+        weights (vLLM: its checkpoint at its engine dtype; the fast path's packed int4): the roofline
+        (MBU) then uses it instead of the HF model's parameter bytes. None: the HF model's own."""
+        return None
+
+    def describe(self) -> dict[str, str]:
+        """How the path ran the last prepared cell, as metrics.csv context (vLLM: route, kernels)."""
+        return {}
+
+    def greedy_logprobs(self, ids: Any, new_tokens: int, top_k: int) -> Scored:
+        """Greedy tokens [batch, new_tokens] of the prepared model and, per step, the top-k {token:
+        logprob} of raw logits (the cross-backend correctness suite); the default skips the test."""
+        import pytest
+
+        pytest.skip(f"backend {self.name!r} has no greedy_logprobs(ids, new_tokens, top_k) method")
 
 
 DECODE_PATHS: Registry[Callable[[PathOptions], DecodePath]] = Registry("decode path")

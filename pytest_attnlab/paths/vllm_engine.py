@@ -184,7 +184,7 @@ class EngineHolder:
             return self.llm
         vllm = import_vllm()
         self.close()
-        # LLM.apply_model (backends/vllm_path.linear_kernels) sends a function to vLLM's own engine
+        # LLM.apply_model (paths/vllm.linear_kernels) sends a function to vLLM's own engine
         # process, which vLLM pickles only when allowed; the processes are this run's own.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         start = time.perf_counter()

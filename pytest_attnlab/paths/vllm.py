@@ -1,4 +1,4 @@
-"""`vllm`: a DecodePath (perf's protocol) over vLLM's offline engine, plus greedy top-k logprobs.
+"""`vllm`: a DecodePath (paths.base) over vLLM's offline engine, plus greedy top-k logprobs.
 
 Per-token timestamps come from stepping the engine (`LLMEngine.step()`): each step returns the
 requests' outputs so far, and `on_token()` fires as soon as every sequence of the batch holds one
@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pytest_attnlab.backends.engine import (
+from pytest_attnlab.paths.base import DecodePath, PathOptions
+from pytest_attnlab.paths.scoring import Scored
+from pytest_attnlab.paths.vllm_engine import (
     EngineHolder,
     EngineSettings,
     checkpoint_bytes,
@@ -23,16 +25,17 @@ from pytest_attnlab.backends.engine import (
     quantized_reason,
     weights_differ,
 )
-from pytest_attnlab.backends.scored import Scored
-from pytest_attnlab.backends.vllm_quant import VLLMQuantUnsupported, VLLMRoute, route
+from pytest_attnlab.paths.vllm_quant import VLLMQuantUnsupported, VLLMRoute, route
 
 _ids = itertools.count()
 
 
-class VLLMPath:
+class VLLMPath(DecodePath):
     name = "vllm"
 
-    def __init__(self, options: Any = None, *, engines: EngineHolder | None = None) -> None:
+    def __init__(self, options: PathOptions | None = None, *, engines: EngineHolder | None = None) -> None:
+        options = options or PathOptions()
+        engines = engines or options.engines
         if engines is None:  # used outside pytest: its own engine with the default settings
             import tempfile
             from pathlib import Path
@@ -42,7 +45,7 @@ class VLLMPath:
         self.llm: Any = None
         self.last_metrics: list[Any] = []
         #: checkpoint format quantized models are exported to (--attnlab-vllm-quant-format)
-        self.export_format = "auto"
+        self.export_format = options.vllm_quant_format
         #: how the last prepare()d model reached vLLM, and the engine dtype it runs at
         self.route: VLLMRoute | None = None
         self.engine_dtype = engines.settings.dtype
@@ -55,11 +58,11 @@ class VLLMPath:
         """Build (or reuse) the engine for `model`'s checkpoint; skips when vLLM cannot run it.
 
         A model made by pytest_attnlab.quant.quantize() goes through its vLLM route (in-flight or an
-        exported checkpoint of the same weights, backends/vllm_quant.py); any other model must be its
+        exported checkpoint of the same weights, paths/vllm_quant.py); any other model must be its
         checkpoint's weights."""
         import pytest
 
-        from pytest_attnlab.backends.engine import VLLMUnavailable
+        from pytest_attnlab.paths.vllm_engine import VLLMUnavailable
         from pytest_attnlab.quant.api import quantized_from
 
         limit = self.engines.settings.max_model_len
@@ -85,7 +88,7 @@ class VLLMPath:
             if reason:
                 pytest.skip(
                     f"vllm: {reason}; vLLM loads its own weights from the checkpoint, so only "
-                    "quantizers with a vLLM route run through it (backends/vllm_quant.py)"
+                    "quantizers with a vLLM route run through it (paths/vllm_quant.py)"
                 )
             folder = checkpoint_for(model, self.engines.workdir)
             differ = weights_differ(model, folder)
@@ -191,7 +194,7 @@ def _kernels_of(model: Any) -> dict[str, int]:
 
 
 def linear_kernels(llm: Any) -> str:
-    """"Method/Kernel xN; ..." for the engine's linear layers, or why it could not be read."""
+    """ "Method/Kernel xN; ..." for the engine's linear layers, or why it could not be read."""
     try:
         per_worker = llm.apply_model(_kernels_of)
     except Exception as exc:  # an engine without apply_model, or one that refuses to pickle the function
