@@ -238,3 +238,8 @@ class AttnlabSession:
         if key not in self._models:
             self._models[key] = load_candidate(self.settings.candidate, LoadOptions(*key[1:]), self.model())
         return self._models[key]
+
+
+#: config.stash keys shared by the sub-plugins: the run's session, and each test's MetricRecorder (item.stash)
+SESSION_KEY = pytest.StashKey[AttnlabSession]()
+RECORDER_KEY = pytest.StashKey[MetricRecorder]()

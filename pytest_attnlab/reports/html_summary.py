@@ -87,7 +87,7 @@ def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any, ski
         from pytest_html import extras
     except ImportError:
         return
-    from pytest_attnlab.plugin import RECORDER_KEY
+    from pytest_attnlab.session import RECORDER_KEY
 
     if not plots.available():
         return

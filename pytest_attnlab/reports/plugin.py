@@ -164,7 +164,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _core_session(config: pytest.Config) -> Any:
-    from pytest_attnlab.plugin import SESSION_KEY
+    from pytest_attnlab.session import SESSION_KEY
 
     return config.stash[SESSION_KEY]
 
@@ -281,7 +281,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def _failed_context(item: pytest.Item, core: Any) -> dict[str, str]:
     """model/quant/attention of a failed test, so its summary line fails even when it recorded no row."""
-    from pytest_attnlab.plugin import RECORDER_KEY
+    from pytest_attnlab.session import RECORDER_KEY
     from pytest_attnlab.reports.context import context_of_test
 
     recorder = item.stash.get(RECORDER_KEY, None)
