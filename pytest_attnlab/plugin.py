@@ -23,6 +23,7 @@ pytest_plugins = [
     "pytest_attnlab.backends.plugin",
 ]
 
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspec)
 
@@ -39,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "attnlab_session")
     config.pluginmanager.register(StatusLine(config, session.steps), "attnlab_status_line")
     if session.active:
-        html_report.default_report_path(config, session.report_dir)
+        html_report.default_report_path(config, session.layout)
     from pytest_attnlab.models.loader import MODEL_SOURCES
     from pytest_attnlab.models.random_models import RANDOM_CONFIGS
 

@@ -10,13 +10,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports.rows import (
     BATCH_KEYS,
     NEW_TOKENS_KEYS,
     PERF_COLUMNS,
     PROMPT_LEN_KEYS,
     Column,
-    Row,
     Tally,
     cell,
     extra_text,
@@ -57,7 +57,7 @@ class PerfLine(Tally):
         return " ".join(parts)
 
 
-def cell_of(row: Row) -> Cell:
+def cell_of(row: MetricRow) -> Cell:
     return (
         row.backend or "-",
         extra_text(row, BATCH_KEYS),
@@ -66,14 +66,14 @@ def cell_of(row: Row) -> Cell:
     )
 
 
-def _perf_cell(hits: list[Row], reduce: Callable[[list[float]], float]) -> PerfCell | None:
+def _perf_cell(hits: list[MetricRow], reduce: Callable[[list[float]], float]) -> PerfCell | None:
     found = cell(hits, reduce)
     return PerfCell(*found, value_spread(hits)) if found is not None else None
 
 
-def perf_lines(rows: list[Row], outcomes: dict[str, str] | None = None) -> list[PerfLine]:
+def perf_lines(rows: list[MetricRow], outcomes: dict[str, str] | None = None) -> list[PerfLine]:
     """The perf rows grouped per variant and cell, failing lines first, else in first-seen order."""
-    groups: dict[tuple[Variant, Cell], list[Row]] = {}
+    groups: dict[tuple[Variant, Cell], list[MetricRow]] = {}
     for row in rows:
         if row.metric in PERF_METRICS:
             groups.setdefault(((row.model, row.quant, row.attention), cell_of(row)), []).append(row)
