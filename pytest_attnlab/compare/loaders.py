@@ -41,7 +41,7 @@ def from_csv(path: Path) -> dict[Key, Observed]:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"nodeid", "metric", "value"} <= set(reader.fieldnames):
             raise RunLoadError(f"{path}: not a metrics.csv (needs nodeid, metric, value columns)")
-        for row in map(MetricRow.from_csv, reader):
+        for row in (MetricRow.from_csv(d, finite_samples=False) for d in reader):
             if row.value is None:
                 continue
             extra = {k: v for k, v in row.extra.items() if k not in _VOLATILE_EXTRA}

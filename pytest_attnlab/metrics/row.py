@@ -83,8 +83,9 @@ class MetricRow:
         }
 
     @classmethod
-    def from_csv(cls, d: dict[str, str]) -> MetricRow:
-        """A metrics.csv line read back: numbers parsed (None when blank or not a number), finite samples."""
+    def from_csv(cls, d: dict[str, str], *, finite_samples: bool = True) -> MetricRow:
+        """A metrics.csv line read back: numbers parsed (None when blank or not a number); the reports drop
+        non-finite samples, the compare gate (`finite_samples=False`) keeps every round as written."""
         try:
             extra = json.loads(d.get("extra") or "{}")
         except json.JSONDecodeError:
@@ -99,7 +100,7 @@ class MetricRow:
             context=context,
             run_id=d.get("run_id", ""),
             timestamp=to_float(d.get("timestamp")) or 0.0,
-            samples=tuple(v for v in parse_samples(d.get("samples")) if math.isfinite(v)),
+            samples=tuple(v for v in parse_samples(d.get("samples")) if math.isfinite(v) or not finite_samples),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -109,10 +110,9 @@ class MetricRow:
 
 
 def to_float(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
+    """A CSV cell or `extra` value as a number; None when blank or not a number."""
     try:
-        return float(value)
+        return None if value in (None, "") else float(value)
     except (TypeError, ValueError):
         return None
 

@@ -92,8 +92,7 @@ def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any, ski
 
     if not plots.available():
         return
-    recorder = item.stash.get(RECORDER_KEY, None)
-    rows = list(recorder.rows) if recorder is not None else []
+    rows = list(getattr(item.stash.get(RECORDER_KEY, None), "rows", []))  # this test's rows, as recorded
     items = list(getattr(report, "extras", []))
     for title, fn in plots.PER_TEST_PLOTS.items():
         b64 = fn(rows) if rows else None
