@@ -11,7 +11,7 @@ import pytest
 from pytest_attnlab import hookspec, oom
 from pytest_attnlab.options import add_options
 from pytest_attnlab.reports import html as html_report
-from pytest_attnlab.session import AttnlabSession, uses_attnlab
+from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY, AttnlabSession, uses_attnlab
 from pytest_attnlab.status_line import StatusLine
 
 # Each feature area owns a sub-plugin with its options and fixtures.
@@ -22,9 +22,6 @@ pytest_plugins = [
     "pytest_attnlab.reports.plugin",
     "pytest_attnlab.backends.plugin",
 ]
-
-SESSION_KEY = pytest.StashKey[AttnlabSession]()
-RECORDER_KEY = pytest.StashKey[Any]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -43,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "attnlab_session")
     config.pluginmanager.register(StatusLine(config, session.steps), "attnlab_status_line")
     if session.active:
-        html_report.default_report_path(config, session.report_dir)
+        html_report.default_report_path(config, session.layout)
     from pytest_attnlab.models.loader import MODEL_SOURCES
     from pytest_attnlab.models.random_models import RANDOM_CONFIGS
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_attnlab.metrics.compare import cosine, max_abs_diff, relative_error
+from pytest_attnlab.metrics.similarity import cosine, max_abs_diff, relative_error
 from pytest_attnlab.probe_local import local_error, teacher_forced
 
 

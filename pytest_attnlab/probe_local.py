@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_attnlab.metrics.compare import cosine
+from pytest_attnlab.metrics.similarity import cosine
 
 
 def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import options as opts
+from pytest_attnlab.metrics.csv_file import CsvWriter, merge
 from pytest_attnlab.metrics.recorder import MetricRecorder
 from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.models.spec import ModelSpec
 from pytest_attnlab.progress import StepTime
 from pytest_attnlab.reports import html
-from pytest_attnlab.reports.csv_writer import CsvWriter, merge
+from pytest_attnlab.reports.layout import ReportLayout
 
 _DTYPES_BY_DEVICE = {"cpu": "float32", "cuda": "bfloat16"}
 
@@ -96,7 +97,7 @@ class AttnlabSession:
         workerinput = getattr(config, "workerinput", None) or {}
         self.run_id = workerinput.get("attnlab_run_id") or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.report_dir = Path(config.invocation_params.dir, self.settings.report_dir)
-        self.csv_path = self.report_dir / "metrics.csv"
+        self.layout = ReportLayout(self.report_dir)
         self._writer: CsvWriter | None = None
         self._models: dict[tuple, Any] = {}
         self.recorders: list[MetricRecorder] = []
@@ -112,9 +113,7 @@ class AttnlabSession:
     @property
     def part_path(self) -> Path:
         """This process's CSV: the final file, or a per-worker part merged at the end under xdist."""
-        if self.worker is None:
-            return self.csv_path
-        return self.report_dir / "workers" / f"metrics.{self.run_id}.{self.worker}.csv"
+        return self.layout.metrics_csv if self.worker is None else self.layout.worker_csv(self.run_id, self.worker)
 
     def write_row(self, row: MetricRow) -> None:
         if self._writer is None:
@@ -125,14 +124,14 @@ class AttnlabSession:
     def start(self) -> None:
         """Create (truncate) metrics.csv so every run's file holds that run's rows only."""
         if self.worker is None and self._writer is None:
-            self._writer = CsvWriter(self.csv_path)
+            self._writer = CsvWriter(self.layout.metrics_csv)
 
     def activate_late(self, session: pytest.Session) -> None:
         """The run turned out to use attnlab (a test needs its fixtures): start the CSV and report.html
         as an explicit option would have at configure, with the reports seen so far."""
         self.active = True
         self.start()
-        html.enable_late(session, self.report_dir, self.early_reports)
+        html.enable_late(session, self.layout, self.early_reports)
         self.early_reports.clear()
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -151,9 +150,9 @@ class AttnlabSession:
         if self._writer is not None:
             self._writer.close()
         if self.worker is None:
-            parts = sorted((self.report_dir / "workers").glob(f"metrics.{self.run_id}.*.csv"))
+            parts = self.layout.worker_csvs(self.run_id)
             if parts:
-                merge(parts, self.csv_path)
+                merge(parts, self.layout.metrics_csv)
                 for part in parts:
                     os.remove(part)
 
@@ -238,3 +237,8 @@ class AttnlabSession:
         if key not in self._models:
             self._models[key] = load_candidate(self.settings.candidate, LoadOptions(*key[1:]), self.model())
         return self._models[key]
+
+
+#: config.stash keys shared by the sub-plugins: the run's session, and each test's MetricRecorder (item.stash)
+SESSION_KEY = pytest.StashKey[AttnlabSession]()
+RECORDER_KEY = pytest.StashKey[MetricRecorder]()

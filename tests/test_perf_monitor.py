@@ -9,8 +9,9 @@ import time
 import pytest
 
 from pytest_attnlab.perf.monitors import MonitorUnavailable, Sampler, pick, summarise
-from pytest_attnlab.perf.monitors.handle import MonitorHandle, timeline_path
+from pytest_attnlab.perf.monitors.handle import MonitorHandle
 from pytest_attnlab.registry import UnknownNameError
+from pytest_attnlab.reports.layout import ReportLayout
 
 
 class Counter:
@@ -99,7 +100,7 @@ def test_handle_dumps_timeline_and_records(tmp_path):
     h = MonitorHandle(Counter(), 0.005).start()
     time.sleep(0.03)
     path = h.finish(tmp_path, "suites/perf/test_x.py::test_y[p16-b1]", Rec())
-    assert path == timeline_path(tmp_path, "suites/perf/test_x.py::test_y[p16-b1]")
+    assert path == ReportLayout(tmp_path).monitor_timeline("suites/perf/test_x.py::test_y[p16-b1]")
     data = json.loads(path.read_text())
     assert data["timeline"] and data["units"] == {"n": "count"}
     assert {r[0] for r in recorded} == {"counter_n_peak", "counter_n_mean"}

@@ -102,8 +102,8 @@ def test_xdist_worker_crash_keeps_its_rows(pytester: pytest.Pytester) -> None:
 
 
 def test_merge_keeps_rows_already_in_dest_and_is_atomic(tmp_path: Path) -> None:
+    from pytest_attnlab.metrics.csv_file import CsvWriter, merge
     from pytest_attnlab.metrics.row import MetricRow
-    from pytest_attnlab.reports.csv_writer import CsvWriter, merge
 
     dest, parts = tmp_path / "metrics.csv", [tmp_path / "p0.csv", tmp_path / "p1.csv"]
     with_rows = {dest: ["controller"], parts[0]: ["w0a", "w0b"], parts[1]: ["w1"]}

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports import perf_table, plots, quality_plot, rows
 from pytest_attnlab.reports.context import context_of_test
-from pytest_attnlab.reports.rows import Row, SummaryLine, summarize
+from pytest_attnlab.reports.rows import SummaryLine, summarize
 
 RUN = """
 import json, re
@@ -216,13 +217,13 @@ def test_report_renders_failures_first_in_chromium(run: Run, tmp_path: Path) -> 
 # -- units, each with its planted bug -------------------------------------------------------------
 
 
-def row(nodeid: str, metric: str, value: float, **kw: object) -> Row:
+def row(nodeid: str, metric: str, value: float, **kw: object) -> MetricRow:
     ctx = {"model": "m", "quant": "none", "attention": "sdpa", "backend": "hf", "device": "cpu", "dtype": "f32"}
     extra = {k: v for k, v in kw.items() if k not in ctx and k not in ("samples", "unit", "threshold")}
     ctx.update({k: v for k, v in kw.items() if k in ctx})
-    return Row(
+    return MetricRow(
         nodeid, metric, value, str(kw.get("unit", "s")), kw.get("threshold"),  # type: ignore[arg-type]
-        **ctx, extra=extra, samples=tuple(kw.get("samples", ())),  # type: ignore[arg-type]
+        context={**ctx, **extra}, samples=tuple(kw.get("samples", ())),  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -263,7 +264,7 @@ def test_failed_context_survives_xdist_serialisation() -> None:
     assert back.attnlab_context == report.attnlab_context
 
 
-def perf_rows() -> list[Row]:
+def perf_rows() -> list[MetricRow]:
     out = []
     for path, tpot in (("hf", 0.09), ("fast", 0.05)):
         for p in (16, 64):
@@ -321,7 +322,7 @@ def test_perf_plot_bars_span_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None
         check()
 
 
-def quality_rows(**varying: list[str]) -> list[Row]:
+def quality_rows(**varying: list[str]) -> list[MetricRow]:
     ((axis, names),) = varying.items()
     return [row(f"t::{n}", "logits_cosine", 0.99 - 0.01 * i, unit="", **{axis: n}) for i, n in enumerate(names)]
 
@@ -347,7 +348,9 @@ def quality_rows(**varying: list[str]) -> list[Row]:
     ],
     ids=["attention", "quant", "both"],
 )
-def test_quality_plot_groups_by_the_axis_that_varies(data: list[Row], axes: tuple[str, ...], labels: list[str]) -> None:
+def test_quality_plot_groups_by_the_axis_that_varies(
+    data: list[MetricRow], axes: tuple[str, ...], labels: list[str]
+) -> None:
     chart = quality_plot.quality_chart(data)
     assert chart is not None and chart.axes == axes
     assert list(chart.labels) == labels

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pytest_attnlab.reports.csv_writer import CsvWriter
 
 from pytest_attnlab.metrics.row import MetricRow
-from pytest_attnlab.reports.csv_writer import CsvWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = ROOT / "scripts" / "gpu"

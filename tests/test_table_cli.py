@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_attnlab.__main__ import main
+from pytest_attnlab.metrics.csv_file import CsvWriter
 from pytest_attnlab.metrics.row import MetricRow
-from pytest_attnlab.reports.csv_writer import CsvWriter
 
 PERF = "suites/perf/test_generation_perf.py::test_generation[p128-b1]"
 QUANT = "suites/correctness/test_quantization.py::test_quantized_logits_match_baseline[rtn-int8]"

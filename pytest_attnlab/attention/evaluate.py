@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from pytest_attnlab import probe
-from pytest_attnlab.metrics.compare import cosine
+from pytest_attnlab.metrics.similarity import cosine
 
 
 def sample_text() -> str:

@@ -75,7 +75,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "attention_seq_len" in metafunc.fixturenames:
         seqs = _parse_seqs(_seq_value(metafunc.config))
         if seqs is None:
-            from pytest_attnlab.plugin import SESSION_KEY
+            from pytest_attnlab.session import SESSION_KEY
 
             device = metafunc.config.stash[SESSION_KEY].settings.resolved_device()
             seqs = [128, 256] if device == "cpu" else [128, 256, 512, 1024]

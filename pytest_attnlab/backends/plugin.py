@@ -27,7 +27,7 @@ class BackendState:
 
     @property
     def attnlab(self) -> Any:
-        from pytest_attnlab.plugin import SESSION_KEY
+        from pytest_attnlab.session import SESSION_KEY
 
         return self.config.stash[SESSION_KEY]
 

@@ -13,6 +13,7 @@ import math
 import statistics
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TextIO
 
@@ -32,7 +33,7 @@ class Line:
     With per-round samples on both sides the values compared are their medians, and a change beyond
     the limit (the larger of the threshold and the noise floor) is a regression only when a one-sided
     rank test on the rounds gives p <= alpha; with too few rounds for that test (or none kept) the
-    change alone decides, as before.
+    change alone decides, as before. The medians, the rank test and the status are computed once.
     """
 
     key: Key
@@ -42,15 +43,17 @@ class Line:
     floor: float | None = None  # relative noise floor of this metric (noise.json), if measured
     alpha: float = DEFAULT_ALPHA
 
+    @cached_property
     def _tested(self) -> bool:
         assert self.base is not None and self.current is not None
         n, m = len(self.current.samples), len(self.base.samples)
         return n >= 2 and m >= 2 and stats.min_p(n, m) <= self.alpha
 
+    @cached_property
     def values(self) -> tuple[float, float]:
         """(base, current): medians of the rounds when the rank test applies, else the recorded values."""
         assert self.base is not None and self.current is not None
-        if self._tested():
+        if self._tested:
             return statistics.median(self.base.samples), statistics.median(self.current.samples)
         return self.base.value, self.current.value
 
@@ -60,17 +63,18 @@ class Line:
         t = self.threshold
         limit = t.amount / 100 if t.relative else t.amount
         if self.floor is not None:
-            base = self.values()[0]
+            base = self.values[0]
             limit = max(limit, self.floor if t.relative else self.floor * abs(base))
         return limit
 
+    @cached_property
     def p_value(self) -> float | None:
-        if self.base is None or self.current is None or self.threshold is None or not self._tested():
+        if self.base is None or self.current is None or self.threshold is None or not self._tested:
             return None
         b, c = self.base.samples, self.current.samples
         return stats.rank_test_p(c, b) if self.threshold.increase_is_bad else stats.rank_test_p(b, c)
 
-    @property
+    @cached_property
     def status(self) -> str:
         if self.base is None:
             return "new"
@@ -78,27 +82,27 @@ class Line:
             return "missing"
         if self.threshold is None:
             return "-"
-        base, current = self.values()
+        base, current = self.values
         if math.isnan(base) or math.isnan(current):
             return "nan"
         if not self.threshold.regressed(base, current):
             return "ok"
         if not self.threshold.beyond(base, current, self.limit()):
             return "within noise"
-        p = self.p_value()
+        p = self.p_value
         return "not significant" if p is not None and p > self.alpha else "REGRESSED"
 
     def change(self) -> str:
         if self.base is None or self.current is None:
             return ""
-        base, current = self.values()
+        base, current = self.values
         if base:
             return f"{(current - base) / abs(base) * 100:+.2f}%"
         return f"{current - base:+.4g}"
 
     def interval(self) -> str:
         """95 % bootstrap interval of the relative change of medians, when both sides have rounds."""
-        if self.base is None or self.current is None or not self._tested():
+        if self.base is None or self.current is None or not self._tested:
             return ""
         lo, hi = stats.relative_change_interval(self.base.samples, self.current.samples)
         return f"[{lo * 100:+.1f}, {hi * 100:+.1f}]%"
@@ -179,8 +183,8 @@ def print_table(lines: list[Line], out: TextIO, show_all: bool) -> None:
     rows = [("test", "metric", "base", "current", "change", "95% interval", "p", "floor", "threshold", "status")]
     for ln in shown:
         ctx = "" if not ln.key[2] else _context_suffix(ln.key[2])
-        base, cur = ln.values() if ln.base and ln.current else (_value(ln.base), _value(ln.current))
-        p = ln.p_value()
+        base, cur = ln.values if ln.base and ln.current else (_value(ln.base), _value(ln.current))
+        p = ln.p_value
         rows.append((ln.key[0] + ctx, ln.key[1], _fmt(base), _fmt(cur), ln.change(), ln.interval(),
                      "" if p is None else f"{p:.3f}", "" if ln.floor is None else f"{ln.floor * 100:.1f}%",
                      str(ln.threshold or ""), ln.status))  # fmt: skip
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         doc = [
             {"test": ln.key[0], "metric": ln.key[1], "context": ln.key[2], "base": _value(ln.base),
              "current": _value(ln.current), "threshold": str(ln.threshold or ""), "floor": ln.floor,
-             "p": ln.p_value(), "status": ln.status}
+             "p": ln.p_value, "status": ln.status}
             for ln in lines
         ]  # fmt: skip
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -8,7 +8,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_attnlab.metrics.row import parse_samples
+from pytest_attnlab.metrics.row import MetricRow
+from pytest_attnlab.reports.layout import METRICS_CSV
 
 Key = tuple[str, str, str]  # nodeid / benchmark fullname, metric, distinguishing extra (JSON) or ""
 #: pytest-benchmark stats compared by default (seconds; `ops` is per second).
@@ -40,21 +41,14 @@ def from_csv(path: Path) -> dict[Key, Observed]:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"nodeid", "metric", "value"} <= set(reader.fieldnames):
             raise RunLoadError(f"{path}: not a metrics.csv (needs nodeid, metric, value columns)")
-        for row in reader:
-            try:
-                value = float(row["value"])
-            except (TypeError, ValueError):
+        for row in (MetricRow.from_csv(d, finite_samples=False) for d in reader):
+            if row.value is None:
                 continue
-            try:
-                extra = json.loads(row.get("extra") or "{}")
-            except json.JSONDecodeError:
-                extra = {}
-            extra = {k: v for k, v in extra.items() if k not in _VOLATILE_EXTRA} if isinstance(extra, dict) else {}
-            ctx = {k: row.get(k, "") for k in ("model", "quant", "attention", "backend")}
-            ctx_key = json.dumps({**ctx, **extra}, sort_keys=True, default=str)
-            key = (row["nodeid"], row["metric"], ctx_key)
-            values.setdefault(key, []).append(value)
-            samples.setdefault(key, []).extend(parse_samples(row.get("samples")))
+            extra = {k: v for k, v in row.extra.items() if k not in _VOLATILE_EXTRA}
+            ctx = {k: row.context[k] for k in ("model", "quant", "attention", "backend")}  # as written, no defaults
+            key = (row.nodeid, row.metric, json.dumps({**ctx, **extra}, sort_keys=True, default=str))
+            values.setdefault(key, []).append(row.value)  # type: ignore[arg-type]
+            samples.setdefault(key, []).extend(row.samples)
     return _gather(values, samples)
 
 
@@ -89,7 +83,7 @@ def load(path: str | Path) -> dict[Key, Observed]:
     """A report dir (its metrics.csv), a .csv file, or a .json pytest-benchmark file."""
     path = Path(path)
     if path.is_dir():
-        path = path / "metrics.csv"
+        path = path / METRICS_CSV
     if not path.is_file():
         raise RunLoadError(f"{path}: no such file")
     if path.suffix == ".json":

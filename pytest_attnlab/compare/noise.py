@@ -23,10 +23,11 @@ from typing import TextIO
 
 from pytest_attnlab.compare.loaders import Key, Observed, RunLoadError, load
 from pytest_attnlab.compare.stats import t_quantile
+from pytest_attnlab.reports.layout import METRICS_CSV
 
 FILE_NAME = "noise.json"
 #: run files looked for in a report folder, each with its own keys
-RUN_FILES = ("metrics.csv", "benchmark.json")
+RUN_FILES = (METRICS_CSV, "benchmark.json")
 
 
 #: one-sided confidence of each floor: 0.999 keeps a comparison of ~25 gated metrics under 1 false alarm in 20
@@ -89,7 +90,7 @@ def _run_files(arg: str) -> dict[str, Path]:
         if not found:
             raise RunLoadError(f"{path}: no {' or '.join(RUN_FILES)} in this folder")
         return found
-    return {"benchmark.json" if path.suffix == ".json" else "metrics.csv": path}
+    return {"benchmark.json" if path.suffix == ".json" else METRICS_CSV: path}
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:

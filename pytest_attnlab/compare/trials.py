@@ -9,18 +9,18 @@ runs, never BASE or CURRENT, as a gpu.yml baseline carries the floors of its own
 
 from __future__ import annotations
 
-import io
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_attnlab.compare import noise
-from pytest_attnlab.compare.cli import main as compare
+from pytest_attnlab.compare.cli import compare, judge
+from pytest_attnlab.compare.loaders import load
+from pytest_attnlab.compare.thresholds import Threshold
 
-#: a table line of compare: test id (cell in [...]), optional " [context]", then the metric
-_LINE = re.compile(r"^\S*\[(?P<cell>[^\]]+)\](?: \[[^\]]*\])?\s+(?P<metric>\S+)")
+#: the cell of a test id: its parameters in the closing [...]
+_CELL = re.compile(r"\S*\[(?P<cell>[^\]]+)\]")
 
 
 @dataclass
@@ -39,23 +39,12 @@ def _others(runs: list[Path], exclude: set[Path], k: int, n: int) -> list[Path]:
     return (rest[start:] + rest[:start])[:k]
 
 
-def _trial(base: Path, cur: Path, floors: list[Path], thresholds: list[str], tmp: Path) -> tuple[int, list[str]]:
-    args = [str(base), str(cur)] + [a for t in thresholds for a in ("-t", t)]
-    if floors:
-        path = tmp / "noise.json"
-        if noise.main([str(f) for f in floors] + ["-o", str(path)], out=io.StringIO()) != 0:
-            raise ValueError(f"no noise floors from {floors}")
-        args += ["--noise", str(path)]
-    else:
-        args += ["--no-noise"]
-    out = io.StringIO()
-    rc = compare(args, out=out)
-    flagged = []
-    for line in out.getvalue().splitlines():
-        m = _LINE.match(line)
-        if m and line.rstrip().endswith("REGRESSED"):
-            flagged.append(f"{m['cell']} {m['metric']}")
-    return rc, flagged
+def _trial(base: Path, cur: Path, floors: list[Path], thresholds: list[Threshold]) -> tuple[int, list[str]]:
+    """compare's exit status for BASE -> CURRENT, and the "cell metric" of each regressed line."""
+    noise_floors = {k: float(f["floor"]) for k, f in noise.floors([load(f) for f in floors]).items()} if floors else {}
+    lines = compare(load(base), load(cur), thresholds, noise=noise_floors)
+    cells = {ln.key: _CELL.fullmatch(ln.key[0]) for ln in lines if ln.status == "REGRESSED"}
+    return judge(lines).code, [f"{m['cell']} {key[1]}" for key, m in cells.items() if m]
 
 
 def tally(identical: list[Path], planted: list[Path], thresholds: list[str], floor_runs: int) -> Tally:
@@ -64,17 +53,17 @@ def tally(identical: list[Path], planted: list[Path], thresholds: list[str], flo
     if floor_runs and len(identical) < floor_runs + 2:
         raise ValueError(f"{len(identical)} identical runs: need floor_runs + 2 = {floor_runs + 2}")
     t = Tally()
-    with tempfile.TemporaryDirectory() as tmp:
-        pairs = [(a, b) for a in identical for b in identical if a != b]
-        for n, (a, b) in enumerate(pairs):
-            rc, flagged = _trial(a, b, _others(identical, {a, b}, floor_runs, n), thresholds, Path(tmp))
-            t.pairs += 1
-            if rc != 0:
-                t.false_alarms += 1
-                t.alarms.append(f"{a.parent.name} -> {b.parent.name}: {'; '.join(flagged) or f'exit {rc}'}")
-        for n, (a, p) in enumerate((a, p) for p in planted for a in identical):
-            rc, flagged = _trial(a, p, _others(identical, {a}, floor_runs, n), thresholds, Path(tmp))
-            t.planted += 1
-            t.caught += rc == 1
-            t.caught_by.update(flagged)
+    gates = [Threshold.parse(s) for s in thresholds]
+    pairs = [(a, b) for a in identical for b in identical if a != b]
+    for n, (a, b) in enumerate(pairs):
+        rc, flagged = _trial(a, b, _others(identical, {a, b}, floor_runs, n), gates)
+        t.pairs += 1
+        if rc != 0:
+            t.false_alarms += 1
+            t.alarms.append(f"{a.parent.name} -> {b.parent.name}: {'; '.join(flagged) or f'exit {rc}'}")
+    for n, (a, p) in enumerate((a, p) for p in planted for a in identical):
+        rc, flagged = _trial(a, p, _others(identical, {a}, floor_runs, n), gates)
+        t.planted += 1
+        t.caught += rc == 1
+        t.caught_by.update(flagged)
     return t

@@ -1,1 +1,1 @@
-"""Metric rows, the recorder that tests write through, and comparison helpers."""
+"""Metric rows and metrics.csv, the recorder that tests write through, and tensor similarity helpers."""

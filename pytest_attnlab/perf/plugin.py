@@ -39,7 +39,7 @@ class PerfState:
 
     @property
     def attnlab(self) -> Any:
-        from pytest_attnlab.plugin import SESSION_KEY
+        from pytest_attnlab.session import SESSION_KEY
 
         return self.config.stash[SESSION_KEY]
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pytest_attnlab import probe
-from pytest_attnlab.metrics.compare import next_token_kl, top1_flip_rate
+from pytest_attnlab.metrics.similarity import next_token_kl, top1_flip_rate
 
 #: the reference of a method that names none, by its nominal bits (the coarsest built-in RTN grid)
 REFERENCE_BY_BITS = {8: "rtn-int8", 4: "rtn-int4-g128"}

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import pytest
 
 from pytest_attnlab.metrics.recorder import MetricRecorder, Table
+from pytest_attnlab.reports.layout import ReportLayout
 
 
-def default_report_path(config: pytest.Config, report_dir: Path) -> None:
-    """Point pytest-html at report_dir/report.html (self-contained) unless the user chose --html."""
+def default_report_path(config: pytest.Config, layout: ReportLayout) -> None:
+    """Point pytest-html at the report dir's report.html (self-contained) unless the user chose --html."""
     if not config.pluginmanager.hasplugin("html") or getattr(config.option, "htmlpath", None):
         return
     if hasattr(config, "workerinput"):
         return
-    config.option.htmlpath = str(report_dir / "report.html")
+    config.option.htmlpath = str(layout.report_html)
     config.option.self_contained_html = True
 
 
-def enable_late(session: pytest.Session, report_dir: Path, earlier: list[pytest.TestReport]) -> None:
+def enable_late(session: pytest.Session, layout: ReportLayout, earlier: list[pytest.TestReport]) -> None:
     """Start pytest-html's report after pytest_configure (the run turned out to use attnlab).
 
     pytest-html builds its report in its own pytest_configure when --html is set; here that runs late,
@@ -34,7 +34,7 @@ def enable_late(session: pytest.Session, report_dir: Path, earlier: list[pytest.
     from pytest_html import plugin as html_plugin
 
     before = set(config.pluginmanager.get_plugins())
-    default_report_path(config, report_dir)
+    default_report_path(config, layout)
     html_plugin.pytest_configure(config)
     for report_plugin in set(config.pluginmanager.get_plugins()) - before:
         report_plugin.pytest_sessionstart(session)

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports import monitor, plots
 from pytest_attnlab.reports.html import table_html
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, perf_grid, perf_lines
-from pytest_attnlab.reports.rows import Row, summarize, summary_grid
+from pytest_attnlab.reports.rows import summarize, summary_grid
 
 _VERDICT_COLOUR = {"pass": "#dfd", "fail": "#fdd"}
 
@@ -46,7 +47,7 @@ def verdict_table(title: str, header: list[str], body: list[list[str]], verdicts
 
 
 def render(
-    rows: list[Row],
+    rows: list[MetricRow],
     outcomes: dict[str, str],
     failures: dict[str, str] | None = None,
     contexts: dict[str, dict[str, str]] | None = None,
@@ -82,18 +83,17 @@ def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any, ski
         from pytest_html import extras
     except ImportError:
         return
-    from pytest_attnlab.plugin import RECORDER_KEY
+    from pytest_attnlab.session import RECORDER_KEY
 
     if not plots.available():
         return
-    recorder = item.stash.get(RECORDER_KEY, None)
-    rows = [Row.from_csv(r.as_csv()) for r in recorder.rows] if recorder is not None else []
+    rows = list(getattr(item.stash.get(RECORDER_KEY, None), "rows", []))  # this test's rows, as recorded
     items = list(getattr(report, "extras", []))
     for title, fn in plots.PER_TEST_PLOTS.items():
         b64 = fn(rows) if rows else None
         if b64:
             items.append(extras.png(b64, name=title))
-    for name, columns in monitor.load_timelines(core.report_dir, item.nodeid):
+    for name, columns in monitor.load_timelines(core.layout, item.nodeid):
         b64 = plots.monitor_timeline(columns, f"monitor timeline ({name})")
         if b64:
             items.append(extras.png(b64, name=f"monitor: {name}"))

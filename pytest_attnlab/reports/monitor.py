@@ -9,16 +9,11 @@ a bare list of such samples, or columns ``{"t": [...], "gpu_util": [...]}``.
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.reports.layout import ReportLayout, monitor_stem
+
 TIME_KEYS = ("t", "time", "timestamp", "elapsed_s", "ts")
-
-
-def safe_name(nodeid: str) -> str:
-    """The file stem a monitor uses for a test: every character outside [A-Za-z0-9_.-] becomes '_'."""
-    return re.sub(r"[^\w.-]", "_", nodeid)
 
 
 def _columns(data: Any) -> tuple[str | None, dict[str, list[float]]]:
@@ -48,12 +43,12 @@ def _columns(data: Any) -> tuple[str | None, dict[str, list[float]]]:
     return nodeid, out
 
 
-def load_timelines(report_dir: Path, nodeid: str) -> list[tuple[str, dict[str, list[float]]]]:
+def load_timelines(layout: ReportLayout, nodeid: str) -> list[tuple[str, dict[str, list[float]]]]:
     """(file name, columns) for every monitor JSON that belongs to `nodeid`."""
-    folder = report_dir / "monitor"
+    folder = layout.monitor_dir
     if not folder.is_dir():
         return []
-    stem = safe_name(nodeid)
+    stem = monitor_stem(nodeid)
     found = []
     for path in sorted(folder.glob("*.json")):
         try:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports.rows import (
     BATCH_KEYS,
     NEW_TOKENS_KEYS,
     PERF_COLUMNS,
     PROMPT_LEN_KEYS,
     Column,
-    Row,
     Tally,
     cell,
     extra_text,
@@ -56,7 +56,7 @@ class PerfLine(Tally):
         return " ".join(parts)
 
 
-def cell_of(row: Row) -> Cell:
+def cell_of(row: MetricRow) -> Cell:
     return (
         row.backend or "-",
         extra_text(row, BATCH_KEYS),
@@ -65,7 +65,7 @@ def cell_of(row: Row) -> Cell:
     )
 
 
-def _perf_cell(group: list[Row], col: Column) -> PerfCell | None:
+def _perf_cell(group: list[MetricRow], col: Column) -> PerfCell | None:
     """The column's cell from the first of its metric names with a finite value, with its spread."""
     for hits in ([r for r in group if r.metric == name] for name in col.metrics):
         if (found := cell(hits, col.reduce)) is not None:
@@ -73,9 +73,9 @@ def _perf_cell(group: list[Row], col: Column) -> PerfCell | None:
     return None
 
 
-def perf_lines(rows: list[Row], outcomes: dict[str, str] | None = None) -> list[PerfLine]:
+def perf_lines(rows: list[MetricRow], outcomes: dict[str, str] | None = None) -> list[PerfLine]:
     """The perf rows grouped per variant and cell, failing lines first, else in first-seen order."""
-    groups: dict[tuple[Variant, Cell], list[Row]] = {}
+    groups: dict[tuple[Variant, Cell], list[MetricRow]] = {}
     for row in rows:
         if row.metric in PERF_METRICS:
             groups.setdefault(((row.model, row.quant, row.attention), cell_of(row)), []).append(row)

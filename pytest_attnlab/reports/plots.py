@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_attnlab.metrics.row import MetricRow, to_float
 from pytest_attnlab.reports.figure import figure, png
 from pytest_attnlab.reports.quality_plot import quality_by_variant
 from pytest_attnlab.reports.rows import (
@@ -20,9 +21,7 @@ from pytest_attnlab.reports.rows import (
     NEW_TOKENS_KEYS,
     PERF_COLUMNS,
     PROMPT_LEN_KEYS,
-    Row,
     extra_text,
-    to_float,
     value_spread,
 )
 
@@ -44,22 +43,22 @@ class Point:
     hi: float
 
 
-def _point(x: float, rows: Sequence[Row]) -> Point:
+def _point(x: float, rows: Sequence[MetricRow]) -> Point:
     y = statistics.fmean(r.value for r in rows)  # type: ignore[misc]
     lo, hi = value_spread(rows) or (y, y)
     return Point(x, y, min(lo, y), max(hi, y))
 
 
-def _finite_value(r: Row) -> bool:
-    return r.value is not None and math.isfinite(r.value)
+def _finite_value(r: MetricRow) -> bool:
+    return isinstance(r.value, (int, float)) and math.isfinite(r.value)  # a test's own rows may hold text
 
 
 def _series(
-    rows: Sequence[Row], metrics: Sequence[str], x_keys: Sequence[str], label: Callable[[Row], str]
+    rows: Sequence[MetricRow], metrics: Sequence[str], x_keys: Sequence[str], label: Callable[[MetricRow], str]
 ) -> tuple[str, dict[str, list[Point]]]:
     """{series label: points sorted by x} for the first metric name that has points with an x."""
     for name in metrics:
-        series: dict[str, dict[float, list[Row]]] = {}
+        series: dict[str, dict[float, list[MetricRow]]] = {}
         for r in rows:
             x = to_float(r.get_extra(x_keys))
             if r.metric == name and x is not None and _finite_value(r):
@@ -76,10 +75,10 @@ def line_plot(*args: Any, **kwargs: Any) -> str | None:
 
 
 def line_figure(
-    rows: Sequence[Row],
+    rows: Sequence[MetricRow],
     metrics: Sequence[str],
     x_keys: Sequence[str],
-    label: Callable[[Row], str],
+    label: Callable[[MetricRow], str],
     title: str,
     xlabel: str,
     min_points: int = 2,
@@ -106,7 +105,7 @@ def line_figure(
     return fig
 
 
-def _spread_note(hits: Sequence[Row], series: dict[str, list[Point]]) -> str:
+def _spread_note(hits: Sequence[MetricRow], series: dict[str, list[Point]]) -> str:
     """What the error bars show, so a reader knows whether the spread was measured at all."""
     if any(r.samples for r in hits):
         return "mean; bars: min–max over rounds"
@@ -115,24 +114,24 @@ def _spread_note(hits: Sequence[Row], series: dict[str, list[Point]]) -> str:
     return "one value per point: no per-round spread recorded"
 
 
-def layer_cosine(rows: Sequence[Row]) -> str | None:
+def layer_cosine(rows: Sequence[MetricRow]) -> str | None:
     """Per-layer cosine curve, one line per (quant, attention) candidate."""
     label = lambda r: f"{r.quant}/{r.attention}"  # noqa: E731
     return line_plot(rows, ("layer_cosine",), LAYER_KEYS, label, "per-layer cosine vs reference", "layer", spread=False)
 
 
-def perf_series_label(rows: Sequence[Row], metrics: Sequence[str], held: Sequence[tuple[str, Sequence[str]]]):
+def perf_series_label(rows: Sequence[MetricRow], metrics: Sequence[str], held: Sequence[tuple[str, Sequence[str]]]):
     """Series label: quant/attention, plus whatever else varies and is not the x axis (model, decode path,
     batch 'b4', prompt 'p64', new tokens 'n32'), so no line averages different paths or cells."""
     hits = [r for r in rows if r.metric in metrics]
 
-    def several(key: Callable[[Row], str]) -> bool:
+    def several(key: Callable[[MetricRow], str]) -> bool:
         return len({key(r) for r in hits}) > 1
 
     varying = [(prefix, keys) for prefix, keys in held if several(lambda r, k=keys: extra_text(r, k))]
     show_model, show_backend = several(lambda r: r.model), several(lambda r: r.backend)
 
-    def label(r: Row) -> str:
+    def label(r: MetricRow) -> str:
         parts = [r.model] if show_model else []
         parts.append(f"{r.quant}/{r.attention}")
         parts += [r.backend] if show_backend else []
@@ -145,13 +144,13 @@ def perf_series_label(rows: Sequence[Row], metrics: Sequence[str], held: Sequenc
 TOK_METRICS = next(c.metrics for c in PERF_COLUMNS if c.label == "decode tok/s")
 
 
-def tpot_vs_prompt_len(rows: Sequence[Row]) -> str | None:
+def tpot_vs_prompt_len(rows: Sequence[MetricRow]) -> str | None:
     """Mean TPOT per prompt length, one line per variant, decode path, batch and output length."""
     label = perf_series_label(rows, ("tpot",), (("b", BATCH_KEYS), ("n", NEW_TOKENS_KEYS)))
     return line_plot(rows, ("tpot",), PROMPT_LEN_KEYS, label, "TPOT vs prompt length", "prompt tokens")
 
 
-def toks_vs_batch(rows: Sequence[Row]) -> str | None:
+def toks_vs_batch(rows: Sequence[MetricRow]) -> str | None:
     """Mean decode tokens/s per batch size, one line per variant, decode path, prompt and output length."""
     label = perf_series_label(rows, TOK_METRICS, (("p", PROMPT_LEN_KEYS), ("n", NEW_TOKENS_KEYS)))
     return line_plot(rows, TOK_METRICS, BATCH_KEYS, label, "tokens/s vs batch size", "batch size")
@@ -182,12 +181,12 @@ def monitor_timeline(samples: dict[str, list[float]], title: str) -> str | None:
 
 
 #: Plots offered per test (from that test's rows) and in the summary (from the whole run).
-PER_TEST_PLOTS: dict[str, Callable[[Sequence[Row]], str | None]] = {
+PER_TEST_PLOTS: dict[str, Callable[[Sequence[MetricRow]], str | None]] = {
     "per-layer cosine": layer_cosine,
     "TPOT vs prompt length": tpot_vs_prompt_len,
     "tokens/s vs batch size": toks_vs_batch,
 }
-RUN_PLOTS: dict[str, Callable[[Sequence[Row]], str | None]] = {
+RUN_PLOTS: dict[str, Callable[[Sequence[MetricRow]], str | None]] = {
     "quality by variant": quality_by_variant,
     "TPOT vs prompt length": tpot_vs_prompt_len,
     "tokens/s vs batch size": toks_vs_batch,

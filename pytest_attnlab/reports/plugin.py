@@ -164,7 +164,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _core_session(config: pytest.Config) -> Any:
-    from pytest_attnlab.plugin import SESSION_KEY
+    from pytest_attnlab.session import SESSION_KEY
 
     return config.stash[SESSION_KEY]
 
@@ -281,8 +281,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def _failed_context(item: pytest.Item, core: Any) -> dict[str, str]:
     """model/quant/attention of a failed test, so its summary line fails even when it recorded no row."""
-    from pytest_attnlab.plugin import RECORDER_KEY
     from pytest_attnlab.reports.context import context_of_test
+    from pytest_attnlab.session import RECORDER_KEY
 
     recorder = item.stash.get(RECORDER_KEY, None)
     callspec = getattr(item, "callspec", None)
@@ -302,10 +302,10 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
 
 
 def _rows(config: pytest.Config) -> list[Any]:
-    from pytest_attnlab.reports.rows import load_rows, run_csv_files
+    from pytest_attnlab.metrics.csv_file import load_rows
 
     core = _core_session(config)
-    return load_rows(run_csv_files(core.report_dir, core.run_id))
+    return load_rows(core.layout.run_csvs(core.run_id))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -321,7 +321,7 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         rows = _rows(config)
         env = environment.collect(config.rootpath, list(config.invocation_params.args))
         state.written += summary.write(
-            core.report_dir,
+            core.layout,
             rows,
             state.outcomes,
             env,

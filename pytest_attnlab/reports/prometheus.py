@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pytest_attnlab.reports.rows import Row
+from pytest_attnlab.metrics.row import MetricRow
 
 LABELS = ("nodeid", "metric", "unit", "model", "quant", "attention", "backend", "device", "dtype")
 EXTRA_HINT = "pip install 'pytest-attnlab[prometheus]'"
@@ -32,7 +32,7 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def textfile(rows: Iterable[Row], run_id: str) -> str:
+def textfile(rows: Iterable[MetricRow], run_id: str) -> str:
     """Exposition text: one `attnlab_metric` sample per numeric row (the last value per label set)."""
     samples: dict[str, float] = {}
     for r in rows:
@@ -53,7 +53,7 @@ def textfile(rows: Iterable[Row], run_id: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_textfile(path: Path, rows: Iterable[Row], run_id: str) -> Path:
+def write_textfile(path: Path, rows: Iterable[MetricRow], run_id: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(textfile(rows, run_id), encoding="utf-8")

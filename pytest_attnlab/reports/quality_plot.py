@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports.figure import figure, png
-from pytest_attnlab.reports.rows import SUMMARY_COLUMNS, Row
+from pytest_attnlab.reports.rows import SUMMARY_COLUMNS
 
-#: (Row attribute, axis name) in label order.
+#: (MetricRow attribute, axis name) in label order.
 AXES = (("model", "model"), ("quant", "quantizer"), ("attention", "attention variant"))
 LABEL_WIDTH = 40  # characters per tick-label line; longer names wrap
 
@@ -40,7 +41,7 @@ class QualityChart:
         return self.values[i] < gate if self.higher_is_better else self.values[i] > gate
 
 
-def quality_chart(rows: Sequence[Row]) -> QualityChart | None:
+def quality_chart(rows: Sequence[MetricRow]) -> QualityChart | None:
     """Worst cosine (else mean perplexity) per variant, over the axes with more than one value."""
     for col in (c for c in SUMMARY_COLUMNS if c.label in ("cosine", "perplexity")):
         for name in col.metrics:
@@ -48,7 +49,7 @@ def quality_chart(rows: Sequence[Row]) -> QualityChart | None:
             varying = [(attr, axis) for attr, axis in AXES if len({getattr(r, attr) for r in hits}) > 1]
             if not varying:
                 continue
-            groups: dict[tuple[str, ...], list[Row]] = {}
+            groups: dict[tuple[str, ...], list[MetricRow]] = {}
             for r in hits:
                 groups.setdefault(tuple(getattr(r, attr) for attr, _ in varying), []).append(r)
             gates = [{r.threshold for r in g} for g in groups.values()]
@@ -90,6 +91,6 @@ def quality_figure(chart: QualityChart) -> Any:
     return fig
 
 
-def quality_by_variant(rows: Sequence[Row]) -> str | None:
+def quality_by_variant(rows: Sequence[MetricRow]) -> str | None:
     chart = quality_chart(rows)
     return png(quality_figure(chart)) if chart is not None else None

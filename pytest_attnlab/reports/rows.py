@@ -1,95 +1,14 @@
-"""The run's metric rows as the report writers see them, and the summary table built from them.
-
-Rows come from metrics.csv plus any per-worker parts not merged yet (pytest-html writes its report
-in a `trylast` sessionfinish that can run before the core merges the parts), so every writer sees
-every row exactly once.
-"""
+"""The summary table built from the run's metric rows (MetricRow, read back from metrics.csv)."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from pytest_attnlab.reports.csv_writer import read_rows
-
-
-@dataclass(frozen=True)
-class Row:
-    nodeid: str
-    metric: str
-    value: float | None
-    unit: str
-    threshold: float | None
-    model: str
-    quant: str
-    attention: str
-    backend: str
-    device: str
-    dtype: str
-    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    samples: tuple[float, ...] = field(default=(), hash=False, compare=False)  # per-round values, if recorded
-
-    @classmethod
-    def from_csv(cls, d: dict[str, str]) -> Row:
-        try:
-            extra = json.loads(d.get("extra") or "{}")
-        except json.JSONDecodeError:
-            extra = {}
-        return cls(
-            nodeid=d.get("nodeid", ""),
-            metric=d.get("metric", ""),
-            value=to_float(d.get("value")),
-            unit=d.get("unit", ""),
-            threshold=to_float(d.get("threshold")),
-            model=d.get("model", ""),
-            quant=d.get("quant", "") or "none",
-            attention=d.get("attention", "") or "sdpa",
-            backend=d.get("backend", ""),
-            device=d.get("device", ""),
-            dtype=d.get("dtype", ""),
-            extra=extra if isinstance(extra, dict) else {},
-            samples=parse_samples(d.get("samples") or ""),
-        )
-
-    def get_extra(self, aliases: Sequence[str]) -> Any:
-        for key in aliases:
-            if key in self.extra:
-                return self.extra[key]
-        return None
-
-
-def to_float(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_samples(text: str) -> tuple[float, ...]:
-    """The `samples` column: space-separated per-round values (absent in older CSVs; bad tokens dropped)."""
-    values = (to_float(tok) for tok in text.split())
-    return tuple(v for v in values if v is not None and math.isfinite(v))
-
-
-def run_csv_files(report_dir: Path, run_id: str) -> list[Path]:
-    """metrics.csv and this run's worker parts that are still on disk."""
-    files = [report_dir / "metrics.csv"]
-    files += sorted((report_dir / "workers").glob(f"metrics.{run_id}.*.csv"))
-    return [f for f in files if f.is_file()]
-
-
-def load_rows(paths: Iterable[Path]) -> list[Row]:
-    return [Row.from_csv(d) for p in paths for d in read_rows(p)]
-
-
-# -- the summary table -------------------------------------------------------------------------
+from pytest_attnlab.metrics.row import MetricRow, to_float
 
 
 @dataclass(frozen=True)
@@ -172,27 +91,27 @@ def context_key(context: dict[str, str] | None) -> GroupKey:
     return (context.get("model") or "?", context.get("quant") or "none", context.get("attention") or "sdpa")
 
 
-def failed_without_rows(rows: Iterable[Row], outcomes: dict[str, str]) -> list[str]:
+def failed_without_rows(rows: Iterable[MetricRow], outcomes: dict[str, str]) -> list[str]:
     """Failed or errored tests that recorded no row (they raised first): still owed a failing line."""
     recorded = {r.nodeid for r in rows}
     return [n for n, o in outcomes.items() if o == "failed" and n not in recorded]
 
 
-def value_spread(rows: Sequence[Row]) -> tuple[float, float] | None:
+def value_spread(rows: Sequence[MetricRow]) -> tuple[float, float] | None:
     """min–max over the rows' per-round samples; without samples, over the rows' values (two or more)."""
     samples = [v for r in rows for v in r.samples]
     values = samples or (_finite([r.value for r in rows]) if len(rows) > 1 else [])  # type: ignore[misc]
     return (min(values), max(values)) if values else None
 
 
-def extra_text(row: Row, keys: Sequence[str]) -> str:
+def extra_text(row: MetricRow, keys: Sequence[str]) -> str:
     """A cell parameter from `extra` as text ("16", not "16.0"); "" when the row does not carry it."""
     value = row.get_extra(keys)
     number = to_float(value)
     return f"{number:g}" if number is not None else ("" if value is None else str(value))
 
 
-def cell(hits: list[Row], reduce: Callable[[list[float]], float]) -> tuple[float, str, float | None] | None:
+def cell(hits: list[MetricRow], reduce: Callable[[list[float]], float]) -> tuple[float, str, float | None] | None:
     """(reduced value, unit, gate) of the rows of one metric; the gate only when every row has the same one."""
     values = _finite([r.value for r in hits])  # type: ignore[misc]
     if not values:
@@ -201,7 +120,7 @@ def cell(hits: list[Row], reduce: Callable[[list[float]], float]) -> tuple[float
     return reduce(values), hits[0].unit, gates.pop() if len(gates) == 1 else None
 
 
-def first_cell(group: list[Row], col: Column) -> tuple[float, str, float | None] | None:
+def first_cell(group: list[MetricRow], col: Column) -> tuple[float, str, float | None] | None:
     """The column's cell from the first of its metric names that has a finite value in `group`."""
     for name in col.metrics:
         found = cell([r for r in group if r.metric == name], col.reduce)
@@ -211,7 +130,7 @@ def first_cell(group: list[Row], col: Column) -> tuple[float, str, float | None]
 
 
 def summarize(
-    rows: list[Row], outcomes: dict[str, str] | None = None, contexts: dict[str, dict[str, str]] | None = None
+    rows: list[MetricRow], outcomes: dict[str, str] | None = None, contexts: dict[str, dict[str, str]] | None = None
 ) -> list[SummaryLine]:
     """One line per model x quant x attention, failing lines first, else in first-seen order.
 
@@ -219,7 +138,7 @@ def summarize(
     failed tests that recorded none, placed by `contexts` (nodeid -> model/quant/attention), so a
     test that raised before recording still fails its line."""
     outcomes = outcomes or {}
-    groups: dict[GroupKey, list[Row]] = {}
+    groups: dict[GroupKey, list[MetricRow]] = {}
     for row in rows:
         groups.setdefault((row.model, row.quant, row.attention), []).append(row)
     orphans: dict[GroupKey, list[str]] = {}

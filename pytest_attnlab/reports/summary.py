@@ -5,18 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports import plots
+from pytest_attnlab.reports.layout import METRICS_CSV, ReportLayout
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, PerfLine, perf_conclusions, perf_grid, perf_lines
 from pytest_attnlab.reports.rows import (
     SUMMARY_COLUMNS,
-    Row,
     SummaryLine,
     failed_without_rows,
     fmt_value,
@@ -100,13 +99,9 @@ def _no_nan(obj: Any) -> Any:
     return obj
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^\w.-]", "_", name) or "default"
-
-
 def write(
-    report_dir: Path,
-    rows: list[Row],
+    layout: ReportLayout,
+    rows: list[MetricRow],
     outcomes: dict[str, str],
     environment: dict[str, Any],
     experiment: Any | None,
@@ -125,15 +120,14 @@ def write(
     lines = summarize(rows, outcomes, contexts)
     perf = perf_lines(rows, outcomes)
     written = []
-    plot_dir = report_dir / "plots"
     plot_links = []
     for title, fn in plots.RUN_PLOTS.items() if plots.available() else []:
         png = fn(rows)
         if png:
-            plot_dir.mkdir(parents=True, exist_ok=True)
-            path = plot_dir / f"{_slug(title.replace(' ', '_'))}.png"
+            path = layout.plot_png(title)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(base64.b64decode(png))
-            plot_links.append(f"![{title}](plots/{path.name})")
+            plot_links.append(f"![{title}]({path.relative_to(layout.root).as_posix()})")
             written.append(path)
     env_rows = [
         ["command", f"`{environment['command']}`"],
@@ -174,18 +168,17 @@ def write(
         "```bash",
         f"git checkout {environment.get('git_sha', '').removesuffix('-dirty') or 'HEAD'}",
         environment["command"],
-        f"python -m pytest_attnlab compare BASELINE/metrics.csv {report_dir.name}/metrics.csv",
+        f"python -m pytest_attnlab compare BASELINE/{METRICS_CSV} {layout.root.name}/{METRICS_CSV}",
         "```",
         "",
-        f"Every number above comes from `{report_dir.name}/metrics.csv` ({len(rows)} rows);"
-        f" per-experiment JSON under `{report_dir.name}/experiments/`.",
+        f"Every number above comes from `{layout.root.name}/{METRICS_CSV}` ({len(rows)} rows);"
+        f" per-experiment JSON under `{layout.root.name}/{layout.experiments_dir.name}/`.",
         "",
     ]
-    md_path = report_dir / "summary.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
-    written.append(md_path)
+    layout.summary_md.write_text("\n".join(md), encoding="utf-8")
+    written.append(layout.summary_md)
 
-    by_experiment: dict[str, list[Row]] = {}
+    by_experiment: dict[str, list[MetricRow]] = {}
     for row in rows:
         by_experiment.setdefault(str(row.extra.get("experiment") or default_name), []).append(row)
     orphans: dict[str, set[str]] = {}  # experiment -> failed tests without rows
@@ -216,9 +209,9 @@ def write(
             ],
             "perf": [perf_entry(ln) for ln in exp_perf],
             "conclusions": conclusions(exp_lines, exp_outcomes, exp_perf),
-            "rows": [asdict(r) for r in exp_rows],
+            "rows": [r.as_dict() for r in exp_rows],
         }
-        path = report_dir / "experiments" / f"{_slug(name)}.json"
+        path = layout.experiment_json(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_no_nan(doc), indent=1, default=str), encoding="utf-8")
         written.append(path)

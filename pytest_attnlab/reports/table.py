@@ -10,8 +10,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_attnlab.metrics.csv_file import load_rows
+from pytest_attnlab.metrics.row import MetricRow as Row
 from pytest_attnlab.reports import rows as metric_rows
-from pytest_attnlab.reports.rows import BATCH_KEYS, NEW_TOKENS_KEYS, PROMPT_LEN_KEYS, Row
+from pytest_attnlab.reports.rows import BATCH_KEYS, NEW_TOKENS_KEYS, PROMPT_LEN_KEYS
 from pytest_attnlab.reports.summary import md_table
 
 #: --by names that are neither a column of metrics.csv nor a key of its `extra`: taken from the row or its file
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():  # a step that did not run or was cut short: the others still print
             print(f"table: {path}: missing", file=sys.stderr)
             continue
-        files[path] = [r for r in metric_rows.load_rows([path]) if args.nodeid in r.nodeid]
+        files[path] = [r for r in load_rows([path]) if args.nodeid in r.nodeid]
     if not any(path.is_file() for path in files):
         return 2
     print(FORMATS[args.format](*grid(files, args.by, args.metric, args.gates)))

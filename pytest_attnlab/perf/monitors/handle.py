@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from pytest_attnlab.perf.monitors.base import Monitor
 from pytest_attnlab.perf.monitors.sampler import Sampler
-
-
-def timeline_path(report_dir: Path, nodeid: str) -> Path:
-    """report_dir/monitor/<nodeid with path separators and brackets made file-safe>.json"""
-    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", nodeid).strip("_")
-    return report_dir / "monitor" / f"{safe[:200]}.json"
+from pytest_attnlab.reports.layout import ReportLayout
 
 
 class MonitorHandle:
@@ -64,7 +58,7 @@ class MonitorHandle:
         self.stop()
         if self.sampler is None:
             return None
-        self.path = self.sampler.dump(timeline_path(report_dir, nodeid), nodeid=nodeid)
+        self.path = self.sampler.dump(ReportLayout(report_dir).monitor_timeline(nodeid), nodeid=nodeid)
         if recorder is not None:
             for field, stats in self.summary().items():
                 unit = self.units.get(field, "")

@@ -1,9 +1,10 @@
-"""metrics.csv: one row per test x metric, flushed and fsynced as it is written."""
+"""metrics.csv: one row per test x metric, flushed and fsynced as it is written; read back as MetricRows."""
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -46,6 +47,11 @@ class CsvWriter:
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def load_rows(paths: Iterable[Path]) -> list[MetricRow]:
+    """The rows of metrics.csv files (a run's file plus its unmerged worker parts), in file order."""
+    return [MetricRow.from_csv(d) for p in paths for d in read_rows(p)]
 
 
 def merge(parts: list[Path], dest: Path) -> int:
