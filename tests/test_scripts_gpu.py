@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pytest_attnlab.reports.csv_writer import CsvWriter
 
+from pytest_attnlab.metrics.csv_file import CsvWriter
 from pytest_attnlab.metrics.row import MetricRow
 
 ROOT = Path(__file__).resolve().parents[1]
