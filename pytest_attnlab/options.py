@@ -243,9 +243,9 @@ PLAN_KEY = pytest.StashKey[dict[str, str]]()  # option name -> the experiment's 
 
 
 def selection(config: pytest.Config) -> dict[str, Any]:
-    """Every `--attnlab-*` option, resolved once (option name -> value), after the registration hooks:
-    an `--attnlab-config` experiment plans the technique options (quant, attn, backend) the command line
-    leaves open; `--attnlab-backend` decides the perf path when given."""
+    """Every `--attnlab-*` option, resolved once (option name -> value), after the registration hooks.
+    An `--attnlab-config` experiment plans the options the command line leaves open (its techniques:
+    quant, attn, backend; its model; its `options:`); the backend selection is the perf path's too."""
     if SELECTION_KEY not in config.stash:
         import importlib
 
@@ -257,14 +257,20 @@ def selection(config: pytest.Config) -> dict[str, Any]:
         by_name = {o.name: o for o in specs}
         experiment = resolve(config, by_name["config"])
         config.stash[PLAN_KEY] = experiment.planned_options() if experiment is not None else {}
+        for name in set(config.stash[PLAN_KEY]) - (set(by_name) - {"config"}):
+            raise pytest.UsageError(
+                f"--attnlab-config: {experiment.source}: field 'options': unknown option {name!r}; "
+                f"choose from: {', '.join(by_name)}"
+            )
         values = {o.name: resolve(config, o) for o in specs}
         backend, path = values["backend"], config.getoption("attnlab_perf_path", default=None)
-        if backend and path is not None and values["perf-path"] != backend:
+        if path is None:
+            values["perf-path"] = backend or values["perf-path"]
+        elif backend and values["perf-path"] != backend and config.getoption("attnlab_backend") is not None:
             raise pytest.UsageError(
                 f"--attnlab-backend {','.join(backend)} and --attnlab-perf-path {path} disagree; "
                 "give one of them (--attnlab-backend sets the perf path)"
             )
-        values["perf-path"] = backend or values["perf-path"]
         config.stash[EXPERIMENT_KEY] = experiment
         config.stash[SELECTION_KEY] = values
     return config.stash[SELECTION_KEY]

@@ -102,6 +102,7 @@ class ExperimentConfig:
     warmup_iterations: int = 1
     test_iterations: int = 3
     suites: tuple[str, ...] = ()  # test paths (from the rootdir) run when the command line names none
+    options: Mapping[str, Any] = field(default_factory=dict)  # more --attnlab-NAME values, by NAME
     source: str | None = None  # the file it came from
 
     def __post_init__(self) -> None:
@@ -115,6 +116,10 @@ class ExperimentConfig:
                 _fail("batch_levels", level, ", ".join(BATCH_LEVELS))
         object.__setattr__(self, "batch_levels", levels)
         object.__setattr__(self, "suites", _names("suites", self.suites or None, ()))
+        if not isinstance(self.options, Mapping) or not all(
+            isinstance(v, (str, int, float)) for v in self.options.values()
+        ):
+            _fail("options", self.options, "a mapping of option names (perf-monitor) to values")
         sizes = dict(DEFAULT_BATCH_SIZES)
         if not isinstance(self.batch_sizes, Mapping):
             _fail("batch_sizes", self.batch_sizes, f"a mapping with keys {', '.join(BATCH_LEVELS)}")
@@ -140,7 +145,7 @@ class ExperimentConfig:
         """The `--attnlab-*` values this experiment stands for; the command line still beats them."""
         t = self.techniques
         plan = {"quant": ",".join(t.quantizers), "attn": ",".join(t.attention), "backend": ",".join(t.backends)}
-        return {**plan, "model": self.model} if self.model else plan
+        return {**plan, **({"model": self.model} if self.model else {}), **{k: str(v) for k, v in self.options.items()}}
 
     # -- expansion --------------------------------------------------------------------------------
     def cases(self) -> list[ExperimentCase]:
