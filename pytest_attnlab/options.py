@@ -99,16 +99,6 @@ def parse_number(
     return parse
 
 
-def parse_float(name: str) -> Any:
-    def parse(value: str) -> float:
-        try:
-            return float(value)
-        except ValueError:
-            raise pytest.UsageError(f"{name}: expected a number, got {value!r}") from None
-
-    return parse
-
-
 @dataclass(frozen=True)
 class OptionSpec:
     """One `--attnlab-NAME` flag with its ini key `attnlab_NAME`, default and converter."""
@@ -171,7 +161,7 @@ OPTIONS = [
     OptionSpec(
         "logits-cosine",
         "0.95",
-        parse_float("--attnlab-logits-cosine"),
+        parse_number("--attnlab-logits-cosine", float, "a number", lambda _: True, ""),
         "COS",
         "the whole-model logits cosine gate a candidate must pass against its reference.",
     ),
@@ -207,14 +197,12 @@ def parse_names(flag: str, key: str, baseline: str = "", lead: tuple[str, ...] =
     (None without one). An unknown name is a UsageError listing `lead` and the registered names."""
 
     def parse(value: str) -> tuple[str, ...] | None:
-        import importlib
-
-        from pytest_attnlab.registry import REGISTRIES, UnknownNameError
+        from pytest_attnlab.registry import REGISTRIES, UnknownNameError, load
 
         value = value.strip()
         if value in ("", baseline):
             return (baseline,) if baseline else None
-        registry = getattr(importlib.import_module(REGISTRIES[key][0]), REGISTRIES[key][1])
+        registry = load(REGISTRIES[key])
         names: list[str] = []
         try:
             for part in (p.strip() for p in value.split(",") if p.strip()):
@@ -247,13 +235,11 @@ def selection(config: pytest.Config) -> dict[str, Any]:
     An `--attnlab-config` experiment plans the options the command line leaves open (its techniques:
     quant, attn, backend; its model; its `options:`); the backend selection is the perf path's too."""
     if SELECTION_KEY not in config.stash:
-        import importlib
-
         from pytest_attnlab.experiments import EXPERIMENT_KEY
-        from pytest_attnlab.registry import register_all
+        from pytest_attnlab.registry import load, register_all
 
         register_all(config)
-        specs = [o for a in AREAS for o in getattr(importlib.import_module(a.split(":")[0]), a.split(":")[1])]
+        specs = [opt for area in AREAS for opt in load(area)]
         by_name = {o.name: o for o in specs}
         experiment = resolve(config, by_name["config"])
         config.stash[PLAN_KEY] = experiment.planned_options() if experiment is not None else {}

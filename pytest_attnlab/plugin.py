@@ -105,13 +105,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     from pytest_attnlab.experiments import EXPERIMENT_KEY
 
     experiment, attnlab = config.stash.get(EXPERIMENT_KEY, None), config.stash[SESSION_KEY]
-    csv, ran = attnlab.csv_path, not config.option.collectonly
-    if (
-        experiment is not None
-        and ran
-        and attnlab.active
-        and (not csv.is_file() or len(csv.read_text().splitlines()) < 2)
-    ):
+    recorded = attnlab.csv_path.is_file() and len(attnlab.csv_path.read_text().splitlines()) > 1
+    if experiment is not None and attnlab.active and not recorded and not config.option.collectonly:
         terminalreporter.write_line(
             f"attnlab: experiment {experiment.experiment_name!r} recorded no metric rows: no test run measures "
             "it; name the suites to run (`suites:` in the experiment file, or paths on the command line)",

@@ -66,16 +66,24 @@ class Registry(Generic[T]):
 #: The baseline of each technique axis: the full-precision model, dense SDPA attention.
 BASELINE_QUANT, BASELINE_ATTENTION = "none", "sdpa"
 
-#: Every extendable registry, by the keyword the registration hooks pass it under: (module, attribute).
+#: Every extendable registry, by the keyword the registration hooks pass it under: "module:attribute".
 REGISTRIES = {
-    "random_configs": ("pytest_attnlab.models.random_models", "RANDOM_CONFIGS"),
-    "model_sources": ("pytest_attnlab.models.loader", "MODEL_SOURCES"),
-    "quantizers": ("pytest_attnlab.quant", "QUANTIZERS"),
-    "attention": ("pytest_attnlab.attention", "ATTENTION"),
-    "decode_paths": ("pytest_attnlab.perf.paths", "DECODE_PATHS"),
-    "monitors": ("pytest_attnlab.perf.monitors", "MONITORS"),
-    "exporters": ("pytest_attnlab.quant.export", "EXPORT_FORMATS"),
+    "random_configs": "pytest_attnlab.models.random_models:RANDOM_CONFIGS",
+    "model_sources": "pytest_attnlab.models.loader:MODEL_SOURCES",
+    "quantizers": "pytest_attnlab.quant:QUANTIZERS",
+    "attention": "pytest_attnlab.attention:ATTENTION",
+    "decode_paths": "pytest_attnlab.perf.paths:DECODE_PATHS",
+    "monitors": "pytest_attnlab.perf.monitors:MONITORS",
+    "exporters": "pytest_attnlab.quant.export:EXPORT_FORMATS",
 }
+
+
+def load(where: str) -> Any:
+    """The object a "module:attribute" string names (the module imported on first use)."""
+    import importlib
+
+    module, _, attribute = where.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 _KEY = pytest.StashKey[dict[str, Registry[Any]]]()
@@ -83,10 +91,8 @@ _KEY = pytest.StashKey[dict[str, Registry[Any]]]()
 
 def register_all(config: pytest.Config) -> dict[str, Registry[Any]]:
     """Fire every registration hook, once per run, before anything checks a name (imports torch)."""
-    import importlib
-
     if _KEY not in config.stash:
-        regs = {k: getattr(importlib.import_module(m), a) for k, (m, a) in REGISTRIES.items()}
+        regs = {key: load(where) for key, where in REGISTRIES.items()}
         hook = config.hook
         hook.pytest_attnlab_register_models.call_historic(
             kwargs={"random_configs": regs["random_configs"], "model_sources": regs["model_sources"]}

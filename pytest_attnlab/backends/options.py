@@ -13,16 +13,7 @@ from pytest_attnlab.options import OptionSpec
 KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 #: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.
 VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
-_BOOL = {
-    "1": True,
-    "true": True,
-    "on": True,
-    "yes": True,
-    "0": False,
-    "false": False,
-    "off": False,
-    "no": False,
-}
+_BOOL = {**dict.fromkeys(("1", "true", "on", "yes"), True), **dict.fromkeys(("0", "false", "off", "no"), False)}
 
 
 def _quant_format(value: str) -> str:

@@ -68,36 +68,19 @@ _interval_ms = core_options.parse_number(
 )
 
 
-def _compile(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import COMPILE_MODES
+def _paths_choice(flag: str, name: str) -> Any:
+    """parse_choice over perf.paths.base's tuple `name`, imported on first use (torch-free)."""
 
-    return core_options.parse_choice("--attnlab-perf-compile", COMPILE_MODES)(value)
+    def parse(value: str) -> str:
+        from pytest_attnlab.perf.paths import base
+
+        return core_options.parse_choice(flag, getattr(base, name))(value)
+
+    return parse
 
 
 #: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
 FAST_ATTENTION = ("sdpa", "math")
-
-
-def _fast_attention(value: str) -> str:
-    return core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION)(value)
-
-
-def _compile_scope(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import COMPILE_SCOPES
-
-    return core_options.parse_choice("--attnlab-perf-compile-scope", COMPILE_SCOPES)(value)
-
-
-def _fast_weights(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import FAST_WEIGHTS
-
-    return core_options.parse_choice("--attnlab-perf-fast-weights", FAST_WEIGHTS)(value)
-
-
-def _fast_quant(value: str) -> str:
-    from pytest_attnlab.perf.paths.base import FAST_QUANT
-
-    return core_options.parse_choice("--attnlab-perf-fast-quant", FAST_QUANT)(value)
 
 
 INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
@@ -192,14 +175,14 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-compile",
         "none",
-        _compile,
+        _paths_choice("--attnlab-perf-compile", "COMPILE_MODES"),
         "MODE",
         "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs.",
     ),
     OptionSpec(
         "perf-fast-attention",
         "math",
-        _fast_attention,
+        core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION),
         "NAME",
         "the fast path's decode attention over the static cache: sdpa (fused kernel) or math "
         "(matmul-softmax-matmul, fused by --attnlab-perf-compile).",
@@ -207,7 +190,7 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-compile-scope",
         "step",
-        _compile_scope,
+        _paths_choice("--attnlab-perf-compile-scope", "COMPILE_SCOPES"),
         "SCOPE",
         "what --attnlab-perf-compile compiles: step (the whole decode step, one graph) or layer (one "
         "decoder layer, one graph reused by every layer: a fraction of the compile time).",
@@ -215,14 +198,14 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-fast-weights",
         "fused",
-        _fast_weights,
+        _paths_choice("--attnlab-perf-fast-weights", "FAST_WEIGHTS"),
         "LAYOUT",
         "the fast path's q/k/v and gate/up weights: fused (one GEMV each) or separate (the model's five).",
     ),
     OptionSpec(
         "perf-fast-quant",
         "none",
-        _fast_quant,
+        _paths_choice("--attnlab-perf-fast-quant", "FAST_QUANT"),
         "FORMAT",
         "the fast path's decoder weights: none (the model dtype), int4-g128 or int4-g32 (RTN int4 per group, "
         "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA).",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 from pytest_attnlab.reports.csv_writer import read_rows
 
 
@@ -169,7 +170,11 @@ class SummaryLine(Tally):
 def context_key(context: dict[str, str] | None) -> GroupKey:
     """The table line of a test from its model / quant / attention context ("?" for an unknown model)."""
     context = context or {}
-    return (context.get("model") or "?", context.get("quant") or "none", context.get("attention") or "sdpa")
+    return (
+        context.get("model") or "?",
+        context.get("quant") or BASELINE_QUANT,
+        context.get("attention") or BASELINE_ATTENTION,
+    )
 
 
 def failed_without_rows(rows: Iterable[Row], outcomes: dict[str, str]) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 from pytest_attnlab.reports import plots
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, PerfLine, perf_conclusions, perf_grid, perf_lines
 from pytest_attnlab.reports.rows import (
@@ -24,7 +25,7 @@ from pytest_attnlab.reports.rows import (
     summary_grid,
 )
 
-BASELINE = ("none", "sdpa")  # quant, attention that other lines are compared with
+BASELINE = (BASELINE_QUANT, BASELINE_ATTENTION)  # quant, attention that other lines are compared with
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
