@@ -9,7 +9,7 @@ import pytest
 
 @pytest.hookspec(historic=True)
 def pytest_attnlab_register_models(random_configs: Any, model_sources: Any) -> None:
-    """Register extra random model shapes or model sources.
+    """Register extra random model shapes or model sources before `--attnlab-model` is checked.
 
     Example ``conftest.py``::
 
@@ -64,4 +64,17 @@ def pytest_attnlab_register_quantizers(quantizers: Any) -> None:
 
         def pytest_attnlab_register_quantizers(quantizers):
             quantizers.register("fp16-cast", HalfPrecision(), replace=True)
+    """
+
+
+@pytest.hookspec(historic=True)
+def pytest_attnlab_register(registries: Any, config: Any) -> None:
+    """Register into any registry before any option or `--attnlab-config` name is checked.
+
+    `registries` maps a key to its Registry: random_configs, model_sources, quantizers, attention,
+    decode_paths, monitors, exporters (`pytest_attnlab.registry.REGISTRIES`). Example ``conftest.py``::
+
+        def pytest_attnlab_register(registries, config):
+            registries["monitors"].register("mine", lambda device: MyMonitor(device))
+            registries["decode_paths"].register("mine", MyPath, replace=True)
     """

@@ -61,13 +61,13 @@ def parse_dtype(value: str) -> str:
     return value
 
 
-def parse_choice(flag: str, choices: tuple[str, ...]) -> Any:
+def parse_choice(flag: str, choices: tuple[str, ...], what: str = "value") -> Any:
     """A converter accepting exactly one of `choices`; anything else is a UsageError listing them."""
 
     def parse(value: str) -> str:
         value = value.strip()
         if value not in choices:
-            raise pytest.UsageError(f"{flag}: invalid value {value!r}; choose from: {', '.join(choices)}")
+            raise pytest.UsageError(f"{flag}: invalid {what} {value!r}; choose from: {', '.join(choices)}")
         return value
 
     return parse
@@ -95,16 +95,6 @@ def parse_number(
         if not ok(x):
             raise pytest.UsageError(f"{flag}: {x} {bound}")
         return x
-
-    return parse
-
-
-def parse_float(name: str) -> Any:
-    def parse(value: str) -> float:
-        try:
-            return float(value)
-        except ValueError:
-            raise pytest.UsageError(f"{name}: expected a number, got {value!r}") from None
 
     return parse
 
@@ -171,7 +161,7 @@ OPTIONS = [
     OptionSpec(
         "logits-cosine",
         "0.95",
-        parse_float("--attnlab-logits-cosine"),
+        parse_number("--attnlab-logits-cosine", float, "a number", lambda _: True, ""),
         "COS",
         "the whole-model logits cosine gate a candidate must pass against its reference.",
     ),
@@ -193,8 +183,80 @@ def add_options(parser: pytest.Parser, options: list[OptionSpec] | None = None) 
 
 
 def resolve(config: pytest.Config, opt: OptionSpec) -> Any:
-    """Command line beats ini beats default; every source goes through the same converter."""
+    """Command line beats the `--attnlab-config` experiment beats ini beats default; every source goes
+    through the same converter."""
     value = config.getoption(opt.dest, default=None)
     if value is None:
-        value = config.getini(opt.ini) or None
+        value = config.stash.get(PLAN_KEY, {}).get(opt.name) or config.getini(opt.ini) or None
     return opt.convert(opt.default if value is None else str(value))
+
+
+def parse_names(flag: str, key: str, baseline: str = "", lead: tuple[str, ...] = (), tail: str = "") -> Any:
+    """A converter from a comma list (or `all`) of the names registered under `key` (registry.REGISTRIES)
+    to a tuple, in the order given; `baseline` stands beside them unregistered; "" is the baseline alone
+    (None without one). An unknown name is a UsageError listing `lead` and the registered names."""
+
+    def parse(value: str) -> tuple[str, ...] | None:
+        from pytest_attnlab.registry import REGISTRIES, UnknownNameError, load
+
+        value = value.strip()
+        if value in ("", baseline):
+            return (baseline,) if baseline else None
+        registry = load(REGISTRIES[key])
+        names: list[str] = []
+        try:
+            for part in (p.strip() for p in value.split(",") if p.strip()):
+                names += [part] if part == baseline else registry.select(part)
+        except UnknownNameError as exc:
+            error = UnknownNameError(registry.kind, exc.name, [*lead, *exc.choices])
+            raise pytest.UsageError(f"{flag}: {error}{tail}") from None
+        if not names:
+            raise pytest.UsageError(f"{flag}: no name given; choose from: all, {', '.join(registry.names())}")
+        return tuple(dict.fromkeys(names))
+
+    return parse
+
+
+#: each area's OptionSpec list ("module:attribute"), resolved together by `selection`
+AREAS = (
+    "pytest_attnlab.options:OPTIONS",
+    "pytest_attnlab.reports.plugin:OPTIONS",
+    "pytest_attnlab.quant.plugin:OPTIONS",
+    "pytest_attnlab.attention.plugin:OPTIONS",
+    "pytest_attnlab.backends.options:ALL_OPTIONS",
+    "pytest_attnlab.perf.options:PERF_OPTIONS",
+)
+SELECTION_KEY = pytest.StashKey[dict[str, Any]]()
+PLAN_KEY = pytest.StashKey[dict[str, str]]()  # option name -> the experiment's value
+
+
+def selection(config: pytest.Config) -> dict[str, Any]:
+    """Every `--attnlab-*` option, resolved once (option name -> value), after the registration hooks.
+    An `--attnlab-config` experiment plans the options the command line leaves open (its techniques:
+    quant, attn, backend; its model; its `options:`); the backend selection is the perf path's too."""
+    if SELECTION_KEY not in config.stash:
+        from pytest_attnlab.experiments import EXPERIMENT_KEY
+        from pytest_attnlab.registry import load, register_all
+
+        register_all(config)
+        specs = [opt for area in AREAS for opt in load(area)]
+        by_name = {o.name: o for o in specs}
+        experiment = resolve(config, by_name["config"])
+        config.stash[PLAN_KEY] = experiment.planned_options() if experiment is not None else {}
+        for name in set(config.stash[PLAN_KEY]) - (set(by_name) - {"config"}):
+            raise pytest.UsageError(
+                f"--attnlab-config: {experiment.source}: field 'options': unknown option {name!r}; "
+                f"choose from: {', '.join(by_name)}"
+            )
+        values = {o.name: resolve(config, o) for o in specs}
+        backend, path = values["backend"], config.getoption("attnlab_perf_path", default=None)
+        if path is None:
+            values["perf-path"] = backend or values["perf-path"]
+        elif backend and values["perf-path"] != backend and config.getoption("attnlab_backend") is not None:
+            raise pytest.UsageError(
+                f"--attnlab-backend {','.join(backend)} and --attnlab-perf-path {path} disagree; "
+                "give one of them (--attnlab-backend sets the perf path)"
+            )
+        config.stash[EXPERIMENT_KEY] = experiment
+        config.stash[SELECTION_KEY] = values
+    return config.stash[SELECTION_KEY]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import hookspec, oom
-from pytest_attnlab.options import add_options
+from pytest_attnlab.options import add_options, selection
 from pytest_attnlab.reports import html as html_report
-from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY, AttnlabSession, uses_attnlab
+from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY, AttnlabSession, explicitly_used, uses_attnlab
 from pytest_attnlab.status_line import StatusLine
 
 # Each feature area owns a sub-plugin with its options and fixtures.
@@ -35,18 +35,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with the reason on CPU")
+    if explicitly_used(config):  # the registration hooks, then every option: a bad value fails now
+        plan_run_paths(config, selection(config))
     session = AttnlabSession(config)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "attnlab_session")
     config.pluginmanager.register(StatusLine(config, session.steps), "attnlab_status_line")
     if session.active:
         html_report.default_report_path(config, session.layout)
-    from pytest_attnlab.models.loader import MODEL_SOURCES
-    from pytest_attnlab.models.random_models import RANDOM_CONFIGS
 
-    config.hook.pytest_attnlab_register_models.call_historic(
-        kwargs={"random_configs": RANDOM_CONFIGS, "model_sources": MODEL_SOURCES}
-    )
+
+def plan_run_paths(config: pytest.Config, values: dict[str, Any]) -> None:
+    """An experiment's `suites:` are the run's paths when the command line names none."""
+    experiment = values["config"]
+    if experiment is not None and experiment.suites and config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(config.rootpath / suite) for suite in experiment.suites]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -83,13 +86,29 @@ def check_candidate(settings: Any) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
     attnlab = session.config.stash[SESSION_KEY]
-    if not attnlab.active and any(uses_attnlab(item) for item in items):
-        attnlab.activate_late(session)
+    if any(uses_attnlab(item) for item in items):
+        selection(session.config)  # the registration hooks fire before a test loads a model
+        if not attnlab.active:
+            attnlab.activate_late(session)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.stash[SESSION_KEY].finish()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """An experiment run whose tests recorded nothing says so, rather than passing as the experiment."""
+    from pytest_attnlab.experiments import EXPERIMENT_KEY
+
+    experiment, attnlab = config.stash.get(EXPERIMENT_KEY, None), config.stash[SESSION_KEY]
+    recorded = attnlab.csv_path.is_file() and len(attnlab.csv_path.read_text().splitlines()) > 1
+    if experiment is not None and attnlab.active and not recorded and not config.option.collectonly:
+        terminalreporter.write_line(
+            f"attnlab: experiment {experiment.experiment_name!r} recorded no metric rows: no test run measures "
+            "it; name the suites to run (`suites:` in the experiment file, or paths on the command line)",
+            red=True,
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

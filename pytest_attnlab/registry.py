@@ -1,9 +1,12 @@
-"""Named registries: the one extension mechanism for models, quantizers, attention variants, backends."""
+"""Named registries: the one extension mechanism (models, quantizers, attention, decode paths, monitors,
+exporters), each filled from a conftest.py through the registration hooks that `register_all` fires."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -58,3 +61,44 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+#: The baseline of each technique axis: the full-precision model, dense SDPA attention.
+BASELINE_QUANT, BASELINE_ATTENTION = "none", "sdpa"
+
+#: Every extendable registry, by the keyword the registration hooks pass it under: "module:attribute".
+REGISTRIES = {
+    "random_configs": "pytest_attnlab.models.random_models:RANDOM_CONFIGS",
+    "model_sources": "pytest_attnlab.models.loader:MODEL_SOURCES",
+    "quantizers": "pytest_attnlab.quant:QUANTIZERS",
+    "attention": "pytest_attnlab.attention:ATTENTION",
+    "decode_paths": "pytest_attnlab.paths:DECODE_PATHS",
+    "monitors": "pytest_attnlab.perf.monitors:MONITORS",
+    "exporters": "pytest_attnlab.quant.export:EXPORT_FORMATS",
+}
+
+
+def load(where: str) -> Any:
+    """The object a "module:attribute" string names (the module imported on first use)."""
+    import importlib
+
+    module, _, attribute = where.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+_KEY = pytest.StashKey[dict[str, Registry[Any]]]()
+
+
+def register_all(config: pytest.Config) -> dict[str, Registry[Any]]:
+    """Fire every registration hook, once per run, before anything checks a name (imports torch)."""
+    if _KEY not in config.stash:
+        regs = {key: load(where) for key, where in REGISTRIES.items()}
+        hook = config.hook
+        hook.pytest_attnlab_register_models.call_historic(
+            kwargs={"random_configs": regs["random_configs"], "model_sources": regs["model_sources"]}
+        )
+        hook.pytest_attnlab_register_quantizers.call_historic(kwargs={"quantizers": regs["quantizers"]})
+        hook.pytest_attnlab_register_attention.call_historic(kwargs={"registry": regs["attention"]})
+        hook.pytest_attnlab_register.call_historic(kwargs={"registries": regs, "config": config})
+        config.stash[_KEY] = regs
+    return config.stash[_KEY]

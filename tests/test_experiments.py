@@ -19,6 +19,7 @@ def test_shipped_examples_load(path: Path) -> None:
     n_sizes = sum(len(cfg.batch_sizes[lvl]) for lvl in cfg.batch_levels)
     assert len(cases) == len(t.quantizers) * len(t.attention) * len(t.backends) * n_sizes
     assert len({c.id for c in cases}) == len(cases)
+    assert cfg.suites and all((path.parents[1] / suite).exists() for suite in cfg.suites), cfg.suites
 
 
 def test_examples_exist() -> None:

@@ -130,3 +130,30 @@ def test_module_cli_help_lists_commands_and_each_has_its_own(pytester: pytest.Py
     bad = pytester.run(sys.executable, "-m", "pytest_attnlab", "bogus")
     assert bad.ret == 2
     bad.stderr.fnmatch_lines(["*invalid choice: 'bogus' (choose from*compare*"])
+
+
+def test_one_parser_for_a_technique_axis() -> None:
+    """--attnlab-quant means one thing everywhere: names in the order given, the baseline beside them."""
+    from pytest_attnlab.quant.plugin import parse_quant
+
+    assert parse_quant("none") == parse_quant("") == ("none",)
+    assert parse_quant("none,rtn-int8,rtn-int8") == ("none", "rtn-int8")
+    with pytest.raises(pytest.UsageError, match="unknown quantizer 'int3'; choose from: none, all, rtn-int8"):
+        parse_quant("rtn-int8,int3")
+
+
+def test_options_are_read_in_one_place() -> None:
+    """Only options.py reads an --attnlab-* option from the config; no module writes one."""
+    import re
+    from pathlib import Path
+
+    import pytest_attnlab
+
+    root = Path(pytest_attnlab.__file__).parent
+    pattern = re.compile(r"get(option|ini)\(\s*[\"']attnlab_|config\.option\.attnlab_")
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name != "options.py" and pattern.search(path.read_text())
+    ]
+    assert offenders == []

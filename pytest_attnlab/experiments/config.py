@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
+
 BATCH_LEVELS = ("small", "medium", "large")
 #: Batch sizes per level; a config may override any of them under `batch_sizes:`.
 DEFAULT_BATCH_SIZES: dict[str, tuple[int, ...]] = {"small": (1,), "medium": (4,), "large": (16,)}
@@ -50,8 +52,8 @@ def _names(field_name: str, value: Any, default: tuple[str, ...]) -> tuple[str, 
 class Techniques:
     """What to compare: quantizer, attention-variant and backend names (registry names, test ids)."""
 
-    quantizers: tuple[str, ...] = ("none",)
-    attention: tuple[str, ...] = ("sdpa",)
+    quantizers: tuple[str, ...] = (BASELINE_QUANT,)
+    attention: tuple[str, ...] = (BASELINE_ATTENTION,)
     backends: tuple[str, ...] = ("hf",)
 
     def __post_init__(self) -> None:
@@ -99,6 +101,8 @@ class ExperimentConfig:
     generation: Generation = field(default_factory=Generation)
     warmup_iterations: int = 1
     test_iterations: int = 3
+    suites: tuple[str, ...] = ()  # test paths (from the rootdir) run when the command line names none
+    options: Mapping[str, Any] = field(default_factory=dict)  # more --attnlab-NAME values, by NAME
     source: str | None = None  # the file it came from
 
     def __post_init__(self) -> None:
@@ -111,6 +115,11 @@ class ExperimentConfig:
             if level not in BATCH_LEVELS:
                 _fail("batch_levels", level, ", ".join(BATCH_LEVELS))
         object.__setattr__(self, "batch_levels", levels)
+        object.__setattr__(self, "suites", _names("suites", self.suites or None, ()))
+        if not isinstance(self.options, Mapping) or not all(
+            isinstance(v, (str, int, float)) for v in self.options.values()
+        ):
+            _fail("options", self.options, "a mapping of option names (perf-monitor) to values")
         sizes = dict(DEFAULT_BATCH_SIZES)
         if not isinstance(self.batch_sizes, Mapping):
             _fail("batch_sizes", self.batch_sizes, f"a mapping with keys {', '.join(BATCH_LEVELS)}")
@@ -131,6 +140,12 @@ class ExperimentConfig:
             low = 0 if name == "warmup_iterations" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 _fail(name, value, f"an integer >= {low}")
+
+    def planned_options(self) -> dict[str, str]:
+        """The `--attnlab-*` values this experiment stands for; the command line still beats them."""
+        t = self.techniques
+        plan = {"quant": ",".join(t.quantizers), "attn": ",".join(t.attention), "backend": ",".join(t.backends)}
+        return {**plan, **({"model": self.model} if self.model else {}), **{k: str(v) for k, v in self.options.items()}}
 
     # -- expansion --------------------------------------------------------------------------------
     def cases(self) -> list[ExperimentCase]:

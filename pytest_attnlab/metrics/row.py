@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
+
 #: metrics.csv columns, in order. Documented in README.md ("metrics.csv columns").
 COLUMNS = [
     "timestamp",
@@ -52,8 +54,8 @@ class MetricRow:
         return str(self.context.get(key, "")) or default
 
     model = property(lambda self: self._column("model"))
-    quant = property(lambda self: self._column("quant", "none"))
-    attention = property(lambda self: self._column("attention", "sdpa"))
+    quant = property(lambda self: self._column("quant", BASELINE_QUANT))
+    attention = property(lambda self: self._column("attention", BASELINE_ATTENTION))
     backend = property(lambda self: self._column("backend"))
     device = property(lambda self: self._column("device"))
     dtype = property(lambda self: self._column("dtype"))

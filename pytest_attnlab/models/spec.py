@@ -5,6 +5,7 @@ Accepted forms, tried in this order:
   random:NAME                      a random-initialised model of a named shape (see RANDOM_CONFIGS)
   PATH                             a local folder saved with save_pretrained
   ORG/NAME                         a Hugging Face hub id (needs network access or a filled HF cache)
+  SOURCE:REF                       any source registered in loader.MODEL_SOURCES (e.g. from a conftest.py)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_attnlab.models import embedded
 from pytest_attnlab.models.random_models import RANDOM_CONFIGS
@@ -22,7 +24,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    source: str  # "embedded" | "random" | "local" | "hub"
+    source: str  # a MODEL_SOURCES name: "embedded" | "random" | "local" | "hub" | a registered one
     ref: str  # random shape name, folder path or hub id
     label: str  # short name used in test ids and the CSV `model` column
 
@@ -32,6 +34,12 @@ class ModelSpec:
 
 class ModelSpecError(ValueError):
     pass
+
+
+def _sources() -> Any:
+    from pytest_attnlab.models.loader import MODEL_SOURCES  # it imports this module
+
+    return MODEL_SOURCES
 
 
 def parse_model(value: str) -> ModelSpec:
@@ -46,6 +54,9 @@ def parse_model(value: str) -> ModelSpec:
                 + ", ".join(f"random:{n}" for n in RANDOM_CONFIGS.names())
             )
         return ModelSpec("random", name, value)
+    source, sep, ref = value.partition(":")
+    if sep and source in _sources():
+        return ModelSpec(source, ref, value)
     path = Path(value).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_attnlab.registry import Registry
+from pytest_attnlab.registry import BASELINE_QUANT, Registry
 
 #: quantizer name -> fn(on_cpu) returning LLM(...) keyword arguments; raises VLLMQuantUnsupported
 VLLM_QUANT: Registry[Callable[[bool], dict[str, Any]]] = Registry("vLLM in-flight quantization")
@@ -103,8 +103,8 @@ def cpu_int4_kernel_missing() -> str | None:
 def route(qmodel: Any, on_cpu: bool, dtype: str, fmt: str = "auto") -> VLLMRoute:
     """The route for `qmodel` (a QuantizedModel, or a plain LoadedModel for quant "none") at engine dtype
     `dtype`; VLLMQuantUnsupported says why there is none."""
-    quant = getattr(qmodel, "quant", "none")
-    if quant == "none":
+    quant = getattr(qmodel, "quant", BASELINE_QUANT)
+    if quant == BASELINE_QUANT:
         return VLLMRoute("plain")
     if quant in VLLM_QUANT:
         return VLLMRoute(f"in-flight {quant}", extra=VLLM_QUANT.get(quant)(on_cpu))

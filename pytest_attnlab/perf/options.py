@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import options as core_options
-from pytest_attnlab.options import OptionSpec, resolve
+from pytest_attnlab.options import OptionSpec
 
 #: batch-size levels, as the small / medium / large configs of the seed benchmark (seed 003)
 BATCH_LEVELS = {"small": 1, "medium": 8, "large": 32}
-MONITOR_CHOICES = ("auto", "nvml", "psutil", "none")
 AUTO_GRID = {
     "cpu": {"prompt_lens": "16,64", "batch": "small", "new_tokens": "6", "rounds": "2"},
     # Finishes in under 3 minutes on one H200, compile included. The full sweep of the seed benchmark:
@@ -58,14 +57,10 @@ def _int(flag: str, minimum: int) -> Any:
     )
 
 
-def _paths(value: str) -> tuple[str, ...]:
-    from pytest_attnlab.paths import DECODE_PATHS
-    from pytest_attnlab.registry import UnknownNameError
+def _monitor(value: str) -> str:
+    from pytest_attnlab.perf.monitors import MONITORS
 
-    try:
-        return tuple(DECODE_PATHS.select(value))
-    except UnknownNameError as exc:
-        raise pytest.UsageError(f"--attnlab-perf-path: {exc} (or all)") from None
+    return core_options.parse_choice("--attnlab-perf-monitor", ("auto", *sorted(MONITORS.names()), "none"))(value)
 
 
 _interval_ms = core_options.parse_number(
@@ -73,36 +68,19 @@ _interval_ms = core_options.parse_number(
 )
 
 
-def _compile(value: str) -> str:
-    from pytest_attnlab.paths.base import COMPILE_MODES
+def _paths_choice(flag: str, name: str) -> Any:
+    """parse_choice over paths.base's tuple `name`, imported on first use (torch-free)."""
 
-    return core_options.parse_choice("--attnlab-perf-compile", COMPILE_MODES)(value)
+    def parse(value: str) -> str:
+        from pytest_attnlab.paths import base
+
+        return core_options.parse_choice(flag, getattr(base, name))(value)
+
+    return parse
 
 
 #: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
 FAST_ATTENTION = ("sdpa", "math")
-
-
-def _fast_attention(value: str) -> str:
-    return core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION)(value)
-
-
-def _compile_scope(value: str) -> str:
-    from pytest_attnlab.paths.base import COMPILE_SCOPES
-
-    return core_options.parse_choice("--attnlab-perf-compile-scope", COMPILE_SCOPES)(value)
-
-
-def _fast_weights(value: str) -> str:
-    from pytest_attnlab.paths.base import FAST_WEIGHTS
-
-    return core_options.parse_choice("--attnlab-perf-fast-weights", FAST_WEIGHTS)(value)
-
-
-def _fast_quant(value: str) -> str:
-    from pytest_attnlab.paths.base import FAST_QUANT
-
-    return core_options.parse_choice("--attnlab-perf-fast-quant", FAST_QUANT)(value)
 
 
 INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
@@ -174,7 +152,7 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-path",
         "all",
-        _paths,
+        core_options.parse_names("--attnlab-perf-path", "decode_paths", tail=" (or all)"),
         "PATHS",
         "decode paths: hf (HF generate), fast (static KV + CUDA graph), all.",
     ),
@@ -189,7 +167,7 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-monitor",
         "auto",
-        core_options.parse_choice("--attnlab-perf-monitor", MONITOR_CHOICES),
+        _monitor,
         "NAME",
         "device monitor: auto (nvml on CUDA, psutil on CPU), nvml, psutil, none.",
     ),
@@ -197,14 +175,14 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-compile",
         "none",
-        _compile,
+        _paths_choice("--attnlab-perf-compile", "COMPILE_MODES"),
         "MODE",
         "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs.",
     ),
     OptionSpec(
         "perf-fast-attention",
         "math",
-        _fast_attention,
+        core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION),
         "NAME",
         "the fast path's decode attention over the static cache: sdpa (fused kernel) or math "
         "(matmul-softmax-matmul, fused by --attnlab-perf-compile).",
@@ -212,7 +190,7 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-compile-scope",
         "step",
-        _compile_scope,
+        _paths_choice("--attnlab-perf-compile-scope", "COMPILE_SCOPES"),
         "SCOPE",
         "what --attnlab-perf-compile compiles: step (the whole decode step, one graph) or layer (one "
         "decoder layer, one graph reused by every layer: a fraction of the compile time).",
@@ -220,14 +198,14 @@ PERF_OPTIONS = [
     OptionSpec(
         "perf-fast-weights",
         "fused",
-        _fast_weights,
+        _paths_choice("--attnlab-perf-fast-weights", "FAST_WEIGHTS"),
         "LAYOUT",
         "the fast path's q/k/v and gate/up weights: fused (one GEMV each) or separate (the model's five).",
     ),
     OptionSpec(
         "perf-fast-quant",
         "none",
-        _fast_quant,
+        _paths_choice("--attnlab-perf-fast-quant", "FAST_QUANT"),
         "FORMAT",
         "the fast path's decoder weights: none (the model dtype), int4-g128 or int4-g32 (RTN int4 per group, "
         "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA).",
@@ -279,7 +257,8 @@ class PerfSettings:
 
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> PerfSettings:
-        v = {o.dest.removeprefix("attnlab_perf_"): resolve(config, o) for o in PERF_OPTIONS}
+        values = core_options.selection(config)
+        v = {o.dest.removeprefix("attnlab_perf_"): values[o.name] for o in PERF_OPTIONS}
         auto = AUTO_GRID["cuda" if device.startswith("cuda") else "cpu"]
         for key, parse in (
             ("prompt_lens", _int_list("")),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.perf import options as perf_options
+from pytest_attnlab.registry import BASELINE_QUANT
 
 PERF_STATE_KEY = pytest.StashKey["PerfState"]()
 GRID_FIXTURES = (
@@ -80,10 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     perf_options.add_options(parser)
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    for opt in perf_options.PERF_OPTIONS:  # a bad value is a UsageError now, not at collection
-        perf_options.resolve(config, opt)
     config.stash[PERF_STATE_KEY] = PerfState(config)
 
 
@@ -152,7 +150,7 @@ def perf_model(request: pytest.FixtureRequest, perf_model_name: str) -> Any:
     --attnlab-model) quantized by `perf_quant` (default none); loaded once per run."""
     state = request.config.stash[PERF_STATE_KEY]
     name = perf_model_name
-    quant = request.getfixturevalue("perf_quant") if "perf_quant" in request.fixturenames else "none"
+    quant = request.getfixturevalue("perf_quant") if "perf_quant" in request.fixturenames else BASELINE_QUANT
     return state.model(name, quant)
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from pytest_attnlab.models.loader import LoadedModel
 from pytest_attnlab.quant.base import QuantContext, QuantizerUnavailable
+from pytest_attnlab.registry import BASELINE_QUANT as BASELINE
 from pytest_attnlab.registry import Registry
 
 #: attribute on a base LoadedModel holding its quantized copies for this run
 _RUN_CACHE = "_attnlab_quantized"
-BASELINE = "none"
 #: attribute on a quantized nn.Module: its QuantizedModel
 QUANTIZED_ATTR = "_attnlab_quantized_from"
 

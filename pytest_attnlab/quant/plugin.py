@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-BASELINE = "none"
-CACHE_CHOICES = ("on", "off", "rebuild")
+from pytest_attnlab.options import SELECTION_KEY, OptionSpec, add_options, parse_choice, parse_names, selection
+from pytest_attnlab.registry import BASELINE_QUANT
 
 
 @dataclass(frozen=True)
@@ -30,84 +30,20 @@ class QuantSettings:
 
 
 QUANT_KEY = pytest.StashKey[QuantSettings]()
-
-_OPTIONS = [
-    (
-        "quant",
-        "NAMES",
-        BASELINE,
-        "quantizers to test: a comma list of registered names, 'all', or 'none' (the full-precision "
-        "baseline only). Ini key: attnlab_quant.",
-    ),
-    (
-        "quant-threshold",
-        "NAME=COS,...",
-        "",
-        "per-method logits-cosine gates, e.g. rtn-int4-g32=0.97 (others use --attnlab-logits-cosine). "
-        "Ini key: attnlab_quant_threshold.",
-    ),
-    (
-        "quant-cache",
-        "MODE",
-        "on",
-        "quantized-checkpoint cache: on (reuse), off (quantize anew, store nothing) or rebuild "
-        "(quantize anew and overwrite). Ini key: attnlab_quant_cache.",
-    ),
-]
+parse_quant = parse_names("--attnlab-quant", "quantizers", BASELINE_QUANT, lead=(BASELINE_QUANT, "all"))
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("attnlab")
-    for name, metavar, default, help_ in _OPTIONS:
-        dest = "attnlab_" + name.replace("-", "_")
-        group.addoption(
-            f"--attnlab-{name}",
-            dest=dest,
-            metavar=metavar,
-            default=None,
-            help=f"{help_} Default: {default!r}",
-        )
-        parser.addini(dest, help=help_, default=None)
+def parse_thresholds(value: str) -> dict[str, float]:
+    from pytest_attnlab.quant import QUANTIZERS
 
-
-def _value(config: pytest.Config, name: str, default: str) -> str:
-    dest = "attnlab_" + name.replace("-", "_")
-    value = config.getoption(dest, default=None)
-    if value is None:
-        value = config.getini(dest) or None
-    return default if value is None else str(value)
-
-
-def parse_quant(value: str, registry: Any) -> list[str]:
-    """'none' | 'all' | 'a,b' -> names; an unknown name is a UsageError listing the registered ones."""
-    from pytest_attnlab.registry import UnknownNameError
-
-    value = value.strip()
-    if value in ("", BASELINE):
-        return [BASELINE]
-    if value == "all":
-        return registry.names()
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    try:
-        for name in names:
-            if name != BASELINE:
-                registry.get(name)
-    except UnknownNameError as exc:
-        raise pytest.UsageError(
-            f"--attnlab-quant: unknown quantizer {exc.name!r}; choose from: none, all, {', '.join(exc.choices)}"
-        ) from None
-    return names
-
-
-def parse_thresholds(value: str, registry: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in filter(None, (p.strip() for p in value.split(","))):
         name, sep, cos = item.partition("=")
         name = name.strip()
-        if not sep or name not in registry:
+        if not sep or name not in QUANTIZERS:
             raise pytest.UsageError(
                 f"--attnlab-quant-threshold: {item!r} is not NAME=COSINE with NAME one of: "
-                f"{', '.join(registry.names())}"
+                f"{', '.join(QUANTIZERS.names())}"
             )
         try:
             out[name] = float(cos)
@@ -116,13 +52,34 @@ def parse_thresholds(value: str, registry: Any) -> dict[str, float]:
     return out
 
 
-def parse_cache(value: str) -> str:
-    value = value.strip().lower()
-    if value not in CACHE_CHOICES:
-        raise pytest.UsageError(
-            f"--attnlab-quant-cache: invalid mode {value!r}; choose from: {', '.join(CACHE_CHOICES)}"
-        )
-    return value
+OPTIONS = [
+    OptionSpec(
+        "quant",
+        BASELINE_QUANT,
+        parse_quant,
+        "NAMES",
+        "quantizers to test: a comma list of registered names, 'all', or 'none' (the full-precision baseline only).",
+    ),
+    OptionSpec(
+        "quant-threshold",
+        "",
+        parse_thresholds,
+        "NAME=COS,...",
+        "per-method logits-cosine gates, e.g. rtn-int4-g32=0.97 (others use --attnlab-logits-cosine).",
+    ),
+    OptionSpec(
+        "quant-cache",
+        "on",
+        lambda v: parse_choice("--attnlab-quant-cache", ("on", "off", "rebuild"), "mode")(v.lower()),
+        "MODE",
+        "quantized-checkpoint cache: on (reuse), off (quantize anew, store nothing) or rebuild "
+        "(quantize anew and overwrite).",
+    ),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser, OPTIONS)
 
 
 @pytest.hookimpl(trylast=True)
@@ -130,32 +87,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "quant(*names): run `quantizer` with these quantizers instead of --attnlab-quant"
     )
-    from pytest_attnlab.session import explicitly_used
-
-    if explicitly_used(config):  # a bad name is a UsageError now; else on first use (no torch import)
-        settings_of(config)
 
 
 def settings_of(config: pytest.Config) -> QuantSettings:
-    """The resolved quant options, after the registration hook ran (imports torch on first call)."""
+    """The resolved quant options (the registration hooks run first; imports torch on first call)."""
     if QUANT_KEY not in config.stash:
-        from pytest_attnlab.options import OPTIONS, resolve
-        from pytest_attnlab.quant import QUANTIZERS
-
-        config.hook.pytest_attnlab_register_quantizers.call_historic(kwargs={"quantizers": QUANTIZERS})
-        cosine_opt = next(o for o in OPTIONS if o.name == "logits-cosine")
+        values = selection(config)
         config.stash[QUANT_KEY] = QuantSettings(
-            names=parse_quant(_value(config, "quant", BASELINE), QUANTIZERS),
-            thresholds=parse_thresholds(_value(config, "quant-threshold", ""), QUANTIZERS),
-            cache=parse_cache(_value(config, "quant-cache", "on")),
-            default_threshold=resolve(config, cosine_opt),
+            names=list(values["quant"]),
+            thresholds=values["quant-threshold"],
+            cache=values["quant-cache"],
+            default_threshold=values["logits-cosine"],
         )
     return config.stash[QUANT_KEY]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    s = config.stash.get(QUANT_KEY, None)
-    return [f"attnlab quant: {', '.join(s.names)} (cache {s.cache})"] if s else []
+    if SELECTION_KEY not in config.stash:  # resolved when the run names an option
+        return []
+    s = settings_of(config)
+    return [f"attnlab quant: {', '.join(s.names)} (cache {s.cache})"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -163,22 +114,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = settings_of(metafunc.config).names
         marker = metafunc.definition.get_closest_marker("quant")
         if marker is not None:
-            from pytest_attnlab.quant import QUANTIZERS
-
-            names = [n for arg in marker.args for n in parse_quant(arg, QUANTIZERS)]
+            names = [n for arg in marker.args for n in parse_quant(arg)]
         metafunc.parametrize("quantizer", names, ids=names)
     if "quant_attention" in metafunc.fixturenames:
-        names = attention_names(metafunc.config)
+        names = list(selection(metafunc.config)["attn"])
         metafunc.parametrize("quant_attention", names, ids=[f"attn={n}" for n in names])
-
-
-def attention_names(config: pytest.Config) -> list[str]:
-    """--attnlab-attn's selection when the attention area is installed, else just sdpa."""
-    try:
-        from pytest_attnlab.attention.plugin import selected_names
-    except ImportError:
-        return ["sdpa"]
-    return selected_names(config)
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -217,7 +157,7 @@ def quantized_model(request: pytest.FixtureRequest, attnlab_model: Any, quantize
 
     Sets the CSV `quant` column of this test's `metrics` rows to the quantizer's name.
     """
-    name = request.getfixturevalue("quantizer") if "quantizer" in request.fixturenames else BASELINE
+    name = request.getfixturevalue("quantizer") if "quantizer" in request.fixturenames else BASELINE_QUANT
     if "metrics" in request.fixturenames:
         request.getfixturevalue("metrics").update_context(quant=name)
     return quantize_model(attnlab_model, name)

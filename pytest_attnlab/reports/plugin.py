@@ -18,32 +18,19 @@ from pytest_attnlab import options as opts
 from pytest_attnlab import xdist_gpu
 from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError, check_names
 from pytest_attnlab.experiments import load as load_experiment
-
-
-def technique_choices() -> dict[str, list[str]]:
-    """Registered quantizer and attention names (areas that are not installed are not checked)."""
-    choices: dict[str, list[str]] = {}
-    try:
-        from pytest_attnlab.quant import QUANTIZERS
-
-        choices["quantizers"] = ["none", *QUANTIZERS.names()]
-    except ImportError:
-        pass
-    try:
-        from pytest_attnlab.attention import ATTENTION
-
-        choices["attention"] = ATTENTION.names()
-    except ImportError:
-        pass
-    return choices
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 
 
 def parse_config_file(value: str) -> ExperimentConfig | None:
+    """The experiment file, its technique names checked against the registries (the hooks ran first)."""
     if not value:
         return None
+    from pytest_attnlab.attention import ATTENTION
+    from pytest_attnlab.quant import QUANTIZERS
+
     try:
         experiment = load_experiment(value)
-        check_names(experiment, technique_choices())
+        check_names(experiment, {"quantizers": [BASELINE_QUANT, *QUANTIZERS.names()], "attention": ATTENTION.names()})
     except ExperimentConfigError as exc:
         raise pytest.UsageError(f"--attnlab-config: {exc}") from None
     return experiment
@@ -61,15 +48,6 @@ def parse_port(value: str) -> int | None:
             f"--attnlab-prometheus-port: expected a port number 0-65535 (0: any free), got {value!r}"
         )
     return port
-
-
-def parse_choice(name: str, choices: tuple[str, ...]) -> Any:
-    def parse(value: str) -> str:
-        if value not in choices:
-            raise pytest.UsageError(f"{name}: invalid value {value!r}; choose from: {', '.join(choices)}")
-        return value
-
-    return parse
 
 
 OPTIONS = [
@@ -99,7 +77,7 @@ OPTIONS = [
     opts.OptionSpec(
         "xdist-gpus",
         "auto",
-        parse_choice("--attnlab-xdist-gpus", ("auto", "off")),
+        opts.parse_choice("--attnlab-xdist-gpus", ("auto", "off")),
         "MODE",
         "auto: under xdist pin worker gwN to the N-th visible GPU (and -n auto = one worker per GPU); off: don't.",
     ),
@@ -181,7 +159,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and _opt(config, "xdist-gpus") == "auto":
         state.pinned_gpu = xdist_gpu.pin(workerinput)  # before anything initialises CUDA
-    config.stash[EXPERIMENT_KEY] = _opt(config, "config")
+    config.stash.setdefault(EXPERIMENT_KEY, None)  # the option layer's selection sets it
     port = _opt(config, "prometheus-port")
     if port is not None:
         if port and workerinput is not None:
@@ -286,7 +264,7 @@ def _failed_context(item: pytest.Item, core: Any) -> dict[str, str]:
 
     recorder = item.stash.get(RECORDER_KEY, None)
     callspec = getattr(item, "callspec", None)
-    defaults = {"model": core.settings.model.label, "quant": "none", "attention": "sdpa"}
+    defaults = {"model": core.settings.model.label, "quant": BASELINE_QUANT, "attention": BASELINE_ATTENTION}
     return context_of_test(callspec.params if callspec else {}, defaults, getattr(recorder, "context", None))
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_attnlab.metrics.row import MetricRow, to_float
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,11 @@ class SummaryLine(Tally):
 def context_key(context: dict[str, str] | None) -> GroupKey:
     """The table line of a test from its model / quant / attention context ("?" for an unknown model)."""
     context = context or {}
-    return (context.get("model") or "?", context.get("quant") or "none", context.get("attention") or "sdpa")
+    return (
+        context.get("model") or "?",
+        context.get("quant") or BASELINE_QUANT,
+        context.get("attention") or BASELINE_ATTENTION,
+    )
 
 
 def failed_without_rows(rows: Iterable[MetricRow], outcomes: dict[str, str]) -> list[str]:

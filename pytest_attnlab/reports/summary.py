@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab.metrics.row import MetricRow
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 from pytest_attnlab.reports import plots
 from pytest_attnlab.reports.layout import METRICS_CSV, ReportLayout
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, PerfLine, perf_conclusions, perf_grid, perf_lines
@@ -23,7 +24,7 @@ from pytest_attnlab.reports.rows import (
     summary_grid,
 )
 
-BASELINE = ("none", "sdpa")  # quant, attention that other lines are compared with
+BASELINE = (BASELINE_QUANT, BASELINE_ATTENTION)  # quant, attention that other lines are compared with
 
 
 def md_table(header: list[str], body: list[list[str]]) -> str:

@@ -6,6 +6,7 @@ the device string and returns an object with `name`, `sample() -> dict` and `clo
 
 from __future__ import annotations
 
+from pytest_attnlab.perf.monitors import cpu, nvml  # noqa: F401  (registers the built-ins)
 from pytest_attnlab.perf.monitors.base import MONITORS, Monitor, MonitorUnavailable
 from pytest_attnlab.perf.monitors.sampler import Sampler, summarise
 
@@ -14,8 +15,6 @@ __all__ = ["MONITORS", "Monitor", "MonitorUnavailable", "Sampler", "summarise", 
 
 def pick(name: str, device: str) -> Monitor:
     """`auto`: nvml on CUDA (psutil when NVML is unavailable), psutil on CPU; else the named one."""
-    from pytest_attnlab.perf.monitors import cpu, nvml  # noqa: F401  (registers the built-ins)
-
     if name != "auto":
         return MONITORS.get(name)(device)
     if device.startswith("cuda"):
