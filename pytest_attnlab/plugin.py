@@ -102,7 +102,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     from pytest_attnlab.experiments import EXPERIMENT_KEY
 
     experiment, attnlab = config.stash.get(EXPERIMENT_KEY, None), config.stash[SESSION_KEY]
-    recorded = attnlab.csv_path.is_file() and len(attnlab.csv_path.read_text().splitlines()) > 1
+    csv = attnlab.layout.metrics_csv
+    recorded = csv.is_file() and len(csv.read_text().splitlines()) > 1
     if experiment is not None and attnlab.active and not recorded and not config.option.collectonly:
         terminalreporter.write_line(
             f"attnlab: experiment {experiment.experiment_name!r} recorded no metric rows: no test run measures "
