@@ -10,6 +10,7 @@ pytest_plugins = ["pytester"]
 CONFTEST = """
 from pytest_attnlab.attention import sliding_window
 from pytest_attnlab.models.random_models import TINY_QWEN2
+from pytest_attnlab.paths import DecodePath
 from pytest_attnlab.quant import Quantizer
 
 
@@ -23,9 +24,23 @@ class HalfCast(Quantizer):
         raise AssertionError("never called")
 
 
-class MinePath:
+class MinePath(DecodePath):
+    name = "mine"
+
     def __init__(self, options=None):
         self.options = options
+
+    def prepare(self, model, batch, prompt_len, new_tokens):
+        pass
+
+    def generate(self, ids, new_tokens, on_token):
+        raise AssertionError("never called")
+
+
+def mine_writer(config, rows):
+    path = config.rootpath / "mine-report.txt"
+    path.write_text(f"{len(rows)} rows")
+    return [path]
 
 
 class MineMonitor:
@@ -47,6 +62,7 @@ def pytest_attnlab_register(registries, config):
     registries["random_configs"].register("conftest-tiny", lambda: {**TINY_QWEN2, "hidden_size": 32})
     registries["decode_paths"].register("mine", MinePath)
     registries["monitors"].register("mine", MineMonitor)
+    registries["report_writers"].register("mine", mine_writer)
 """
 
 TEST = """
@@ -81,6 +97,7 @@ def test_conftest_names_work_everywhere(pytester: pytest.Pytester, where: str) -
     # a subprocess: the registries are process-wide and these names must not leak into other tests
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--attnlab-device", "cpu", *names)
     result.stdout.fnmatch_lines(NAMED)
+    assert (pytester.path / "mine-report.txt").read_text() == "0 rows"  # the registered report writer ran
 
 
 def test_the_experiment_plans_what_the_command_line_leaves_open(pytester: pytest.Pytester) -> None:

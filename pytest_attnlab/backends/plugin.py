@@ -52,15 +52,8 @@ class BackendState:
         dtype = v["dtype"]
         if dtype == "auto":
             dtype = str(self.attnlab.settings.resolved_dtype()).removeprefix("torch.")
-        return EngineSettings(
-            enforce_eager=v["enforce_eager"],
-            gpu_memory_utilization=v["gpu_memory_utilization"],
-            max_model_len=v["max_model_len"],
-            tensor_parallel_size=v["tensor_parallel_size"],
-            kv_cache_dtype=v["kv_cache_dtype"],
-            dtype=dtype,
-            kv_cache_gb=v["kv_cache_gb"],
-        )
+        names = ("enforce_eager", "gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "kv_cache_dtype")
+        return EngineSettings(**{k: v[k] for k in (*names, "kv_cache_gb")}, dtype=dtype)
 
     @property
     def engines(self) -> Any:

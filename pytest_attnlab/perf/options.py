@@ -268,22 +268,12 @@ class PerfSettings:
         ):
             if v[key] == "auto":
                 v[key] = parse(auto[key])
+        same = ("models", "prompt_lens", "batch", "new_tokens", "rounds", "warmup", "monitor", "compile")
+        same += ("fast_attention", "plant_slowdown", "compile_scope", "fast_weights", "fast_quant")
         return cls(
-            models=v["models"],
-            prompt_lens=v["prompt_lens"],
-            batch=v["batch"],
-            new_tokens=v["new_tokens"],
+            **{k: v[k] for k in same},
             paths=v["path"],
-            rounds=v["rounds"],
-            warmup=v["warmup"],
-            monitor=v["monitor"],
             monitor_interval_s=v["monitor_interval"] / 1e3,
-            compile=v["compile"],
-            fast_attention=v["fast_attention"],
-            plant_slowdown=v["plant_slowdown"],
-            compile_scope=v["compile_scope"],
-            fast_weights=v["fast_weights"],
-            fast_quant=v["fast_quant"],
             inductor_cache=resolve_inductor_cache(v["inductor_cache"]),
         )
 

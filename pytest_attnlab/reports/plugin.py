@@ -7,7 +7,7 @@ Summary table and plots in report.html, summary.md + experiment JSON, Prometheus
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from pytest_attnlab import options as opts
 from pytest_attnlab import xdist_gpu
 from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError, check_names
 from pytest_attnlab.experiments import load as load_experiment
-from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
+from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT, Registry
 
 
 def parse_config_file(value: str) -> ExperimentConfig | None:
@@ -286,32 +286,40 @@ def _rows(config: pytest.Config) -> list[Any]:
     return load_rows(core.layout.run_csvs(core.run_id))
 
 
+def _write_summary(config: pytest.Config, rows: list[Any]) -> list[Path]:
+    from pytest_attnlab.reports import environment, summary
+
+    core, state = _core_session(config), config.stash[STATE_KEY]
+    env = environment.collect(config.rootpath, list(config.invocation_params.args))
+    experiment = config.stash.get(EXPERIMENT_KEY, None)
+    kw = {"steps": core.steps, "failures": state.failures, "contexts": state.contexts}
+    return summary.write(core.layout, rows, state.outcomes, env, experiment, core.run_id, **kw)
+
+
+def _write_prometheus(config: pytest.Config, rows: list[Any]) -> list[Path]:
+    textfile = _opt(config, "prometheus-textfile")
+    if textfile is None:
+        return []
+    from pytest_attnlab.reports.prometheus import write_textfile
+
+    return [write_textfile(Path(config.invocation_params.dir, textfile), rows, _core_session(config).run_id)]
+
+
+#: name -> fn(config, rows) -> paths written: run in order at the end of a run, on the xdist controller, with
+#: every metric row (pytest_attnlab_register adds more under "report_writers")
+REPORT_WRITERS: Registry[Callable[[pytest.Config, list[Any]], list[Path]]] = Registry("report writer")
+REPORT_WRITERS.register("summary", _write_summary)
+REPORT_WRITERS.register("prometheus-textfile", _write_prometheus)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
     result = yield  # after every sessionfinish, so metrics.csv holds the merged rows
     config = session.config
     if _is_controller(config) and _core_session(config).active:
-        from pytest_attnlab.reports import environment, summary
-        from pytest_attnlab.reports.prometheus import write_textfile
-
-        core = _core_session(config)
-        state = config.stash[STATE_KEY]
         rows = _rows(config)
-        env = environment.collect(config.rootpath, list(config.invocation_params.args))
-        state.written += summary.write(
-            core.layout,
-            rows,
-            state.outcomes,
-            env,
-            config.stash.get(EXPERIMENT_KEY, None),
-            core.run_id,
-            steps=core.steps,
-            failures=state.failures,
-            contexts=state.contexts,
-        )
-        textfile = _opt(config, "prometheus-textfile")
-        if textfile is not None:
-            state.written.append(write_textfile(Path(config.invocation_params.dir, textfile), rows, core.run_id))
+        for name in REPORT_WRITERS.names():
+            config.stash[STATE_KEY].written += REPORT_WRITERS.get(name)(config, rows)
     return result
 
 
