@@ -70,7 +70,7 @@ VLLM_OPTIONS = [
         "on",
         _bool("--attnlab-vllm-enforce-eager"),
         "on|off",
-        "run vLLM without CUDA graphs / torch.compile (seed 000: PagedAttention with enforce_eager=True).",
+        "run vLLM without CUDA graphs / torch.compile (on: starts faster; off: as vLLM serves, for timings).",
     ),
     OptionSpec(
         "vllm-gpu-memory-utilization",
