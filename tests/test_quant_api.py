@@ -134,3 +134,15 @@ def test_calibrated_method_without_tokenizer_is_unavailable(tiny) -> None:
     with pytest.raises(QuantizerUnavailable, match="calibration needs a tokenizer"):
         quantize(bare, "awq-int4-g128", cache=False)
     assert quantize(bare, "rtn-int8", cache=False).context()["quant"] == "rtn-int8"  # RTN needs none
+
+
+def test_weight_bytes_count_each_view_of_a_fused_weight(tiny) -> None:
+    """The fast path fuses q/k/v and gate/up in place (the modules become views of one tensor);
+    the H200 candidate run counted one view per fused storage and reported 62 % for int4."""
+    from pytest_attnlab.paths import static_decode as sd
+
+    before = weight_bytes(tiny.model)
+    sd.from_hf(tiny.model)
+    mlp = tiny.model.model.layers[0].mlp
+    assert mlp.gate_proj.weight.untyped_storage().data_ptr() == mlp.up_proj.weight.untyped_storage().data_ptr()
+    assert weight_bytes(tiny.model) == before

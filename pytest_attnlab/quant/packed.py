@@ -115,16 +115,18 @@ def apply(model: nn.Module, state: QuantState, runtime: str = "fake") -> nn.Modu
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of every parameter and buffer, each storage once (tied embeddings count once).
+    """Bytes of every parameter and buffer, each tensor once (tied embeddings count once).
 
+    A tensor is its own bytes, not its storage's: the fast decode path fuses q/k/v and gate/up
+    into one tensor and points the modules at views of it, and each view still counts.
     A fake-quantized linear counts its packed bytes, not its float weight; bitsandbytes params
     add their quantization state (absmax, SCB) held beside the packed data.
     """
-    seen: set[int] = set()
+    seen: set[object] = set()
     total = 0
     packed_weights = {id(m.weight): getattr(m, PACKED_NBYTES) for m in model.modules() if hasattr(m, PACKED_NBYTES)}
     for t in [*model.parameters(), *model.buffers()]:
-        key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+        key = (t.data_ptr(), t.dtype, t.shape) if t.device.type != "meta" else id(t)
         if key in seen:
             continue
         seen.add(key)
