@@ -72,8 +72,14 @@ def test_filtered_distribution_matches_hf(next_token_logits, t, k, p, metrics):
         torch.testing.assert_close(mine.softmax(-1), ref.softmax(-1), atol=1e-7, rtol=1e-5)
     if p is not None:  # the definition: the kept set is the smallest one whose mass reaches p
         probs = (next_token_logits / t).softmax(-1) if not k else sampling.top_k(next_token_logits / t, k).softmax(-1)
-        kept_mass = (probs * kept_mine).sum(-1)
-        assert bool((kept_mass >= p - 1e-6).all())
+        kept_mass = (probs.double() * kept_mine).sum(-1)
+        # The cut is made on a float32 running sum (as HF's is): over n kept tokens its rounding error
+        # is bounded by n * eps. A random model's flat distribution keeps ~90 % of a 151936-token
+        # vocabulary, where that is 0.016 (an H200 bf16 run came out 0.9000 < 0.9 - 1e-6); a
+        # trained model keeps tens of tokens, where it is about 1e-6.
+        slack = kept_mine.sum(-1).double() * torch.finfo(torch.float32).eps
+        metrics.record("kept_mass_shortfall", (p - kept_mass).clamp(min=0).max(), "probability", t=t, k=k, p=p)
+        assert bool((kept_mass >= p - slack).all()), f"kept mass {kept_mass.tolist()} < {p} - {slack.tolist()}"
 
 
 @pytest.mark.parametrize(("t", "k", "p"), [s for s in SETTINGS if s.id != "t1.0"])
