@@ -11,6 +11,8 @@
 #   quant3b      the same through vllm for the 4-bit routes (compressed-tensors and AWQ exports; GPTQ needs
 #                gptqmodel, which the image lacks)
 #                against bf16 at batch 1 and 8: seed 000's claim
+#   marlin3b     quant3b's int4 cells with Machete disabled (VLLM_DISABLED_KERNELS): on the 3B shape vLLM picks
+#                Machete for every linear, and int4 ran at 0.86x of bf16 there
 # STAGE_LIMIT_<stage> overrides a stage's seconds.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,7 +40,7 @@ stage() {  # name, default seconds, command...
 
 for s in "$@"; do
   case $s in
-    ci) stage ci 330 env ATTNLAB_GPU_STAGES=vllm bash .ci/gpu "$REP/ci" ;;
+    ci) stage ci 540 env ATTNLAB_GPU_STAGES=vllm bash .ci/gpu "$REP/ci" ;;
     seed003) stage seed003 150 "${PYTEST[@]}" suites/perf/test_vllm_paged_vs_quant.py "${COMMON[@]}" \
         --attnlab-config experiments/paged_vs_quant.yaml --attnlab-vllm-gpu-memory-utilization 0.3 \
         --attnlab-report-dir "$REP/seed003" ;;
@@ -52,7 +54,10 @@ for s in "$@"; do
         --attnlab-backend vllm --attnlab-perf-batch 1,8 \
         --attnlab-quant none,rtn-int4-g128-zp,awq-int4-g128 \
         --attnlab-report-dir "$REP/quant3b" --benchmark-json "$REP/quant3b/benchmark.json" ;;
-    *) echo "run.sh: unknown stage '$s'; choose from: ci seed003 backends3b perf3b quant3b"; exit 2 ;;
+    marlin3b) stage marlin3b 300 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
+        "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm --attnlab-perf-batch 1,8 --attnlab-quant rtn-int4-g128-zp \
+        --attnlab-report-dir "$REP/marlin3b" --benchmark-json "$REP/marlin3b/benchmark.json" ;;
+    *) echo "run.sh: unknown stage '$s'; choose from: ci seed003 backends3b perf3b quant3b marlin3b"; exit 2 ;;
   esac
 done
 # What comes back: at most 8 files, so one tar of the reports (figures' PNGs left out) beside the logs.
