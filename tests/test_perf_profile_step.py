@@ -1,14 +1,21 @@
 """The decode-step profile (perf.profile_step, --attnlab-perf-profile-steps): the kernel classes by name,
-the per-step breakdown and its rows, the option."""
+the per-step breakdown, the fast path's step loop, and the suite's rows on CPU (on, off, bad values)."""
 
 from __future__ import annotations
 
+import csv
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from pytest_attnlab.metrics.recorder import MetricRecorder
 from pytest_attnlab.perf import profile_step as ps
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: kernel and op names as CUPTI and the CPU profiler report them, and the class each must land in
 NAMES = {
@@ -132,6 +139,64 @@ def test_record_rows_and_table():
     (table,) = rec.tables
     assert table.columns == ["rank", "kernel", "class", "calls/step", "us/step", "share"]
     assert table.rows[0] == [1, "aten::mm", "gemv", "1", "3000.0", "66.7%"]
+
+
+def test_step_loop_runs_the_timed_step_past_the_cache_length():
+    """The profiled loop is the generation's own step: its first tokens are generate's; positions
+    cycle, so more calls than the cache holds still run."""
+    from pytest_attnlab.models import random_models
+    from pytest_attnlab.paths import FastPath, PathOptions
+
+    model = random_models.build("tiny-qwen2", dtype=torch.float32, attn_implementation="sdpa")
+    ids = torch.randint(16, 4000, (1, 10), generator=torch.Generator().manual_seed(1))
+    path = FastPath(PathOptions())
+    path.prepare(model, 1, 10, 5)
+    want = path.generate(ids, 5, lambda: None)
+    step = path.step_loop(ids)
+    assert torch.equal(torch.cat([step() for _ in range(4)], dim=1), want[:, 1:])
+    for _ in range(path.cache.max_len):  # past the cache's 64 positions
+        step()
+    b = ps.profile(path.step_loop(ids), 3, "cpu")
+    assert b.kernel_count > 0 and 0 < b.busy <= 1.0 + 1e-6
+
+
+# -- the suite with the option, on CPU -------------------------------------------------------------
+
+
+def _suite(out: Path, *args: str) -> list[dict[str, str]]:
+    suite = str(ROOT / "suites" / "perf" / "test_fast_path.py")
+    cmd = [sys.executable, "-m", "pytest", suite, "-k", "test_fast_variant", "-q", "-p", "no:cacheprovider",
+           "--attnlab-model", "random:tiny-qwen2", "--attnlab-perf-prompt-lens", "16", "--attnlab-perf-new-tokens", "4",
+           "--attnlab-perf-rounds", "1", "--attnlab-report-dir", str(out), *args]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, timeout=600, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    return list(csv.DictReader(open(out / "metrics.csv", newline="", encoding="utf-8")))
+
+
+def test_suite_records_the_profile_rows_and_the_table_prints_them(tmp_path):
+    out = tmp_path / "reports"
+    rows = _suite(out, "--attnlab-perf-profile-steps", "3")
+    got = {r["metric"]: float(r["value"]) for r in rows if r["metric"].startswith("profile_")}
+    shares = [got[f"profile_share_{c}"] for c in ps.CLASSES]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-6) and min(shares) >= 0
+    assert got["profile_kernel_count"] > 0 and got["profile_step_wall"] > 0
+    assert 0 < got["profile_busy"] <= 1.0 + 1e-6
+    top = [r for r in rows if r["metric"] == "profile_top_kernel"]
+    assert 0 < len(top) <= ps.TOP and all(r["backend"] == "fast" and '"profile_steps": 3' in r["extra"] for r in top)
+    assert "kernels per decode step (3 steps profiled)" in (out / "report.html").read_text()
+    table = subprocess.run(
+        [sys.executable, "-m", "pytest_attnlab", "table", str(out), "-m", "profile_share_gemv,profile_kernel_count",
+         "--by", "compile,batch"], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0] == "| compile | batch | profile_share_gemv | profile_kernel_count |"
+    assert table.stdout.splitlines()[2].startswith("| none | 1 | 0.")
+
+
+def test_suite_without_the_option_records_no_profile_rows(tmp_path):
+    rows = _suite(tmp_path / "reports", "-p", "no:html")
+    assert {r["metric"] for r in rows} >= {"tpot", "convert_s"}
+    assert not [r for r in rows if r["metric"].startswith("profile_")]
 
 
 @pytest.mark.parametrize(
