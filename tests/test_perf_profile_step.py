@@ -85,10 +85,10 @@ def test_every_rule_names_a_known_class():
 def test_breakdown_per_step_shares_and_top():
     acts = [("aten::mm", 0.004), ("aten::mm", 0.002), ("aten::bmm", 0.001), ("aten::view", 0.001)] * 2  # 2 steps
     acts += [(f"aten::op{i}", 1e-6) for i in range(12)]
-    b = ps.breakdown(acts, steps=2, wall_s=0.02)
-    assert b.wall_s == pytest.approx(0.01)
+    b = ps.breakdown(acts, steps=2, wall_s=0.018, traced_wall_s=0.02)
+    assert (b.wall_s, b.traced_wall_s) == (pytest.approx(0.009), pytest.approx(0.01))
     assert b.kernel_s == pytest.approx(0.008 + 6e-6)
-    assert b.busy == pytest.approx(b.kernel_s / 0.01)
+    assert b.busy == pytest.approx(b.kernel_s / 0.01)  # over the span the kernels were traced in
     assert b.kernel_count == pytest.approx(4 + 6)
     assert sum(b.shares.values()) == pytest.approx(1.0)
     assert b.shares["gemv"] == pytest.approx(0.006 / b.kernel_s)
@@ -116,19 +116,20 @@ def test_gpu_activities_are_device_kernels_without_sync_markers():
     assert ps._activities(prof, cuda=False) == [("cudaGraphLaunch", pytest.approx(9e-6))]
 
 
-def test_no_kernels_records_the_wall_time_and_a_note_not_zeros():
-    b = ps.breakdown([], steps=4, wall_s=0.008, note=ps.NO_KERNELS)
+def test_no_kernels_records_the_wall_times_and_a_note_not_zeros():
+    b = ps.breakdown([], steps=4, wall_s=0.008, traced_wall_s=0.009, note=ps.NO_KERNELS)
     assert b.wall_s == pytest.approx(0.002) and math.isnan(b.kernel_s) and b.note == ps.NO_KERNELS
     rec = MetricRecorder("t::x", sink=lambda row: None)
     ps.record(b, rec, batch=1)
-    assert [(r.metric, r.context["profile_note"]) for r in rec.rows] == [("profile_step_wall", ps.NO_KERNELS)]
+    assert [r.metric for r in rec.rows] == ["profile_step_wall", "profile_traced_wall"]
+    assert {r.context["profile_note"] for r in rec.rows} == {ps.NO_KERNELS}
     assert not rec.tables
 
 
 def test_record_rows_and_table():
     acts = [("aten::mm", 0.003), ("aten::_softmax", 0.001), ("void " + "k" * 300, 0.0005)]
     rec = MetricRecorder("t::x", sink=lambda row: None)
-    ps.record(ps.breakdown(acts, steps=1, wall_s=0.005), rec, batch=1, prompt_len=8)
+    ps.record(ps.breakdown(acts, steps=1, wall_s=0.004, traced_wall_s=0.005), rec, batch=1, prompt_len=8)
     by_metric = {r.metric: r for r in rec.rows}
     assert by_metric["profile_busy"].value == pytest.approx(0.9)
     assert by_metric["profile_share_attention"].value == pytest.approx(1 / 4.5)
@@ -179,7 +180,7 @@ def test_suite_records_the_profile_rows_and_the_table_prints_them(tmp_path):
     got = {r["metric"]: float(r["value"]) for r in rows if r["metric"].startswith("profile_")}
     shares = [got[f"profile_share_{c}"] for c in ps.CLASSES]
     assert sum(shares) == pytest.approx(1.0, abs=1e-6) and min(shares) >= 0
-    assert got["profile_kernel_count"] > 0 and got["profile_step_wall"] > 0
+    assert got["profile_kernel_count"] > 0 and got["profile_step_wall"] > 0 and got["profile_traced_wall"] > 0
     assert 0 < got["profile_busy"] <= 1.0 + 1e-6
     top = [r for r in rows if r["metric"] == "profile_top_kernel"]
     assert 0 < len(top) <= ps.TOP and all(r["backend"] == "fast" and '"profile_steps": 3' in r["extra"] for r in top)

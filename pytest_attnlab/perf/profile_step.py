@@ -2,8 +2,10 @@
 
 Opt-in (`--attnlab-perf-profile-steps N`): suites/perf/test_fast_path.py::test_fast_variant profiles, after
 its timed rounds, the step callable the timing used (the CUDA-graph replay on GPU, the eager or compiled
-step on CPU) and records per step: wall time, kernel time, busy share (kernel / wall: what launch gaps and
-host work leave idle), kernel count, each class's share of the kernel time, and the top kernels.
+step on CPU) and records per step: wall time (untraced, and under the profiler), kernel time, busy share
+(kernel / traced wall: what launch gaps and host work leave idle), kernel count, each class's share of the
+kernel time, and the top kernels. The two walls show what tracing itself costs: next to nothing for a graph
+replay's one launch, a few microseconds per op on CPU, where op times carry it too.
 
 "Kernels" are CUPTI's device activities on GPU (kernels, memcpy, memset), timed on the device; on CPU they
 are the profiler's ops (aten ops and annotations), each with its self time, so nested ops count once.
@@ -42,7 +44,7 @@ _RULES = [(c, re.compile(p, re.IGNORECASE)) for c, p in KERNEL_CLASSES]
 #: top kernels recorded per profiled cell; kernel names are cut to this many characters in rows and tables
 TOP = 10
 NAME_WIDTH = 160
-NO_KERNELS = "CUPTI reported no kernels inside the CUDA graph replay: kernel time, busy and shares not measured"
+NO_KERNELS = "CUPTI reported no kernels inside the CUDA graph replay: kernel time, busy, shares not measured"
 
 
 def classify(name: str) -> str:
@@ -71,7 +73,8 @@ class Breakdown:
     """Per-step figures of `steps` profiled decode steps; `note` says what could not be measured."""
 
     steps: int
-    wall_s: float
+    wall_s: float  # the same loop untraced, just before: the step's own time
+    traced_wall_s: float  # under the profiler: the span the kernels were recorded in
     kernel_s: float
     kernel_count: float
     shares: dict[str, float] = field(default_factory=dict)  # class -> share of the kernel time
@@ -80,24 +83,26 @@ class Breakdown:
 
     @property
     def busy(self) -> float:
-        """Kernel time over wall time: 1 is a device never idle between kernels."""
-        return self.kernel_s / self.wall_s if self.wall_s > 0 else float("nan")
+        """Kernel time over the traced wall time of the same steps: 1 is a device never idle between kernels."""
+        return self.kernel_s / self.traced_wall_s if self.traced_wall_s > 0 else float("nan")
 
 
-def breakdown(activities: Iterable[tuple[str, float]], steps: int, wall_s: float, note: str = "") -> Breakdown:
-    """Per-step figures from (name, seconds) activities over `steps` steps that took `wall_s` in all.
-    No activities: the wall time alone, with `note` saying why."""
+def breakdown(
+    activities: Iterable[tuple[str, float]], steps: int, wall_s: float, traced_wall_s: float, note: str = ""
+) -> Breakdown:
+    """Per-step figures from (name, seconds) activities traced over `steps` steps that took `traced_wall_s`
+    in all (`wall_s` untraced). No activities: the walls alone, with `note` saying why."""
     by_name: dict[str, list[float]] = {}
     for name, seconds in activities:
         by_name.setdefault(name, []).append(seconds)
     if not by_name:
-        return Breakdown(steps, wall_s / steps, float("nan"), 0, note=note)
+        return Breakdown(steps, wall_s / steps, traced_wall_s / steps, float("nan"), 0, note=note)
     kernels = [Kernel(n, classify(n), sum(s) / steps, len(s) / steps) for n, s in by_name.items()]
     total = sum(k.seconds for k in kernels)
     shares = {c: sum(k.seconds for k in kernels if k.kind == c) / total if total else 0.0 for c in CLASSES}
     top = tuple(sorted(kernels, key=lambda k: -k.seconds)[:TOP])
     count = sum(k.calls for k in kernels)
-    return Breakdown(steps, wall_s / steps, total, count, shares, top)
+    return Breakdown(steps, wall_s / steps, traced_wall_s / steps, total, count, shares, top)
 
 
 def _activities(prof: Any, cuda: bool) -> list[tuple[str, float]]:
@@ -115,31 +120,38 @@ def _activities(prof: Any, cuda: bool) -> list[tuple[str, float]]:
     return out
 
 
+def _timed(step: Callable[[], Any], steps: int, device: str) -> float:
+    """Seconds for `steps` calls of `step`, by the device's clock (synchronised at both ends)."""
+    from pytest_attnlab.perf.timing import clock_for
+
+    clock = clock_for(device, 1)
+    clock.start()
+    for _ in range(steps):
+        step()
+    clock.mark()
+    return clock.stop()[0]
+
+
 def profile(step: Callable[[], Any], steps: int, device: str) -> Breakdown:
-    """Run `step()` `steps` times under torch.profiler (CUDA activity on GPU, CPU activity on CPU),
-    timed by the device's clock from before the first step to the end of the last."""
+    """Time `steps` calls of `step()`, then run as many under torch.profiler (CUDA activity on GPU,
+    CPU activity on CPU), timed the same way."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from pytest_attnlab.perf.timing import clock_for
-
     cuda = device.startswith("cuda")
-    step()  # lazy initialisation (and a first replay) stays out of the trace
-    clock = clock_for(device, 1)
+    step()  # lazy initialisation (and a first replay) stays out of both
+    wall = _timed(step, steps, device)
     with torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
-        clock.start()
-        for _ in range(steps):
-            step()
-        clock.mark()
-        (wall,) = clock.stop()  # synchronises: every kernel has finished inside the trace
-    return breakdown(_activities(prof, cuda), steps, wall, NO_KERNELS if cuda else "no profiler events")
+        traced = _timed(step, steps, device)  # synchronised: every kernel finishes inside the trace
+    return breakdown(_activities(prof, cuda), steps, wall, traced, NO_KERNELS if cuda else "no profiler events")
 
 
 def record(found: Breakdown, metrics: Any, **context: Any) -> None:
     """The breakdown as metric rows (profile_*), and its top kernels as a report table and as rows."""
     ctx = {**context, "profile_steps": found.steps, **({"profile_note": found.note} if found.note else {})}
     metrics.record("profile_step_wall", found.wall_s, "s", **ctx)
-    if found.note:  # nothing measured but the wall time: no zeros that would read as measured
+    metrics.record("profile_traced_wall", found.traced_wall_s, "s", **ctx)
+    if found.note:  # nothing measured but the wall times: no zeros that would read as measured
         return
     metrics.record("profile_kernel_time", found.kernel_s, "s", **ctx)
     metrics.record("profile_busy", found.busy, "", **ctx)

@@ -4,7 +4,7 @@
 # table prints them with `python -m pytest_attnlab table`.
 #   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings), checks (greedy and logits) or table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
-# kernel vs wall time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
+# wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
 # INDUCTOR (the persistent inductor cache dir, default /tmp/ind: the second compile of a run reads it),
 # PROFILE_STEPS (decode steps profiled per main variant, default 20; 0: none).
@@ -47,9 +47,10 @@ case $PART in
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m compile_s --by run,inductor_cache
     python3 -m pytest_attnlab table "${RUNS[@]}" -m greedy_tokens_agree,int4_logit_cosine_min,logits_cosine_min \
       --by run,test --gates
-    # where a profiled step's time goes (pytest_attnlab.perf.profile_step): wall vs kernel time, busy = kernel / wall,
-    # kernel count, the share of each class of KERNEL_CLASSES; then the top kernels with their calls per step
-    M=profile_step_wall,profile_kernel_time,profile_busy,profile_kernel_count  # then a share per kernel class:
+    # where a profiled step's time goes (pytest_attnlab.perf.profile_step): its wall time untraced and traced,
+    # kernel time, busy = kernel / traced wall, kernel count, the share of each class of KERNEL_CLASSES; then
+    # the top kernels with their calls per step
+    M=profile_step_wall,profile_traced_wall,profile_kernel_time,profile_busy,profile_kernel_count  # + class shares
     M+=,profile_share_gemv,profile_share_attention,profile_share_copy,profile_share_elementwise,profile_share_other
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m "$M" --by run,prompt_len,batch,profile_note
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m profile_top_kernel \
