@@ -68,7 +68,9 @@ NAMES = {
     "aten::as_strided": "other",
     "aten::expand": "other",
     "aten::transpose": "other",
+    "## Call CompiledFxGraph fpbq6xebbq7ngtk3j2s4uxweu7nrbo267hswxfjvxrl72ljzlstg ##": "elementwise",
     "Torch-Compiled Region: 0/0": "other",
+    "TorchDynamo Cache Lookup": "other",
 }
 
 

@@ -31,8 +31,9 @@ KERNEL_CLASSES: tuple[tuple[str, str], ...] = (
     ("gemv", r"gemv|gemm|cublas|cutlass|nvjet|xmma|splitkreduce|int4pack|(^|::|_)(mm|addmm|linear|matmul)(_|$)"),
     # an inductor kernel that only copies or casts (triton_poi_fused__to_copy_0, ..._fused_cat_clone_1)
     ("copy", r"^triton_\w+?_fused(_+(to_copy|clone|cat|copy|index_copy))+_\d+$"),
-    # any other inductor kernel fuses elementwise work: norms, RoPE, SiLU, residual adds, casts with them
-    ("elementwise", r"^triton_|^cpp_fused"),
+    # any other inductor kernel fuses elementwise work: norms, RoPE, SiLU, residual adds, casts with them; on
+    # CPU they go untraced, inside the compiled graph's call, whose self time is theirs (its mm ops are traced)
+    ("elementwise", r"^triton_|^cpp_fused|CompiledFxGraph"),
     # copies and casts (direct_copy_kernel, aten::_to_copy), the KV-cache writes (index_copy), RoPE's cat
     ("copy", r"copy|clone|memcpy|memset|catarray|^aten::(cat|to|fill_|zero_|contiguous)$"),
     # eager elementwise and reduction kernels and ops: norms, RoPE, SiLU, adds, the embedding, the greedy argmax
