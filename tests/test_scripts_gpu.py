@@ -37,6 +37,15 @@ def _variant_run(root: Path, name: str, compile_mode: str, tpot: float) -> None:
     rows = [MetricRow(node, "tpot", tpot, "s", context=ctx), MetricRow(node, "mbu", 61.5, "%", context=ctx)]
     if compile_mode != "none":
         rows.append(MetricRow(node, "compile_s", 42.0, "s", context={**ctx, "inductor_cache": "miss"}))
+    if compile_mode != "none":  # a profiled run (--attnlab-perf-profile-steps), as profile_step.record writes it
+        prof = {**ctx, "profile_steps": 20}
+        rows.append(MetricRow(node, "profile_step_wall", 0.0028, "s", context=prof))
+        rows.append(MetricRow(node, "profile_traced_wall", 0.0029, "s", context=prof))
+        rows.append(MetricRow(node, "profile_busy", 0.89, "", context=prof))
+        shares = {"gemv": 0.8, "attention": 0.05, "copy": 0.05, "elementwise": 0.08, "other": 0.02}
+        rows += [MetricRow(node, f"profile_share_{k}", v, "", context=prof) for k, v in shares.items()]
+        top = {**prof, "rank": 1, "kernel": "gemv2T_kernel_val<int>", "kernel_class": "gemv", "calls_per_step": 145.0}
+        rows.append(MetricRow(node, "profile_top_kernel", 0.002, "s", context=top))
     check = "suites/perf/test_fast_path.py::test_fast_matches_hf_greedy_on_trained_model[b1]"
     rows.append(MetricRow(check, "greedy_tokens_agree", 32, "tokens", threshold=32, context=ctx))
     (root / name).mkdir(parents=True)
@@ -61,3 +70,5 @@ def test_fast_variants_table_part_prints_the_runs(tmp_path: Path) -> None:
     assert "| step-cold | default | step | sdpa | fused | none | 512 | 1 | 2 ms | 61.5 % |  | 42 s |" in lines
     assert "| step-cold | miss | 42 s |" in lines
     assert "| eager | test_fast_matches_hf_greedy_on_trained_model[b1] | 32 tokens (gate 32) |  |  |" in lines
+    assert "| step-cold | 512 | 1 |  | 2.8 ms | 2.9 ms |  | 0.89 |  | 0.8 | 0.05 | 0.05 | 0.08 | 0.02 |" in lines
+    assert "| step-cold | 1 | gemv | 145 | gemv2T_kernel_val<int> | 2 ms |" in lines

@@ -12,6 +12,7 @@ second run of the same variant and cell loads instead of compiling. `compile_cac
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -190,6 +191,22 @@ class FastPath(DecodePath):
         on_token()
         rest = sd.decode_n_tokens(self.step, first, ids.shape[1], new_tokens - 1, lambda _t: on_token())
         return torch.cat([first, *rest], dim=1)
+
+    @torch.no_grad()
+    def step_loop(self, ids: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """A call that runs one decode step through the timed step (the CUDA-graph replay on GPU),
+        after a prefill of `ids`, each call feeding the last one's token; positions cycle over the
+        prepared cell's cache, so any number of calls fits it (what perf.profile_step profiles)."""
+        assert self.sm is not None and self.cache is not None, "call prepare() first"
+        tok = [sd.greedy(sd.prefill(self.sm, self.cache, ids), self.sm.banned)]
+        positions = itertools.cycle(torch.arange(ids.shape[1], self.cache.max_len, device=ids.device).split(1))
+
+        @torch.no_grad()
+        def one() -> torch.Tensor:
+            tok[0] = self.step(tok[0], next(positions))
+            return tok[0]
+
+        return one
 
     @torch.inference_mode()
     def greedy_logprobs(self, ids: torch.Tensor, new_tokens: int, top_k: int) -> Scored:

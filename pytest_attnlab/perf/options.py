@@ -236,6 +236,21 @@ PERF_OPTIONS.append(
 )
 
 
+PERF_OPTIONS.append(
+    OptionSpec(
+        "perf-profile-steps",
+        "0",
+        core_options.parse_number(
+            "--attnlab-perf-profile-steps", int, "a whole number of steps (0: off)", lambda n: n >= 0, "must be >= 0"
+        ),
+        "N",
+        "after the fast path's timed rounds, profile N decode steps (torch.profiler: CUDA kernels on GPU, ops on "
+        "CPU) and record where the step's time goes: kernel vs wall time, kernel count, the share of GEMV, "
+        "attention, copy, elementwise and other kernels, the top kernels (perf.profile_step). 0: off.",
+    )
+)
+
+
 @dataclass(frozen=True)
 class PerfSettings:
     models: tuple[str, ...]
@@ -254,6 +269,7 @@ class PerfSettings:
     fast_weights: str = "fused"
     fast_quant: str = "none"
     inductor_cache: str = ""  # a directory; "": torch's default
+    profile_steps: int = 0  # decode steps profiled after the fast path's timed rounds; 0: off
 
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> PerfSettings:
@@ -269,7 +285,7 @@ class PerfSettings:
             if v[key] == "auto":
                 v[key] = parse(auto[key])
         same = ("models", "prompt_lens", "batch", "new_tokens", "rounds", "warmup", "monitor", "compile")
-        same += ("fast_attention", "plant_slowdown", "compile_scope", "fast_weights", "fast_quant")
+        same += ("fast_attention", "plant_slowdown", "compile_scope", "fast_weights", "fast_quant", "profile_steps")
         return cls(
             **{k: v[k] for k in same},
             paths=v["path"],

@@ -3,8 +3,11 @@
 # the suite with one set of --attnlab-perf-* options; rows land in REPORTS/NAME/metrics.csv, and PART
 # table prints them with `python -m pytest_attnlab table`.
 #   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings), checks (greedy and logits) or table
+# measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
+# wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
-# INDUCTOR (the persistent inductor cache dir, default /tmp/ind: the second compile of a run reads it).
+# INDUCTOR (the persistent inductor cache dir, default /tmp/ind: the second compile of a run reads it),
+# PROFILE_STEPS (decode steps profiled per main variant, default 20; 0: none).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 R=${1:?REPORTS}; PART=${2:-measure}
@@ -13,6 +16,7 @@ MODEL=${MODEL:-random:qwen2.5-3b-instruct}; END=$((SECONDS + ${BUDGET_S:-330}))
 BASE=(--attnlab-model "$MODEL" --attnlab-device cuda --attnlab-dtype bfloat16 --attnlab-perf-new-tokens 128
       --attnlab-perf-rounds 3 --attnlab-perf-warmup 1 --attnlab-perf-inductor-cache "${INDUCTOR:-/tmp/ind}")
 B1=(--attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1); V=(-k test_fast_variant)
+P=(--attnlab-perf-profile-steps "${PROFILE_STEPS:-20}")
 L=(--attnlab-perf-compile default --attnlab-perf-compile-scope layer)
 run() {  # name, options...: one pytest run inside what is left of the budget; a cut run keeps its rows
   local n=$1; shift; local left=$((END - SECONDS)) start=$SECONDS
@@ -23,14 +27,14 @@ run() {  # name, options...: one pytest run inside what is left of the budget; a
 }
 case $PART in
   measure)
-    run eager         "${V[@]}" "${B1[@]}" --attnlab-perf-compile none
+    run eager         "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile none
     run step-cold     "${V[@]}" "${B1[@]}" --attnlab-perf-compile default
-    run step-hot      "${V[@]}" "${B1[@]}" --attnlab-perf-compile default
-    run int4-g32      "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g32
-    run int4-g128     "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128
+    run step-hot      "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default
+    run int4-g32      "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g32
+    run int4-g128     "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128
     run layer-grid    "${V[@]}" "${L[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8
-    run separate      "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-weights separate
-    run sdpa          "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-attention sdpa ;;
+    run separate      "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-weights separate
+    run sdpa          "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-attention sdpa ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default
@@ -42,6 +46,14 @@ case $PART in
       --by run,compile,compile_scope,fast_attention,fast_weights,fast_quant,prompt_len,batch
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m compile_s --by run,inductor_cache
     python3 -m pytest_attnlab table "${RUNS[@]}" -m greedy_tokens_agree,int4_logit_cosine_min,logits_cosine_min \
-      --by run,test --gates ;;
+      --by run,test --gates
+    # where a profiled step's time goes (pytest_attnlab.perf.profile_step): its wall time untraced and traced,
+    # kernel time, busy = kernel / traced wall, kernel count, the share of each class of KERNEL_CLASSES; then
+    # the top kernels with their calls per step
+    M=profile_step_wall,profile_traced_wall,profile_kernel_time,profile_busy,profile_kernel_count  # + class shares
+    M+=,profile_share_gemv,profile_share_attention,profile_share_copy,profile_share_elementwise,profile_share_other
+    python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m "$M" --by run,prompt_len,batch,profile_note
+    python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m profile_top_kernel \
+      --by run,rank,kernel_class,calls_per_step,kernel ;;
   *) echo "unknown part '$PART'; choose from: measure checks table"; exit 2 ;;
 esac

@@ -8,7 +8,8 @@ on random weights argmaxes are near-ties, so the per-step logits are compared wi
 With int4 weights the reference is HF over the rtn-int4-g<N> quantizer's weights (the codes the
 fast path packs), and random-weight logits are gated on cosine (INT4_COSINE).
 `test_fast_variant` measures the variant over the perf grid; its metrics.csv rows carry the variant
-(compile, compile_scope, fast_attention, fast_weights, fast_quant) and the first step's compile time.
+(compile, compile_scope, fast_attention, fast_weights, fast_quant) and the first step's compile time;
+with --attnlab-perf-profile-steps N, also where a step's time goes (profile_* rows, perf.profile_step).
 """
 
 from __future__ import annotations
@@ -209,7 +210,8 @@ def test_fast_variant(
     metrics,
 ):
     """TTFT, TPOT, MBU... of the chosen variant through the generation benchmark, plus the first
-    step's compile time (compile_s, with what the inductor cache did) and the weight conversion's."""
+    step's compile time (compile_s, with what the inductor cache did), the weight conversion's and,
+    when asked, a profile of the timed step (profile_step_wall, profile_busy, profile_share_*...)."""
     options = PathOptions.from_settings(perf_settings)
     context = options.context()
     metrics.update_context(**{**perf_model.context(), **context})
@@ -229,6 +231,12 @@ def test_fast_variant(
         assert path.compile_s is not None, "the compiled step was never called"
         metrics.record("compile_s", path.compile_s, "s", inductor_cache=path.compile_cache, **cell)
     assert tuple(m.tokens.shape) == (perf_batch, perf_new_tokens)
+    if perf_settings.profile_steps:  # where the step's time goes, on the step the timing used
+        from pytest_attnlab.perf import profile_step
+
+        ids = make_prompt(perf_model.model.config.vocab_size, perf_batch, perf_prompt_len, generation_benchmark.device)
+        found = profile_step.profile(path.step_loop(ids), perf_settings.profile_steps, generation_benchmark.device)
+        profile_step.record(found, metrics, **cell)
     if perf_new_tokens > 1 and m.peaks.bandwidth_source == "nvml":
         mbu = m.roofline()["mbu"][0]
         assert 0 < mbu < 100, f"MBU {mbu:.1f} % outside (0, 100): the bytes per step are miscounted"
