@@ -35,13 +35,18 @@ def _package_data_files() -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built from a copy of the tree without build/ or egg-info leftovers, as from a fresh clone."""
+    """Built from a copy of the tree without build/, egg-info or venv leftovers, as from a fresh clone."""
     src = tmp_path_factory.mktemp("src") / "pytest-attnlab"
-    top_level = {"build", "dist", ".venv", ".git", "reports", ".device", ".whl"}
+    top_level = {"build", "dist", ".git", "reports", ".device", ".whl"}
+
+    def venv(name: str) -> bool:  # .ci/run's .venv and .venv-newest, .ci/vllm/.venv: GBs each
+        return name == ".venv" or name.startswith(".venv-")
 
     def leftovers(folder: str, names: list[str]) -> set[str]:
         at_top = Path(folder) == REPO
-        return {n for n in names if (at_top and n in top_level) or n.endswith(".egg-info") or n == "__pycache__"}
+        return {
+            n for n in names if (at_top and n in top_level) or venv(n) or n.endswith(".egg-info") or n == "__pycache__"
+        }
 
     shutil.copytree(REPO, src, ignore=leftovers)
     out = tmp_path_factory.mktemp("wheel")
