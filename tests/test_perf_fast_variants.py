@@ -225,15 +225,60 @@ def test_variant_context_keeps_rows_of_different_variants_apart():
     a = PathOptions(compile="default", quant="int4-g32")
     b = PathOptions(compile="default", quant="int4-g128")
     assert a.context() != b.context()
-    assert a.variant == "default-step-math-fused-int4-g32"
+    assert a.variant == "default-step-math-fused-int4-g32-torch"
     assert PathOptions().context()["compile_scope"] == "none"  # the scope means nothing uncompiled
     with pytest.raises(ValueError, match="choose from: fused, separate"):
         PathOptions(weights="packed")
+    with pytest.raises(ValueError, match="choose from: torch, triton"):
+        PathOptions(gemv="cutlass")
+    assert PathOptions(gemv="triton").context()["fast_gemv"] == "triton"
+
+
+# -- the Triton kernels' options on a machine without CUDA (the kernels themselves: test_triton_kernels.py) --
+
+
+def test_gemv_formats_are_a_registry_and_triton_needs_cuda():
+    from pytest_attnlab.paths.fast_weights import GEMV_FORMATS, Dense, UnsupportedGemv
+
+    assert GEMV_FORMATS.names() == ["torch", "triton"]
+    assert GEMV_FORMATS.get("torch")(torch.device("cpu")) == (Dense, Int4)
+    with pytest.raises(UnsupportedGemv, match="runs Triton kernels on CUDA; the model is on cpu"):
+        GEMV_FORMATS.get("triton")(torch.device("cpu"))
+
+
+def test_triton_variants_skip_on_cpu_with_their_reason():
+    model = tiny("qwen2")
+    with pytest.raises(sd.UnsupportedModel, match="fast-gemv triton runs Triton kernels on CUDA"):
+        sd.from_hf(model, gemv="triton")
+    with pytest.raises(ValueError, match="choose from .* / .* / \\('torch', 'triton'\\)"):
+        sd.from_hf(model, gemv="cutlass")
+    sm = sd.from_hf(model)
+    sd.check_decode_attention(sm, "math")  # runs anywhere
+    with pytest.raises(sd.UnsupportedModel, match="fast-attention triton runs Triton kernels on CUDA"):
+        sd.check_decode_attention(sm, "triton")
+    fast = FastPath(PathOptions(decode_attention="triton"))
+    with pytest.raises(sd.UnsupportedModel, match="fast-attention triton"):
+        fast.prepare(model, 1, 8, 4)
+
+
+def test_silu_mul_of_a_format_without_a_fused_kernel_is_hfs_mlp():
+    from pytest_attnlab.paths.fast_weights import Dense, silu_mul
+
+    w, x = torch.randn(12, 8), torch.randn(2, 8)
+    gate, up = w[:6], w[6:]
+    expected = torch.nn.functional.silu(x @ gate.T) * (x @ up.T)
+    torch.testing.assert_close(silu_mul(Dense(w), x), expected)
 
 
 # -- options --------------------------------------------------------------------------------------
 
-FLAGS = ("--attnlab-perf-fast-weights", "--attnlab-perf-fast-quant", "--attnlab-perf-compile-scope")
+FLAGS = (
+    "--attnlab-perf-fast-weights",
+    "--attnlab-perf-fast-quant",
+    "--attnlab-perf-compile-scope",
+    "--attnlab-perf-fast-gemv",
+    "--attnlab-perf-gemv-configs",
+)
 
 
 def test_help_lists_the_fast_path_options(pytester):
@@ -257,6 +302,15 @@ def test_help_lists_the_fast_path_options(pytester):
         (
             ["--attnlab-perf-inductor-cache", ""],
             "*inductor-cache: invalid value ''; choose from: auto, torch, a directory*",
+        ),
+        (["--attnlab-perf-fast-gemv", "cutlass"], "*fast-gemv: invalid value 'cutlass'; choose from: torch, triton*"),
+        (
+            ["--attnlab-perf-fast-attention", "flash"],
+            "*fast-attention: invalid value 'flash'; choose from: sdpa, math, triton*",
+        ),
+        (
+            ["--attnlab-perf-gemv-configs", "1x1024w4,1x1024"],
+            "*gemv-configs: 1x1024 is not a config; write BLOCK_NxBLOCK_KwWARPS*e.g. 1x1024w4 or 2x2048w4s3pdl*",
         ),
     ],
 )
@@ -284,10 +338,14 @@ def test_options_reach_the_fast_path(pytester, monkeypatch):
         def test_opts(request):
             opts = request.config.stash[PERF_STATE_KEY].path("fast").options
             assert (opts.weights, opts.quant, opts.compile_scope) == ("separate", "int4-g32", "layer")
+            assert (opts.gemv, opts.decode_attention) == ("triton", "triton")
+            assert request.config.stash[PERF_STATE_KEY].settings.gemv_configs == ("1x1024w4", "2x2048w4s3pdl")
             assert opts.inductor_cache == os.path.join(os.environ["ATTNLAB_CACHE_DIR"], "inductor")
         """
     )
     args = ("--attnlab-perf-fast-weights", "separate", "--attnlab-perf-fast-quant", "int4-g32")
+    args += ("--attnlab-perf-fast-gemv", "triton", "--attnlab-perf-fast-attention", "triton")
+    args += ("--attnlab-perf-gemv-configs", "1x1024w4, 2x2048w4s3pdl")
     result = pytester.runpytest(*args, "--attnlab-perf-compile-scope", "layer")
     result.assert_outcomes(passed=1)
 

@@ -20,6 +20,8 @@ COMPILE_SCOPES = ("step", "layer")
 FAST_WEIGHTS = ("fused", "separate")
 #: the fast path's weight format: the model's dtype, or RTN int4 per group through torch's int4 kernel
 FAST_QUANT = ("none", "int4-g128", "int4-g32")
+#: the fast path's decode GEMVs: torch (cuBLAS / tinygemm) or triton (paths/triton_gemv.py, CUDA only)
+FAST_GEMV = ("torch", "triton")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class PathOptions:
     compile_scope: str = "step"  # COMPILE_SCOPES
     weights: str = "fused"  # FAST_WEIGHTS
     quant: str = "none"  # FAST_QUANT
+    gemv: str = "torch"  # FAST_GEMV
     inductor_cache: str = ""  # TORCHINDUCTOR_CACHE_DIR while the step compiles; "": torch's own
     vllm_quant_format: str = "auto"  # checkpoint format quantized models reach vLLM in
     engines: Any = field(default=None, compare=False)  # the run's vLLM EngineHolder; None: the path's own
@@ -40,6 +43,7 @@ class PathOptions:
             ("compile_scope", self.compile_scope, COMPILE_SCOPES),
             ("weights", self.weights, FAST_WEIGHTS),
             ("quant", self.quant, FAST_QUANT),
+            ("gemv", self.gemv, FAST_GEMV),
         ):
             if value not in choices:
                 raise ValueError(f"{name}: invalid value {value!r}; choose from: {', '.join(choices)}")
@@ -53,6 +57,7 @@ class PathOptions:
             compile_scope=settings.compile_scope,
             weights=settings.fast_weights,
             quant=settings.fast_quant,
+            gemv=settings.fast_gemv,
             inductor_cache=settings.inductor_cache,
             **vllm,
         )
@@ -65,6 +70,7 @@ class PathOptions:
             "fast_attention": self.decode_attention,
             "fast_weights": self.weights,
             "fast_quant": self.quant,
+            "fast_gemv": self.gemv,
         }
 
     @property

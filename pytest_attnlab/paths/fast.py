@@ -141,10 +141,11 @@ class FastPath(DecodePath):
         self.model = model
         if self._model_id != id(model):
             start = time.perf_counter()
-            self.sm = sd.from_hf(model, self.options.weights, self.options.quant)
+            self.sm = sd.from_hf(model, self.options.weights, self.options.quant, self.options.gemv)
             self.convert_s = time.perf_counter() - start
             self._model_id, self._shape = id(model), None
         assert self.sm is not None
+        sd.check_decode_attention(self.sm, self.options.decode_attention)
         self.sm.decode_attention = self.options.decode_attention
         # max_len rounded up to 64: aligned masks keep SDPA on its fused kernels
         shape = (batch, -(-(prompt_len + new_tokens) // 64) * 64)

@@ -1,6 +1,7 @@
 """Weight formats of the fast path's linear layers: `Dense` (the model's dtype, F.linear), `Int4`
 (RTN int4 per group through torch's packed-int4 matmul) and `Concat` (several linears on one input,
-the unfused q/k/v and gate/up).
+the unfused q/k/v and gate/up). `GEMV_FORMATS` maps --attnlab-perf-fast-gemv to the (dense, int4)
+formats: `torch` (these) or `triton` (paths/fast_triton.py, CUDA only).
 
 `Int4` quantizes on the grid of the plugin's `rtn-int4-g<N>` quantizers (quant.grid: asymmetric,
 scale = (max - min) / 15 and the minimum both rounded to float16, q = round((w - min) / scale)), so
@@ -12,10 +13,13 @@ The kernel is tinygemm (`aten._weight_int4pack_mm`, bf16 activations) on CUDA an
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+
+from pytest_attnlab.registry import Registry
 
 
 class Linear(Protocol):
@@ -25,6 +29,15 @@ class Linear(Protocol):
 
     def tensors(self) -> list[torch.Tensor]:
         """The tensors one call reads (its bytes are what a decode step streams)."""
+
+
+def silu_mul(lin: Linear, x: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of a [gate | up] linear: the format's fused kernel when it has one."""
+    fused = getattr(lin, "silu_mul", None)
+    if fused is not None:
+        return fused(x)
+    gate, up = lin(x).chunk(2, dim=-1)
+    return F.silu(gate) * up
 
 
 class Dense:
@@ -115,3 +128,30 @@ class Int4:
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.packed, self.scales_and_zeros] + ([self.bias] if self.bias is not None else [])
+
+
+class UnsupportedGemv(ValueError):
+    """The chosen GEMV kernels cannot run here (no CUDA device, no triton)."""
+
+
+def _torch_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
+    return Dense, Int4
+
+
+def _triton_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
+    if device.type != "cuda":
+        raise UnsupportedGemv(
+            f"--attnlab-perf-fast-gemv triton runs Triton kernels on CUDA; the model is on {device.type}"
+        )
+    try:
+        from pytest_attnlab.paths.fast_triton import TritonDense
+    except ImportError as exc:  # CUDA torch wheels bring triton; a source build may not
+        raise UnsupportedGemv(f"--attnlab-perf-fast-gemv triton needs the triton package ({exc})") from None
+    return TritonDense, Int4  # int4 stays on tinygemm (fast_triton's docstring says why)
+
+
+#: --attnlab-perf-fast-gemv name -> fn(device) -> (dense format, int4 format), each called as
+#: dense(weight, bias) / int4(weight, bias, group, act_dtype); raises UnsupportedGemv where it cannot run
+GEMV_FORMATS: Registry[Callable[[torch.device], tuple[Any, Any]]] = Registry("fast-path GEMV")
+GEMV_FORMATS.register("torch", _torch_formats)
+GEMV_FORMATS.register("triton", _triton_formats)

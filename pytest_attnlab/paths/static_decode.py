@@ -6,7 +6,8 @@ a weight format of `paths/fast_weights.py`. `weights="fused"` (the default) uses
 weights with q/k/v and gate/up fused into one tensor each, the HF modules pointed at views of it, so
 no weight is copied and HF `generate` keeps working on the same storage; `"separate"` keeps one GEMV
 per HF linear. `quant="int4-g<N>"` packs the decoder linears as RTN int4 (the lm_head stays dense,
-as the plugin's rtn quantizers leave it).
+as the plugin's rtn quantizers leave it). `gemv` picks the kernels (fast_weights.GEMV_FORMATS): torch's
+(cuBLAS, tinygemm) or the Triton GEMVs, whose gate/up kernel also applies silu(gate) * up.
 Supported: LlamaForCausalLM and Qwen2ForCausalLM (q/k/v bias) with default RoPE, no sliding window.
 
 Casts: RMSNorm keeps HF's two (float32 statistics, rounded to the model dtype before the weight),
@@ -25,8 +26,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pytest_attnlab.paths.base import FAST_QUANT, FAST_WEIGHTS
-from pytest_attnlab.paths.fast_weights import Concat, Dense, Int4, Linear, UnsupportedShape
+from pytest_attnlab.paths.base import FAST_GEMV, FAST_QUANT, FAST_WEIGHTS
+from pytest_attnlab.paths.fast_weights import (
+    GEMV_FORMATS,
+    Concat,
+    Dense,
+    Linear,
+    UnsupportedGemv,
+    UnsupportedShape,
+    silu_mul,
+)
 
 SUPPORTED = ("llama", "qwen2")
 
@@ -63,6 +72,7 @@ class StaticModel:
     banned: torch.Tensor | None = None
     weights: str = "fused"  # FAST_WEIGHTS
     quant: str = "none"  # FAST_QUANT
+    gemv: str = "torch"  # FAST_GEMV
     # What a decode step runs per layer instead of layer_forward: the fast path's compile scope
     # `layer` puts a torch.compile'd layer_forward here (one graph serves every layer).
     decode_layer: Callable[..., torch.Tensor] | None = None
@@ -122,10 +132,14 @@ def _fuse(modules: list[Any], attr: str = "weight") -> torch.Tensor:
 
 
 @torch.no_grad()
-def from_hf(model: Any, weights: str = "fused", quant: str = "none") -> StaticModel:
-    """The decode step's view of a HF Llama/Qwen2: `weights` in FAST_WEIGHTS, `quant` in FAST_QUANT."""
-    if weights not in FAST_WEIGHTS or quant not in FAST_QUANT:
-        raise ValueError(f"weights {weights!r} / quant {quant!r}: choose from {FAST_WEIGHTS} / {FAST_QUANT}")
+def from_hf(model: Any, weights: str = "fused", quant: str = "none", gemv: str = "torch") -> StaticModel:
+    """The decode step's view of a HF Llama/Qwen2: `weights` in FAST_WEIGHTS, `quant` in FAST_QUANT,
+    `gemv` in FAST_GEMV."""
+    if weights not in FAST_WEIGHTS or quant not in FAST_QUANT or gemv not in FAST_GEMV:
+        raise ValueError(
+            f"weights {weights!r} / quant {quant!r} / gemv {gemv!r}: "
+            f"choose from {FAST_WEIGHTS} / {FAST_QUANT} / {FAST_GEMV}"
+        )
     cfg = model.config
     if cfg.model_type not in SUPPORTED:
         raise UnsupportedModel(f"the fast decode path supports {', '.join(SUPPORTED)}, not {cfg.model_type!r}")
@@ -134,7 +148,12 @@ def from_hf(model: Any, weights: str = "fused", quant: str = "none") -> StaticMo
     rope = getattr(model.model.rotary_emb, "rope_type", "default")
     if rope != "default":
         raise UnsupportedModel(f"the fast decode path supports default RoPE only, not {rope!r}")
-    linear = _linear_maker(quant, model.model.embed_tokens.weight.dtype)
+    embed = model.model.embed_tokens.weight
+    try:
+        dense, int4 = GEMV_FORMATS.get(gemv)(embed.device)
+    except UnsupportedGemv as exc:
+        raise UnsupportedModel(str(exc)) from None
+    linear = _linear_maker(quant, embed.dtype, dense, int4)
     layers = []
     for block in model.model.layers:
         attn, mlp = block.self_attn, block.mlp
@@ -146,8 +165,8 @@ def from_hf(model: Any, weights: str = "fused", quant: str = "none") -> StaticMo
             qkv_l: Linear = Concat([linear(m.weight, m.bias) for m in qkv])
             gate_up_l: Linear = Concat([linear(m.weight, m.bias) for m in gate_up])
         elif quant == "none":  # fused in place: the HF modules become views of the fused tensors
-            qkv_l = Dense(_fuse(qkv), _fuse(qkv, "bias") if attn.q_proj.bias is not None else None)
-            gate_up_l = Dense(_fuse(gate_up))
+            qkv_l = dense(_fuse(qkv), _fuse(qkv, "bias") if attn.q_proj.bias is not None else None)
+            gate_up_l = dense(_fuse(gate_up))
         else:  # fused int4: quantize the concatenation (groups run along the input, so rows are independent)
             qkv_b = torch.cat([m.bias for m in qkv]) if attn.q_proj.bias is not None else None
             qkv_l = linear(torch.cat([m.weight for m in qkv]), qkv_b)
@@ -168,7 +187,7 @@ def from_hf(model: Any, weights: str = "fused", quant: str = "none") -> StaticMo
         layers=layers,
         embed=model.model.embed_tokens.weight,
         norm=model.model.norm.weight,
-        lm_head=Dense(model.lm_head.weight),
+        lm_head=dense(model.lm_head.weight),
         eps=cfg.rms_norm_eps,
         heads=heads,
         kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
@@ -179,18 +198,19 @@ def from_hf(model: Any, weights: str = "fused", quant: str = "none") -> StaticMo
         banned=_eos_ids(model),
         weights=weights,
         quant=quant,
+        gemv=gemv,
     )
 
 
-def _linear_maker(quant: str, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor | None], Linear]:
-    """weight [out, in], bias -> a Linear in the `quant` format."""
+def _linear_maker(quant: str, dtype: torch.dtype, dense: Any, int4_format: Any) -> Callable[..., Linear]:
+    """weight [out, in], bias -> a Linear in the `quant` format (dense / int4_format: GEMV_FORMATS')."""
     if quant == "none":
-        return Dense
+        return dense
     group = int(quant.removeprefix("int4-g"))
 
     def int4(weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
         try:
-            return Int4(weight, bias, group, dtype)
+            return int4_format(weight, bias, group, dtype)
         except UnsupportedShape as exc:
             raise UnsupportedModel(f"--attnlab-perf-fast-quant {quant}: {exc}") from None
 
@@ -202,8 +222,9 @@ def dequantized_twin(sm: StaticModel) -> StaticModel:
     in the activation dtype: "the same quantized weights dequantized", the int4 kernel's reference."""
 
     def dense(lin: Linear) -> Linear:
-        if isinstance(lin, Int4):
-            return Dense(lin.dequantized().to(sm.embed.dtype), lin.bias)
+        dequantized = getattr(lin, "dequantized", None)  # an int4 format
+        if dequantized is not None:
+            return Dense(dequantized().to(sm.embed.dtype), lin.bias)
         if isinstance(lin, Concat):
             return Concat([dense(p) for p in lin.parts])
         return lin
@@ -279,9 +300,49 @@ class _MathDecode:
         return scores.softmax(dim=-1).to(v.dtype) @ v
 
 
+class _TritonDecode:
+    """Split-KV decode attention in Triton (paths/triton_attention.py), CUDA only: one kernel over chunks
+    of the cache, one combining them, for the matmul-softmax-matmul's three."""
+
+    op: Callable[..., torch.Tensor] | None = None  # fast_triton.decode_attention, imported by unsupported()
+
+    def unsupported(self, sm: StaticModel, device: torch.device) -> str:
+        if device.type != "cuda":
+            return f"--attnlab-perf-fast-attention triton runs Triton kernels on CUDA; the model is on {device.type}"
+        try:
+            from pytest_attnlab.paths import triton_attention
+            from pytest_attnlab.paths.fast_triton import decode_attention
+        except ImportError as exc:
+            return f"--attnlab-perf-fast-attention triton needs the triton package ({exc})"
+        why = triton_attention.supported(sm.head_dim, sm.heads // sm.kv_heads)
+        self.op = decode_attention  # imported here, eagerly: torch.compile then only sees the op's call
+        return f"--attnlab-perf-fast-attention triton: {why}" if why else ""
+
+    def mask(self, visible: torch.Tensor) -> torch.Tensor:
+        return visible.reshape(-1)
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        if self.op is None:  # called without unsupported(): an eager caller
+            from pytest_attnlab.paths.fast_triton import decode_attention
+
+            self.op = decode_attention
+        return self.op(q, k, v, visible, scale)
+
+
 #: how a decode step attends over the static cache: name -> fn(q [b, hkv, g, d], k, v, mask, scale),
-#: with `fn.mask(visible)` making its mask from the boolean [1, 1, 1, max_len] once per step
-DECODE_ATTENTION = {"sdpa": _SDPADecode(), "math": _MathDecode()}
+#: with `fn.mask(visible)` making its mask from the boolean [1, 1, 1, max_len] once per step, and an
+#: optional `fn.unsupported(sm, device)` saying why it cannot run there ("" when it can)
+DECODE_ATTENTION = {"sdpa": _SDPADecode(), "math": _MathDecode(), "triton": _TritonDecode()}
+
+
+def check_decode_attention(sm: StaticModel, name: str) -> None:
+    """Raise UnsupportedModel when the decode attention `name` cannot run this model where it is."""
+    unsupported = getattr(DECODE_ATTENTION[name], "unsupported", None)
+    why = unsupported(sm, sm.embed.device) if unsupported is not None else ""
+    if why:
+        raise UnsupportedModel(why)
 
 
 def layer_forward(
@@ -309,8 +370,7 @@ def layer_forward(
         qg = q.reshape(b, hkv, (hq // hkv) * t, d)
         o = DECODE_ATTENTION[sm.decode_attention](qg, k_cache, v_cache, mask, sm.scaling).reshape(b, hq, t, d)
     x = x + L.o(o.transpose(1, 2).reshape(b, t, hq * d))
-    gate, up = L.gate_up(rms_norm(x, L.post_norm, sm.eps)).split(sm.intermediate, dim=-1)
-    return x + L.down(F.silu(gate) * up)
+    return x + L.down(silu_mul(L.gate_up, rms_norm(x, L.post_norm, sm.eps)))
 
 
 def forward(sm: StaticModel, cache: StaticCache, ids: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:

@@ -7,6 +7,7 @@ options for the full sweep).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ def _paths_choice(flag: str, name: str) -> Any:
 
 
 #: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
-FAST_ATTENTION = ("sdpa", "math")
+FAST_ATTENTION = ("sdpa", "math", "triton")
 
 
 INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
@@ -184,8 +185,8 @@ PERF_OPTIONS = [
         "math",
         core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION),
         "NAME",
-        "the fast path's decode attention over the static cache: sdpa (fused kernel) or math "
-        "(matmul-softmax-matmul, fused by --attnlab-perf-compile).",
+        "the fast path's decode attention over the static cache: sdpa (fused kernel), math "
+        "(matmul-softmax-matmul, fused by --attnlab-perf-compile) or triton (split-KV Triton kernels; CUDA only).",
     ),
     OptionSpec(
         "perf-compile-scope",
@@ -209,6 +210,14 @@ PERF_OPTIONS = [
         "FORMAT",
         "the fast path's decoder weights: none (the model dtype), int4-g128 or int4-g32 (RTN int4 per group, "
         "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA).",
+    ),
+    OptionSpec(
+        "perf-fast-gemv",
+        "torch",
+        _paths_choice("--attnlab-perf-fast-gemv", "FAST_GEMV"),
+        "KERNELS",
+        "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4) or triton (the plugin's Triton GEMV "
+        "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU).",
     ),
     OptionSpec(
         "perf-inductor-cache",
@@ -251,6 +260,35 @@ PERF_OPTIONS.append(
 )
 
 
+#: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
+#: [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl (paths/triton_gemv.Config)
+GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(pdl|nopdl)?$")
+
+
+def _gemv_configs(value: str) -> tuple[str, ...]:
+    configs = tuple(c.strip() for c in value.split(",") if c.strip())
+    bad = [c for c in configs if not GEMV_CONFIG.match(c)]
+    if bad:
+        raise pytest.UsageError(
+            f"--attnlab-perf-gemv-configs: {', '.join(bad)} is not a config; write BLOCK_NxBLOCK_KwWARPS[sSTAGES]"
+            "[pdl|nopdl], e.g. 1x1024w4 or 2x2048w4s3pdl"
+        )
+    return configs
+
+
+PERF_OPTIONS.append(
+    OptionSpec(
+        "perf-gemv-configs",
+        "",
+        _gemv_configs,
+        "LIST",
+        "suites/perf/test_decode_gemv.py: also time the Triton GEMV at these launch configs (a comma list of "
+        "BLOCK_NxBLOCK_KwWARPS[sSTAGES][pdl|nopdl], e.g. 1x1024w4,2x2048w4s3pdl), beside its own pick: the "
+        "sweep that tunes paths/triton_gemv.config for a GPU.",
+    )
+)
+
+
 @dataclass(frozen=True)
 class PerfSettings:
     models: tuple[str, ...]
@@ -268,8 +306,10 @@ class PerfSettings:
     compile_scope: str = "step"
     fast_weights: str = "fused"
     fast_quant: str = "none"
+    fast_gemv: str = "torch"
     inductor_cache: str = ""  # a directory; "": torch's default
     profile_steps: int = 0  # decode steps profiled after the fast path's timed rounds; 0: off
+    gemv_configs: tuple[str, ...] = ()  # extra Triton GEMV launch configs test_decode_gemv times
 
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> PerfSettings:
@@ -286,6 +326,7 @@ class PerfSettings:
                 v[key] = parse(auto[key])
         same = ("models", "prompt_lens", "batch", "new_tokens", "rounds", "warmup", "monitor", "compile")
         same += ("fast_attention", "plant_slowdown", "compile_scope", "fast_weights", "fast_quant", "profile_steps")
+        same += ("fast_gemv", "gemv_configs")
         return cls(
             **{k: v[k] for k in same},
             paths=v["path"],

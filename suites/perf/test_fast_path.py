@@ -145,7 +145,7 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
 
 
 @pytest.mark.parametrize("spec", ["random:tiny-qwen2", "model"])
-@pytest.mark.parametrize("attention", ["sdpa", "math"])
+@pytest.mark.parametrize("attention", ["sdpa", "math", "triton"])
 def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, perf_settings, metrics, spec, attention):
     if spec == "model" and attnlab_settings.model.source != "random":
         pytest.skip("--attnlab-model is not a random shape (the trained model is checked token for token)")
@@ -160,7 +160,11 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pe
     ids = make_prompt(model.config.vocab_size, 2, 24, loaded.device)
     n = 8
     try:
-        sm = sd.from_hf(model, options.weights, options.quant)
+        sm = sd.from_hf(model, options.weights, options.quant, options.gemv)
+    except sd.UnsupportedModel as exc:
+        pytest.skip(str(exc))
+    try:
+        sd.check_decode_attention(sm, attention)
     except sd.UnsupportedModel as exc:
         pytest.skip(str(exc))
     ref = decode_loop(_reference(loaded, options).model, ids, n)  # HF forward, DynamicCache: every step's logits

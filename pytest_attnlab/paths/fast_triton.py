@@ -1,0 +1,79 @@
+"""Torch custom ops over the fast path's Triton kernels (`attnlab::gemv_*`, `attnlab::decode_attention`: the
+split-KV decode attention of `paths/triton_attention.py`, --attnlab-perf-fast-attention triton), and the
+`--attnlab-perf-fast-gemv triton` dense format: single-row GEMVs through the Triton
+kernels of `paths/triton_gemv.py`, each wrapped as a torch custom op (`attnlab::gemv_*`), so
+torch.compile keeps it as one opaque call and the step still captures in a CUDA graph; more rows (a
+prefill, batch > 1) go to F.linear. It holds the model's own weight tensor (the fused q/k/v and
+gate/up views, as `Dense`).
+
+int4 weights keep tinygemm (`fast_weights.Int4`) under this option: a Triton int4 GEMV written for it
+(eight codes an int32 word, the code-to-float step by the 2^23 mantissa trick, one nibble a pass)
+ran the 3B shape's gate/up in 25 us to tinygemm's 15 on the H200, so it was dropped (docs/perf.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pytest_attnlab.paths import triton_attention as A
+from pytest_attnlab.paths import triton_gemv as K
+
+
+@torch.library.custom_op("attnlab::gemv_dense", mutates_args=())
+def gemv_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return K.dense(x, weight, bias)
+
+
+@gemv_dense.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+@torch.library.custom_op("attnlab::gemv_silu_mul", mutates_args=())
+def gemv_silu_mul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return K.dense_silu_mul(x, weight)
+
+
+@gemv_silu_mul.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0] // 2)
+
+
+@torch.library.custom_op("attnlab::decode_attention", mutates_args=())
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor, scale: float
+) -> torch.Tensor:
+    return A.decode_attention(q, k, v, visible, scale)
+
+
+@decode_attention.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.empty_like(q, memory_format=torch.contiguous_format)
+
+
+def _rows(x: torch.Tensor) -> int:
+    return x.numel() // x.shape[-1]
+
+
+class TritonDense:
+    """`Dense` through the Triton GEMV; `silu_mul` fuses the gate/up product into the same kernel."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        self.weight, self.bias = weight, bias
+        self.out_features = weight.shape[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if _rows(x) > K.DENSE_MAX_ROWS:
+            return F.linear(x, self.weight, self.bias)
+        return gemv_dense(x, self.weight, self.bias)
+
+    def silu_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up of the fused [gate; up] weight (no bias: Llama/Qwen2 MLPs have none)."""
+        if _rows(x) > K.DENSE_MAX_ROWS or self.bias is not None:
+            gate, up = F.linear(x, self.weight, self.bias).chunk(2, dim=-1)
+            return F.silu(gate) * up
+        return gemv_silu_mul(x, self.weight)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.weight] + ([self.bias] if self.bias is not None else [])

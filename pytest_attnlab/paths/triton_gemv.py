@@ -1,0 +1,163 @@
+"""Triton GEMV kernels for the fast path's decode step at batch 1 (issue 18): y = x @ W.T for a few rows.
+
+Why not cuBLAS: at batch 1 a decode step is ~150 GEMVs of 1-600 MB. In a CUDA graph on the H200,
+cuBLAS runs the Qwen2.5-3B shape's q/k/v, o, gate/up (with its silu * up) and down at 33 / 29 / 67 / 59 %
+of the bandwidth limit; these kernels, with launch shapes from a sweep (`config`), at 58 / 50 / 86 / 78 %
+(suites/perf/test_decode_gemv.py; docs/perf.md).
+
+- `dense`: W [N, K] in the activation dtype, optional bias; float32 accumulation as [BLOCK_N, BLOCK_K]
+  partial products summed once after the loop, one rounding at the end, as cuBLAS does.
+- `dense_silu_mul`: the fused gate/up weight [2I, K] -> silu(x @ Wg.T) * (x @ Wu.T) [.., I]; gate and
+  up are rounded to the activation dtype, then silu, then the product, as HF's op-by-op MLP does.
+Each program takes one row of x (grid axis 1), so more rows re-read the weight: the fast path sends
+only single-row GEMVs here (DENSE_MAX_ROWS) and the rest to cuBLAS. On Hopper the kernels use
+programmatic dependent launch: one may start while the previous kernel finishes, loading its first
+weight tile before it waits for the previous kernel's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+#: rows of x the kernels take
+MAX_ROWS = 8
+#: rows the fast path's dense format sends to these kernels: more go to cuBLAS, which reads the weight
+#: once for all of them (at 8 rows cuBLAS takes its 1-row time; these kernels would read it 8 times)
+DENSE_MAX_ROWS = 1
+
+try:  # programmatic dependent launch (Hopper): triton >= 3.4
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older triton: Config.pdl stays False
+    gdc_launch_dependents = gdc_wait = None
+
+
+@dataclass(frozen=True)
+class Config:
+    block_n: int  # output rows a program computes
+    block_k: int  # input columns a loop step reads
+    warps: int
+    stages: int = 1  # triton's software pipelining depth of the loop
+    # programmatic dependent launch: the kernel may start while the previous one finishes, loading its
+    # first weight tile before it waits for the previous kernel's output (x)
+    pdl: bool = False
+
+    @classmethod
+    def parse(cls, text: str, pdl: bool) -> Config:
+        """`1x1024w4`, `2x2048w4s3pdl` (perf.options.GEMV_CONFIG); without pdl/nopdl, `pdl` decides."""
+        from pytest_attnlab.perf.options import GEMV_CONFIG
+
+        found = GEMV_CONFIG.match(text)
+        if found is None:
+            raise ValueError(f"{text!r} is not a GEMV config (BLOCK_NxBLOCK_KwWARPS[sSTAGES][pdl|nopdl])")
+        bn, bk, warps, stages, flag = found.groups()
+        use_pdl = pdl if flag is None else flag == "pdl"
+        return cls(int(bn), int(bk), int(warps), int(stages or 1), use_pdl and pdl_supported())
+
+    @property
+    def label(self) -> str:
+        return f"{self.block_n}x{self.block_k}w{self.warps}s{self.stages}{'pdl' if self.pdl else 'nopdl'}"
+
+
+def pdl_supported() -> bool:
+    """Programmatic dependent launch: triton has it and the GPU is Hopper or newer."""
+    return gdc_wait is not None and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+
+
+def config(n: int, k: int, rows: int) -> Config:
+    """The launch shape for an [n, k] weight and `rows` rows of x, from an H200 sweep on the Qwen2.5-3B
+    shape (docs/perf.md; rerun it with suites/perf/test_decode_gemv.py --attnlab-perf-gemv-configs): four
+    warps, no software pipelining; two output rows a program and 1024 input columns a step for the small q/k/v and o,
+    one row for the long rows of down, 2048 columns for the tall gate/up and lm_head. Programmatic
+    dependent launch where the GPU has it (compute capability 9.0+)."""
+    pdl = pdl_supported()
+    if n >= 65536:  # the lm_head
+        return Config(2, 2048, 4, pdl=pdl)
+    if n >= 16384:  # gate/up
+        return Config(1, 2048, 4, pdl=pdl)
+    return Config(1 if k > 4096 else 2, 1024, 4, pdl=pdl)
+
+
+@triton.jit
+def _gemv_dense_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr, N, K, stride_xm, stride_wn, stride_ym,
+    HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
+):  # fmt: skip
+    """One row of x (program axis 1) times BLOCK_N rows of w (axis 0); SILU_MUL: rows N.. are `up`."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    x_row = x_ptr + tl.program_id(1) * stride_xm
+    rk = tl.arange(0, BLOCK_K)
+    n_ok = rn < N
+    w_rows = w_ptr + rn[:, None] * stride_wn
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    if PDL:
+        gdc_launch_dependents()
+    # the first step's weights load before waiting on the previous kernel: they do not depend on it
+    k_ok = rk < K
+    w = tl.load(w_rows + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+    if SILU_MUL:
+        u = tl.load(w_rows + N * stride_wn + rk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+    if PDL:
+        gdc_wait()
+    x = tl.load(x_row + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+    acc += x * w.to(tl.float32)
+    if SILU_MUL:
+        acc_up += x * u.to(tl.float32)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        k_ok = (k0 + rk) < K
+        x = tl.load(x_row + k0 + rk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        w = tl.load(w_rows + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc += x * w.to(tl.float32)
+        if SILU_MUL:  # the up rows sit N rows below the gate rows
+            u = tl.load(w_rows + N * stride_wn + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            acc_up += x * u.to(tl.float32)
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)
+    out_ty = y_ptr.dtype.element_ty
+    if SILU_MUL:  # HF rounds gate, silu(gate), up and their product to the activation dtype in turn
+        g = y.to(out_ty).to(tl.float32)
+        s = (g / (1.0 + tl.exp(-g))).to(out_ty).to(tl.float32)
+        y = s * tl.sum(acc_up, axis=1).to(out_ty).to(tl.float32)
+    tl.store(y_ptr + tl.program_id(1) * stride_ym + rn, y.to(out_ty), mask=n_ok)
+
+
+def _rows(x: torch.Tensor, most: int) -> torch.Tensor:
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[0] > most:
+        raise ValueError(f"this Triton GEMV takes up to {most} rows, got {flat.shape[0]}")
+    return flat if flat.stride(-1) == 1 else flat.contiguous()
+
+
+def dense(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, cfg: Config | None = None
+) -> torch.Tensor:
+    """x [..., K] @ weight[N, K].T (+ bias) for up to MAX_ROWS rows of x."""
+    return _dense(x, weight, bias, silu_mul=False, cfg=cfg)
+
+
+def dense_silu_mul(x: torch.Tensor, weight: torch.Tensor, cfg: Config | None = None) -> torch.Tensor:
+    """silu(x @ gate.T) * (x @ up.T) for weight = [gate; up] [2I, K]: [..., I]."""
+    return _dense(x, weight, None, silu_mul=True, cfg=cfg)
+
+
+def _dense(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu_mul: bool, cfg: Config | None
+) -> torch.Tensor:
+    flat = _rows(x, MAX_ROWS)
+    m, k = flat.shape
+    n = weight.shape[0] // (2 if silu_mul else 1)
+    cfg = cfg or config(n * (2 if silu_mul else 1), k, m)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    extra = {"launch_pdl": True} if cfg.pdl else {}
+    _gemv_dense_kernel[(triton.cdiv(n, cfg.block_n), m)](
+        flat, weight, bias if bias is not None else weight, y, n, k, flat.stride(0), weight.stride(0), y.stride(0),
+        HAS_BIAS=bias is not None, SILU_MUL=silu_mul, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, PDL=cfg.pdl,
+        num_warps=cfg.warps, num_stages=cfg.stages, **extra,
+    )  # fmt: skip
+    return y.reshape(*x.shape[:-1], n)

@@ -1,0 +1,143 @@
+"""The fast path's Triton kernels (paths/triton_gemv.py, paths/triton_attention.py) on CPU, through Triton's
+interpreter: each check runs in a subprocess with TRITON_INTERPRET=1, which Triton reads when it defines a
+kernel. Against torch references with explicit tolerances, and each with the bug it exists to catch planted.
+The interpreter multiplies bfloat16 tl.dot operands wrongly, so the attention kernel runs in float16 here;
+on the H200 it runs in bfloat16 under suites/perf/test_fast_path.py. Skipped without the triton package
+(CUDA torch wheels bring it; on a CPU machine `pip install triton` runs these)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None,
+    reason="triton is not installed: CUDA torch wheels bring it; on CPU `pip install triton` runs these kernels "
+    "in its interpreter",
+)
+
+PRELUDE = """
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+torch.manual_seed(0)
+BF16 = dict(atol=1e-2, rtol=2 ** -7)  # one bfloat16 rounding of a float32 sum the kernel orders its own way
+"""
+
+
+def interpret(code: str) -> str:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    return res.stdout
+
+
+def test_dense_gemv_matches_f_linear():
+    interpret("""
+    from pytest_attnlab.paths import triton_gemv as K
+    for rows, n, k, bias, cfg in [(1, 40, 576, False, None), (1, 64, 256, True, None), (3, 17, 96, True, None),
+                                  (1, 33, 300, False, K.Config(2, 128, 4)), (2, 8, 64, True, K.Config(4, 1024, 2, 3))]:
+        x, w = torch.randn(rows, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
+        b = torch.randn(n, dtype=torch.bfloat16) if bias else None
+        ref = F.linear(x.float(), w.float(), None if b is None else b.float())
+        assert_close(K.dense(x, w, b, cfg=cfg).float(), ref, **BF16)
+    """)
+
+
+def test_fused_silu_mul_matches_hf_mlp_and_catches_swapped_halves():
+    out = interpret("""
+    from pytest_attnlab.paths import triton_gemv as K
+    x, w = torch.randn(1, 576, dtype=torch.bfloat16), torch.randn(2 * 48, 576, dtype=torch.bfloat16) / 8
+    gate, up = w[:48], w[48:]
+    hf = F.silu(F.linear(x, gate)) * F.linear(x, up)  # HF's MLP, op by op in bfloat16
+    # gate and up each one rounding off cuBLAS', carried through silu and the product: a few bfloat16 ulps
+    MLP = dict(atol=2e-2, rtol=3 * 2 ** -7)
+    assert_close(K.dense_silu_mul(x, w).float(), hf.float(), **MLP)
+    planted = K.dense_silu_mul(x, torch.cat([up, gate]))  # the bug: silu applied to up, not gate
+    try:
+        assert_close(planted.float(), hf.float(), **MLP)
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n"), "swapped gate/up halves passed the check"
+
+
+def test_dense_gemv_reads_every_input_column():
+    out = interpret("""
+    from pytest_attnlab.paths import triton_gemv as K
+    x, w = torch.randn(1, 300, dtype=torch.bfloat16), torch.randn(16, 300, dtype=torch.bfloat16)
+    ref = F.linear(x.float(), w.float())
+    assert_close(K.dense(x, w, cfg=K.Config(1, 128, 4)).float(), ref, **BF16)  # 300 = 2 full steps + a tail
+    # the bug a mask-free tail would be: the last 44 columns never read
+    short = F.linear(x[:, :256].float(), w[:, :256].float())
+    try:
+        assert_close(short, ref, **BF16)
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
+
+
+def test_split_kv_decode_attention_matches_softmax_over_the_visible_positions():
+    out = interpret("""
+    from pytest_attnlab.paths.triton_attention import decode_attention
+    def reference(q, k, v, visible, scale):
+        s = (q.float() @ k.float().transpose(-1, -2)) * scale
+        return s.masked_fill(~visible, float("-inf")).softmax(-1) @ v.float()
+    # (batch, KV heads, query heads a KV head, cache length, head dim, last visible position): chunks wholly
+    # hidden, a prefix of one position, SmolLM2's 3 heads a group, a group wider than a tile's 16 rows
+    for b, hkv, g, length, d, pos in [(1, 2, 8, 640, 128, 517), (2, 3, 3, 96, 64, 40), (1, 2, 8, 640, 128, 0),
+                                      (1, 1, 24, 200, 32, 199)]:
+        q = torch.randn(b, hkv, g, d, dtype=torch.float16)
+        k, v = (torch.randn(b, hkv, length, d, dtype=torch.float16) for _ in range(2))
+        visible = torch.arange(length) <= pos
+        expected = reference(q, k, v, visible, d ** -0.5)
+        assert_close(decode_attention(q, k, v, visible, d ** -0.5).float(), expected, atol=2e-3, rtol=2e-3)
+    # the bug the mask exists to stop: attending to the cache's unwritten tail
+    try:
+        assert_close(decode_attention(q, k, v, torch.ones_like(visible), d ** -0.5).float(),
+                     reference(q, k, v, torch.arange(length) <= 100, d ** -0.5), atol=2e-3, rtol=2e-3)
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
+
+
+def test_triton_step_matches_the_torch_step_on_a_tiny_model():
+    """The fast path's decode step with both Triton options (their CUDA check bypassed, the interpreter
+    standing in for the GPU) against the torch step, float16: logits within float16 rounding."""
+    interpret("""
+    from pytest_attnlab.models import random_models
+    from pytest_attnlab.paths import static_decode as sd, fast_weights as FW
+    from pytest_attnlab.paths.fast_triton import TritonDense
+    FW.GEMV_FORMATS.register("triton", lambda device: (TritonDense, FW.Int4), replace=True)
+    model = random_models.build("tiny-qwen2", dtype=torch.float16, vocab_size=512)  # the interpreter runs each program
+    ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(0))
+    def steps(gemv, attention):
+        sm = sd.from_hf(model, gemv=gemv)
+        sm.decode_attention = attention
+        cache = sd.new_cache(sm, 1, 64)
+        tok, out = sd.greedy(sd.prefill(sm, cache, ids)), []
+        for i in range(4):
+            out.append(sd.decode_one_token(sm, cache, tok, torch.tensor([40 + i])).float())
+            tok = sd.greedy(out[-1])
+        return torch.stack(out)
+    assert_close(steps("triton", "triton"), steps("torch", "math"), atol=5e-3, rtol=5e-3)
+    """)
+
+
+def test_config_parse_and_its_errors():
+    from pytest_attnlab.paths.triton_gemv import Config
+
+    assert Config.parse("2x2048w4s3nopdl", pdl=True) == Config(2, 2048, 4, 3, False)
+    assert Config.parse("1x1024w4", pdl=False) == Config(1, 1024, 4, 1, False)
+    assert Config.parse("1x1024w4", pdl=False).label == "1x1024w4s1nopdl"
+    with pytest.raises(ValueError, match="is not a GEMV config"):
+        Config.parse("1x1024", pdl=False)
