@@ -1,0 +1,116 @@
+"""The decode step's GEMVs one linear at a time (issue 18): each linear of the model (q/k/v fused, o, gate/up,
+down, lm_head) at one row of x, through cuBLAS (what --attnlab-perf-fast-gemv torch runs), the Triton GEMV
+(--attnlab-perf-fast-gemv triton) and tinygemm int4 (--attnlab-perf-fast-quant int4-g128 / int4-g32).
+
+Each case is a CUDA graph that runs the linear once per decoder layer, every call on its own layer's
+weight, so the L2 never holds the next weight, as in a real decode step; pytest-benchmark times 20
+replays a round. Recorded per call: gemv_time and gemv_bandwidth (% of the device's bandwidth limit for
+the bytes the call reads). gate/up runs with its silu(gate) * up, as the fast path runs it. With
+--attnlab-perf-gemv-configs, the Triton GEMV also runs at each listed launch config (the tuning sweep
+behind paths/triton_gemv.config).
+
+    pytest suites/perf/test_decode_gemv.py --attnlab-device cuda --attnlab-model random:qwen2.5-3b-instruct
+CUDA only: on CPU every case skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+LINEARS = ("qkv", "o", "gate_up", "down", "lm_head")
+#: replays of the graph a timed round
+REPLAYS = 20
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "gemv_kernel" in metafunc.fixturenames:
+        from pytest_attnlab.perf.plugin import PERF_STATE_KEY
+
+        extra = metafunc.config.stash[PERF_STATE_KEY].settings.gemv_configs
+        kernels = ["cublas", "triton", "tinygemm-g128", "tinygemm-g32", *(f"triton-{c}" for c in extra)]
+        metafunc.parametrize("gemv_kernel", kernels)
+
+
+def _linears(sm: Any, name: str) -> list[Any]:
+    if name == "lm_head":
+        return [sm.lm_head]
+    return [getattr(layer, name) for layer in sm.layers]
+
+
+def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple[list[Callable[[], Any]], int]:
+    """One call per linear through `kernel`, and the bytes one call reads."""
+    from pytest_attnlab.paths import fast_weights as FW
+
+    if kernel.startswith("tinygemm-g"):
+        if name == "lm_head":
+            pytest.skip("the int4 formats keep the lm_head dense")
+        group = int(kernel.removeprefix("tinygemm-g"))
+        linears = [FW.Int4(lin.weight, lin.bias, group, x.dtype) for lin in linears]
+    elif kernel.startswith("triton"):
+        try:
+            from pytest_attnlab.paths import triton_gemv as K
+            from pytest_attnlab.paths.fast_triton import TritonDense
+        except ImportError as exc:
+            pytest.skip(f"the Triton GEMV needs the triton package ({exc})")
+        if kernel == "triton":
+            linears = [TritonDense(lin.weight, lin.bias) for lin in linears]
+        else:
+            cfg = K.Config.parse(kernel.removeprefix("triton-"), pdl=True)
+            fn = K.dense_silu_mul if name == "gate_up" else K.dense
+            calls = [lambda w=lin.weight, b=lin.bias: fn(x, w, cfg=cfg) if b is None else K.dense(x, w, b, cfg=cfg)
+                     for lin in linears]  # fmt: skip
+            return calls, sum(t.nbytes for t in linears[0].tensors())
+    if name == "gate_up":
+        return [lambda lin=lin: FW.silu_mul(lin, x) for lin in linears], sum(t.nbytes for t in linears[0].tensors())
+    return [lambda lin=lin: lin(x) for lin in linears], sum(t.nbytes for t in linears[0].tensors())
+
+
+def _graph(calls: list[Callable[[], Any]]) -> torch.cuda.CUDAGraph:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # compile and warm up off the capture
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    return graph
+
+
+@pytest.mark.parametrize("linear", LINEARS)
+def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv_kernel):
+    from pytest_attnlab.paths import static_decode as sd
+    from pytest_attnlab.perf import roofline
+
+    device = attnlab_settings.resolved_device()
+    if torch.device(device).type != "cuda":
+        pytest.skip("times CUDA graphs of GEMV kernels: run with --attnlab-device cuda")
+    perf_model = request.getfixturevalue("perf_model")
+    try:
+        sm = sd.from_hf(perf_model.model)
+    except sd.UnsupportedModel as exc:
+        pytest.skip(str(exc))
+    linears = _linears(sm, linear)
+    x = torch.randn(1, linears[0].tensors()[0].shape[-1], device=device, dtype=sm.embed.dtype)
+    calls, nbytes = _calls(gemv_kernel, linear, linears, x)
+    graph = _graph(calls)
+
+    def replays() -> None:
+        for _ in range(REPLAYS):
+            graph.replay()
+        torch.cuda.synchronize()
+
+    benchmark.group = f"decode-gemv-{linear}"
+    benchmark.pedantic(replays, setup=torch.cuda.synchronize, rounds=5, warmup_rounds=1, iterations=1)
+    per_call = benchmark.stats.stats.min / REPLAYS / len(calls)
+    peak = roofline.device_peaks(device).bandwidth
+    context = {"linear": linear, "gemv_kernel": gemv_kernel, "weight_bytes": nbytes}
+    metrics.record("gemv_time", per_call, "s", **context)
+    metrics.record("gemv_bandwidth", roofline.utilisation(nbytes, per_call, peak), "%", **context)
+    benchmark.extra_info.update(context, per_call_s=per_call)
