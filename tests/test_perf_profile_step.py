@@ -46,6 +46,12 @@ NAMES = {
     "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>, "
     "std::array<char*, 3ul> >(int, at::native::CUDAFunctor_add<c10::BFloat16>, std::array<char*, 3ul>)": "elementwise",
     "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, MeanOps<float, float> > >": "elementwise",
+    # GPU: the plugin's Triton kernels, and inductor kernels named after a GEMV custom op they feed (H200 run)
+    "_gemv_dense_kernel": "gemv",
+    "_decode_chunk_kernel": "attention",
+    "_decode_combine_kernel": "attention",
+    "triton_red_fused__to_copy_add_gemv_dense_mean_mul_pow_rsqrt_10": "elementwise",
+    "triton_red_fused__to_copy_add_gemv_silu_mul_mean_mul_pow_rsqrt_9": "elementwise",
     # CPU: aten ops
     "aten::bmm": "attention",
     "aten::_softmax": "attention",
