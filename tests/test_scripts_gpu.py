@@ -32,7 +32,15 @@ def test_no_timer_or_table_printer_left_in_scripts_gpu() -> None:
 
 def _variant_run(root: Path, name: str, compile_mode: str, tpot: float) -> None:
     variant = {"compile": compile_mode, "compile_scope": "step", "fast_attention": "sdpa", "fast_weights": "fused"}
-    ctx = {"model": "random:m", "backend": "fast", **variant, "fast_quant": "none", "prompt_len": 512, "batch": 1}
+    ctx = {
+        "model": "random:m",
+        "backend": "fast",
+        **variant,
+        "fast_quant": "none",
+        "fast_gemv": "torch",
+        "prompt_len": 512,
+        "batch": 1,
+    }
     node = "suites/perf/test_fast_path.py::test_fast_variant[p512-b1-n128]"
     rows = [MetricRow(node, "tpot", tpot, "s", context=ctx), MetricRow(node, "mbu", 61.5, "%", context=ctx)]
     if compile_mode != "none":
@@ -66,8 +74,8 @@ def test_fast_variants_table_part_prints_the_runs(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert "| eager | none | step | sdpa | fused | none | 512 | 1 | 4 ms | 61.5 % |  |  |" in lines
-    assert "| step-cold | default | step | sdpa | fused | none | 512 | 1 | 2 ms | 61.5 % |  | 42 s |" in lines
+    assert "| eager | none | step | sdpa | fused | none | torch | 512 | 1 | 4 ms | 61.5 % |  |  |" in lines
+    assert "| step-cold | default | step | sdpa | fused | none | torch | 512 | 1 | 2 ms | 61.5 % |  | 42 s |" in lines
     assert "| step-cold | miss | 42 s |" in lines
     assert "| eager | test_fast_matches_hf_greedy_on_trained_model[b1] | 32 tokens (gate 32) |  |  |" in lines
     assert "| step-cold | 512 | 1 |  | 2.8 ms | 2.9 ms |  | 0.89 |  | 0.8 | 0.05 | 0.05 | 0.08 | 0.02 |" in lines

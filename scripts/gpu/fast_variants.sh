@@ -2,7 +2,9 @@
 # The fast path's variants on one shape, measured by suites/perf/test_fast_path.py (issue 18): each run is
 # the suite with one set of --attnlab-perf-* options; rows land in REPORTS/NAME/metrics.csv, and PART
 # table prints them with `python -m pytest_attnlab table`.
-#   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings), checks (greedy and logits) or table
+#   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings), gemv (torch vs Triton GEMVs),
+#                                                   triton (the Triton GEMVs' grid, int4 checks, per-linear
+#                                                   kernels), checks (greedy and logits) or table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
 # wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
@@ -21,8 +23,8 @@ L=(--attnlab-perf-compile default --attnlab-perf-compile-scope layer)
 run() {  # name, options...: one pytest run inside what is left of the budget; a cut run keeps its rows
   local n=$1; shift; local left=$((END - SECONDS)) start=$SECONDS
   if [ "$left" -lt 30 ]; then echo "[$n] skipped: budget"; return; fi
-  timeout -s INT -k 10 "$left" "${PYTEST[@]}" -q -rs --tb=line suites/perf/test_fast_path.py "${BASE[@]}" \
-    --attnlab-report-dir "$R/$n" -p no:html "$@" 2>&1 | grep -v -i warn | tail -6 | sed "s/^/[$n] /"
+  timeout -s INT -k 10 "$left" "${PYTEST[@]}" -q -rs --tb=line "${FILE:-suites/perf/test_fast_path.py}" "${BASE[@]}" \
+    --attnlab-report-dir "$R/$n" -p no:html "$@" 2>&1 | grep -i -E "passed|failed|error" | tail -4 | sed "s/^/[$n] /"
   echo "[$n] $((SECONDS - start)) s"
 }
 case $PART in
@@ -35,6 +37,22 @@ case $PART in
     run layer-grid    "${V[@]}" "${L[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8
     run separate      "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-weights separate
     run sdpa          "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-attention sdpa ;;
+  gemv)  # the decode GEMVs' kernels, torch's against the Triton ones (--attnlab-perf-fast-gemv), bf16 and int4
+    run gemv-torch        "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default
+    run gemv-triton       "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default --attnlab-perf-fast-gemv triton
+    run gemv-int4-torch   "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128
+    run gemv-int4-triton  "${V[@]}" "${B1[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128 \
+      --attnlab-perf-fast-gemv triton
+    run checks-triton     --attnlab-perf-compile default --attnlab-perf-fast-gemv triton ;;
+  triton)  # Triton GEMVs + Triton decode attention: the scaling grid, the checks, int4, each linear's kernels
+    T=(--attnlab-perf-fast-gemv triton --attnlab-perf-fast-attention triton)
+    run triton-grid "${V[@]}" "${P[@]}" --attnlab-perf-compile default "${T[@]}" \
+      --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8
+    run checks-triton-attn -k "not test_fast_variant" --attnlab-perf-compile default "${T[@]}"
+    run int4-g32-triton "${L[@]}" --attnlab-perf-fast-quant int4-g32 "${T[@]}" \
+      -k "not test_fast_variant or p512-b1" "${P[@]}"
+    run int4-g128-triton "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128 "${T[@]}"
+    FILE=suites/perf/test_decode_gemv.py run decode-gemv ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default
@@ -43,10 +61,12 @@ case $PART in
   table)  # TPOT, MBU, TTFT, compile time per variant and cell; what the inductor cache did; the checks
     RUNS=("$R"/*/metrics.csv)
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m tpot,mbu,ttft,compile_s \
-      --by run,compile,compile_scope,fast_attention,fast_weights,fast_quant,prompt_len,batch
+      --by run,compile,compile_scope,fast_attention,fast_weights,fast_quant,fast_gemv,prompt_len,batch
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m compile_s --by run,inductor_cache
     python3 -m pytest_attnlab table "${RUNS[@]}" -m greedy_tokens_agree,int4_logit_cosine_min,logits_cosine_min \
       --by run,test --gates
+    # each linear's GEMV per kernel (suites/perf/test_decode_gemv.py): time per call, % of the bandwidth limit
+    python3 -m pytest_attnlab table "${RUNS[@]}" -k test_decode_gemv -m gemv_time,gemv_bandwidth --by linear,gemv_kernel
     # where a profiled step's time goes (pytest_attnlab.perf.profile_step): its wall time untraced and traced,
     # kernel time, busy = kernel / traced wall, kernel count, the share of each class of KERNEL_CLASSES; then
     # the top kernels with their calls per step
@@ -55,5 +75,5 @@ case $PART in
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m "$M" --by run,prompt_len,batch,profile_note
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m profile_top_kernel \
       --by run,rank,kernel_class,calls_per_step,kernel ;;
-  *) echo "unknown part '$PART'; choose from: measure checks table"; exit 2 ;;
+  *) echo "unknown part '$PART'; choose from: measure gemv triton checks table"; exit 2 ;;
 esac
