@@ -28,15 +28,16 @@ KERNEL_CLASSES: tuple[tuple[str, str], ...] = (
     # fused SDPA kernels, softmax, the math attention's bmm (named so on CPU and in inductor kernels)
     # and the plugin's split-KV Triton decode attention (_decode_chunk_kernel, _decode_combine_kernel)
     ("attention", r"softmax|scaled_dot_product|sdpa|flash|fmha|attention|bmm|^_decode_(chunk|combine)_kernel$"),
-    # an inductor kernel is named after the ops it fuses, which may include a GEMV custom op it feeds
-    # (triton_red_fused__to_copy_add_gemv_dense_mean_..._5 is an RMSNorm): copy or elementwise, below
+    # inductor kernels come before the GEMV rule: one is named after the ops it fuses, which may include a
+    # GEMV custom op it feeds (triton_red_fused__to_copy_add_gemv_dense_mean_..._5 is an RMSNorm).
+    # One that only copies or casts (triton_poi_fused__to_copy_0, ..._fused_cat_clone_1) is a copy; any
+    # other pointwise, reduction or persistent-reduction kernel is elementwise (a template GEMM,
+    # triton_tem_fused_mm_0, is left to the GEMV rule)
     ("copy", r"^triton_\w+?_fused(_+(to_copy|clone|cat|copy|index_copy))+_\d+$"),
     ("elementwise", r"^triton_(poi|red|per)_"),
     # cuBLAS / cuBLASLt (gemv*, *gemm*, nvjet*, splitKreduce), CUTLASS, int4 tinygemm, the plugin's Triton
     # GEMVs (_gemv_dense_kernel), aten's matmul ops
     ("gemv", r"gemv|gemm|cublas|cutlass|nvjet|xmma|splitkreduce|int4pack|(^|::|_)(mm|addmm|linear|matmul)(_|$)"),
-    # an inductor kernel that only copies or casts (triton_poi_fused__to_copy_0, ..._fused_cat_clone_1)
-    ("copy", r"^triton_\w+?_fused(_+(to_copy|clone|cat|copy|index_copy))+_\d+$"),
     # any other inductor kernel fuses elementwise work: norms, RoPE, SiLU, residual adds, casts with them; on
     # CPU they go untraced, inside the compiled graph's call, whose self time is theirs (its mm ops are traced)
     ("elementwise", r"^triton_|^cpp_fused|CompiledFxGraph"),
