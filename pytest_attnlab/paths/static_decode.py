@@ -65,7 +65,6 @@ class StaticModel:
     heads: int
     kv_heads: int
     head_dim: int
-    intermediate: int
     scaling: float
     rotary: Any  # the HF rotary embedding module: cos/sin tables come from it, bit for bit
     decode_attention: str = "sdpa"  # a key of DECODE_ATTENTION
@@ -193,7 +192,6 @@ def from_hf(model: Any, weights: str = "fused", quant: str = "none", gemv: str =
         heads=heads,
         kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
         head_dim=head_dim,
-        intermediate=cfg.intermediate_size,
         scaling=head_dim**-0.5,
         rotary=model.model.rotary_emb,
         banned=_eos_ids(model),

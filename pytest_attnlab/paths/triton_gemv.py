@@ -67,8 +67,8 @@ def pdl_supported() -> bool:
     return gdc_wait is not None and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
-def config(n: int, k: int, rows: int) -> Config:
-    """The launch shape for an [n, k] weight and `rows` rows of x, from an H200 sweep on the Qwen2.5-3B
+def config(n: int, k: int) -> Config:
+    """The launch shape for an [n, k] weight (one program a row of x), from an H200 sweep on the Qwen2.5-3B
     shape (docs/perf.md; rerun it with suites/perf/test_decode_gemv.py --attnlab-perf-gemv-configs): four
     warps, no software pipelining; two output rows a program and 1024 input columns a step for the small q/k/v and o,
     one row for the long rows of down, 2048 columns for the tall gate/up and lm_head. Programmatic
@@ -127,10 +127,10 @@ def _gemv_dense_kernel(
     tl.store(y_ptr + tl.program_id(1) * stride_ym + rn, y.to(out_ty), mask=n_ok)
 
 
-def _rows(x: torch.Tensor, most: int) -> torch.Tensor:
+def _rows(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1])
-    if flat.shape[0] > most:
-        raise ValueError(f"this Triton GEMV takes up to {most} rows, got {flat.shape[0]}")
+    if flat.shape[0] > MAX_ROWS:
+        raise ValueError(f"this Triton GEMV takes up to {MAX_ROWS} rows, got {flat.shape[0]}")
     return flat if flat.stride(-1) == 1 else flat.contiguous()
 
 
@@ -149,10 +149,10 @@ def dense_silu_mul(x: torch.Tensor, weight: torch.Tensor, cfg: Config | None = N
 def _dense(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu_mul: bool, cfg: Config | None
 ) -> torch.Tensor:
-    flat = _rows(x, MAX_ROWS)
+    flat = _rows(x)
     m, k = flat.shape
     n = weight.shape[0] // (2 if silu_mul else 1)
-    cfg = cfg or config(n * (2 if silu_mul else 1), k, m)
+    cfg = cfg or config(weight.shape[0], k)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     extra = {"launch_pdl": True} if cfg.pdl else {}
     _gemv_dense_kernel[(triton.cdiv(n, cfg.block_n), m)](
