@@ -45,6 +45,7 @@ def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple
     """One call per linear through `kernel`, and the bytes one call reads."""
     from pytest_attnlab.paths import fast_weights as FW
 
+    one = (lambda lin: FW.silu_mul(lin, x)) if name == "gate_up" else (lambda lin: lin(x))  # as the step runs it
     if kernel.startswith("tinygemm-g"):
         if name == "lm_head":
             pytest.skip("the int4 formats keep the lm_head dense")
@@ -58,15 +59,13 @@ def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple
             pytest.skip(f"the Triton GEMV needs the triton package ({exc})")
         if kernel == "triton":
             linears = [TritonDense(lin.weight, lin.bias) for lin in linears]
-        else:
+        else:  # the kernel itself at a listed launch config
             cfg = K.Config.parse(kernel.removeprefix("triton-"), pdl=True)
-            fn = K.dense_silu_mul if name == "gate_up" else K.dense
-            calls = [lambda w=lin.weight, b=lin.bias: fn(x, w, cfg=cfg) if b is None else K.dense(x, w, b, cfg=cfg)
-                     for lin in linears]  # fmt: skip
-            return calls, sum(t.nbytes for t in linears[0].tensors())
-    if name == "gate_up":
-        return [lambda lin=lin: FW.silu_mul(lin, x) for lin in linears], sum(t.nbytes for t in linears[0].tensors())
-    return [lambda lin=lin: lin(x) for lin in linears], sum(t.nbytes for t in linears[0].tensors())
+            if name == "gate_up":
+                one = lambda lin: K.dense_silu_mul(x, lin.weight, cfg=cfg)  # noqa: E731
+            else:
+                one = lambda lin: K.dense(x, lin.weight, lin.bias, cfg=cfg)  # noqa: E731
+    return [lambda lin=lin: one(lin) for lin in linears], sum(t.nbytes for t in linears[0].tensors())
 
 
 def _graph(calls: list[Callable[[], Any]]) -> torch.cuda.CUDAGraph:
