@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -126,3 +128,25 @@ def test_random_model_loads_without_the_embedded_package(monkeypatch) -> None:
     monkeypatch.setenv("ATTNLAB_EMBEDDED_GGUF", "/nonexistent/model.gguf")
     loaded = load_model(parse_model("random:tiny-qwen2"), LoadOptions())
     assert loaded.tokenizer is None and loaded.model.config.model_type == "qwen2"
+
+
+def test_embedded_cache_key_follows_the_gguf_bytes_not_its_mtime(tmp_path, monkeypatch) -> None:
+    """A reinstalled package (same bytes, new mtime) reuses the converted entry; other bytes do not."""
+    from pytest_attnlab.models import embedded
+
+    monkeypatch.setenv("ATTNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "a.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    monkeypatch.setenv("ATTNLAB_EMBEDDED_GGUF", str(gguf))
+    first = embedded.cache_entry()
+    os.utime(gguf, ns=(1, 1))
+    assert embedded.cache_entry() == first
+    copy = tmp_path / "b.gguf"
+    copy.write_bytes(gguf.read_bytes())
+    monkeypatch.setenv("ATTNLAB_EMBEDDED_GGUF", str(copy))
+    assert embedded.cache_entry() == first  # another venv's copy of the same file
+    other = tmp_path / "c.gguf"
+    other.write_bytes(gguf.read_bytes()[:-1] + b"x")
+    monkeypatch.setenv("ATTNLAB_EMBEDDED_GGUF", str(other))
+    assert embedded.cache_entry() != first
+    assert first.parent == tmp_path / "cache" / "models"

@@ -6,6 +6,8 @@ the GGUF through transformers and caches a plain safetensors checkpoint; later l
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -41,10 +43,25 @@ def gguf_path() -> Path:
 
 
 def cache_entry() -> Path:
+    """Keyed by the GGUF's bytes, not its path or mtime: each fresh venv reinstalls the same file, and
+    an mtime key gave each its own 517 MB entry (and each its own quantized copies, keyed by this
+    name). transformers' version is in the key too: its GGUF conversion has changed between releases."""
+    import transformers
+
     gguf = gguf_path()
     stat = gguf.stat()
-    # Keyed by the GGUF's size and mtime: a reinstalled or upgraded package gets a new entry.
-    return cache_root() / "models" / f"{NAME}-{stat.st_size}-{int(stat.st_mtime)}-v{CONVERTER_VERSION}"
+    digest = _digest(str(gguf), stat.st_size, stat.st_mtime_ns)
+    return cache_root() / "models" / f"{NAME}-{digest}-tf{transformers.__version__}-v{CONVERTER_VERSION}"
+
+
+@functools.lru_cache(maxsize=4)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of the file, first 16 hex digits (0.2 s for its 98 MB; once a process per file version)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()[:16]
 
 
 def _align_special_tokens(tokenizer, gguf: Path) -> None:

@@ -17,8 +17,8 @@ FORMAT_VERSION = 1
 
 
 def model_key(spec: Any, options: Any) -> dict[str, Any]:
-    """What identifies the weights: the embedded GGUF's size/mtime, a random shape's config + seed, a
-    folder's mtime."""
+    """What identifies the weights: the embedded model's cache entry (its GGUF's bytes), a random
+    shape's config + seed, a folder's mtime."""
     key: dict[str, Any] = {"source": spec.source, "ref": spec.ref, "dtype": str(options.dtype)}
     if spec.source == "embedded":
         from pytest_attnlab.models import embedded
