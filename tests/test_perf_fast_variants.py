@@ -229,7 +229,7 @@ def test_variant_context_keeps_rows_of_different_variants_apart():
     assert PathOptions().context()["compile_scope"] == "none"  # the scope means nothing uncompiled
     with pytest.raises(ValueError, match="choose from: fused, separate"):
         PathOptions(weights="packed")
-    with pytest.raises(ValueError, match="choose from: torch, triton"):
+    with pytest.raises(ValueError, match="choose from: torch, triton, triton-fused"):
         PathOptions(gemv="cutlass")
     assert PathOptions(gemv="triton").context()["fast_gemv"] == "triton"
 
@@ -240,17 +240,20 @@ def test_variant_context_keeps_rows_of_different_variants_apart():
 def test_gemv_formats_are_a_registry_and_triton_needs_cuda():
     from pytest_attnlab.paths.fast_weights import GEMV_FORMATS, Dense, UnsupportedGemv
 
-    assert GEMV_FORMATS.names() == ["torch", "triton"]
+    assert GEMV_FORMATS.names() == ["torch", "triton", "triton-fused"]
     assert GEMV_FORMATS.get("torch")(torch.device("cpu")) == (Dense, Int4)
-    with pytest.raises(UnsupportedGemv, match="runs Triton kernels on CUDA; the model is on cpu"):
-        GEMV_FORMATS.get("triton")(torch.device("cpu"))
+    for name in ("triton", "triton-fused"):
+        with pytest.raises(UnsupportedGemv, match=f"gemv {name} runs Triton kernels on CUDA; the model is on cpu"):
+            GEMV_FORMATS.get(name)(torch.device("cpu"))
 
 
 def test_triton_variants_skip_on_cpu_with_their_reason():
     model = tiny("qwen2")
     with pytest.raises(sd.UnsupportedModel, match="fast-gemv triton runs Triton kernels on CUDA"):
         sd.from_hf(model, gemv="triton")
-    with pytest.raises(ValueError, match="choose from .* / .* / \\('torch', 'triton'\\)"):
+    with pytest.raises(sd.UnsupportedModel, match="fast-gemv triton-fused runs Triton kernels on CUDA"):
+        sd.from_hf(model, gemv="triton-fused")
+    with pytest.raises(ValueError, match="choose from .* / .* / \\('torch', 'triton', 'triton-fused'\\)"):
         sd.from_hf(model, gemv="cutlass")
     sm = sd.from_hf(model)
     sd.check_decode_attention(sm, "math")  # runs anywhere

@@ -85,6 +85,62 @@ def test_dense_gemv_reads_every_input_column():
     assert out.endswith("caught\n")
 
 
+def test_norm_prologue_and_residual_epilogue_match_hf_ops():
+    """triton-fused's GEMVs against HF's ops in their order (float16 in the interpreter): RMSNorm then the
+    linear, plus the residual; silu(gate) * up of the normed input. The bug planted: the norm's weight
+    left out of the prologue."""
+    out = interpret("""
+    from pytest_attnlab.paths import triton_gemv as K
+    from pytest_attnlab.paths.static_decode import rms_norm
+    dt, eps = torch.float16, 1e-6
+    for n, k, cfg in [(40, 576, None), (33, 300, K.Config(2, 128, 4))]:  # 300: a tail in both passes
+        x, w = torch.randn(1, k, dtype=dt), torch.randn(2 * n, k, dtype=dt) / 8
+        g, res = torch.rand(k, dtype=dt) + 0.5, torch.randn(1, n, dtype=dt)
+        h = rms_norm(x, g, eps)
+        assert_close(K.dense(x, w[:n], cfg=cfg, norm=(g, eps), residual=res), res + F.linear(h, w[:n]))
+        assert_close(K.dense(x, w[:n], cfg=cfg, residual=res), res + F.linear(x, w[:n]))
+        mlp = F.silu(F.linear(h, w[:n])) * F.linear(h, w[n:])
+        assert_close(K.dense_silu_mul(x, w, cfg=cfg, norm=(g, eps)), mlp)
+    try:  # the bug: the norm's weight dropped (the prologue normalises only)
+        assert_close(K.dense(x, w[:n], cfg=cfg, norm=(torch.ones_like(g), eps), residual=res), res + F.linear(h, w[:n]))
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
+
+
+def test_qkv_rope_cache_kernel_matches_hf_and_writes_only_its_position():
+    """One token's q/k/v GEMV with the RMSNorm before it and RoPE and the cache writes after it, against
+    static_decode's (HF's) ops; a bias, GQA, two head widths. Planted: cos and sin swapped."""
+    out = interpret("""
+    from pytest_attnlab.paths import triton_gemv as K
+    from pytest_attnlab.paths.static_decode import rms_norm, rope
+    dt, eps = torch.float16, 1e-6
+    def run(hq, hkv, d, k, pos, cfg, swap=False):
+        x, w = torch.randn(1, 1, k, dtype=dt), torch.randn((hq + 2 * hkv) * d, k, dtype=dt) / 8
+        b, g = torch.randn((hq + 2 * hkv) * d, dtype=dt), torch.rand(k, dtype=dt) + 0.5
+        angle = torch.rand(d // 2) * 6
+        cos, sin = (torch.cat([f(angle)] * 2).to(dt) for f in (torch.cos, torch.sin))
+        kc, vc = torch.zeros(1, hkv, 12, d, dtype=dt), torch.zeros(1, hkv, 12, d, dtype=dt)
+        q = K.qkv_rope_cache(x, (g, eps), w, b, *((sin, cos) if swap else (cos, sin)), torch.tensor([pos]), kc, vc,
+                             hq, cfg=cfg)
+        qkv = F.linear(rms_norm(x, g, eps), w, b).view(1, 1, hq + 2 * hkv, d)
+        qk = rope(qkv[:, :, : hq + hkv], cos[None, None, None], sin[None, None, None])
+        assert_close(q.view(hq, d), qk[0, 0, :hq])
+        assert_close(kc[0, :, pos], qk[0, 0, hq:])
+        assert_close(vc[0, :, pos], qkv[0, 0, hq + hkv :])
+        others = [p for p in range(12) if p != pos]
+        assert not kc[0, :, others].any() and not vc[0, :, others].any()  # nothing written elsewhere
+    run(4, 2, 16, 96, 5, K.Config(2, 64, 4))
+    run(3, 1, 64, 192, 11, None)  # SmolLM2's head width, the default config, the cache's last position
+    try:
+        run(4, 2, 16, 96, 5, K.Config(2, 64, 4), swap=True)
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
+
+
 def test_split_kv_decode_attention_matches_softmax_over_the_visible_positions():
     out = interpret("""
     from pytest_attnlab.paths.triton_attention import decode_attention
@@ -111,13 +167,15 @@ def test_split_kv_decode_attention_matches_softmax_over_the_visible_positions():
 
 
 def test_triton_step_matches_the_torch_step_on_a_tiny_model():
-    """The fast path's decode step with both Triton options (their CUDA check bypassed, the interpreter
-    standing in for the GPU) against the torch step, float16: logits within float16 rounding."""
+    """The fast path's decode step with the Triton options (their CUDA check bypassed, the interpreter
+    standing in for the GPU) against the torch step, float16: logits within float16 rounding. With
+    triton-fused each layer runs fused_layer_forward (four fused GEMVs and the attention)."""
     interpret("""
     from pytest_attnlab.models import random_models
     from pytest_attnlab.paths import static_decode as sd, fast_weights as FW
-    from pytest_attnlab.paths.fast_triton import TritonDense
+    from pytest_attnlab.paths.fast_triton import TritonDense, TritonFusedDense
     FW.GEMV_FORMATS.register("triton", lambda device: (TritonDense, FW.Int4), replace=True)
+    FW.GEMV_FORMATS.register("triton-fused", lambda device: (TritonFusedDense, FW.Int4), replace=True)
     model = random_models.build("tiny-qwen2", dtype=torch.float16, vocab_size=512)  # the interpreter runs each program
     ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(0))
     def steps(gemv, attention):
@@ -129,7 +187,11 @@ def test_triton_step_matches_the_torch_step_on_a_tiny_model():
             out.append(sd.decode_one_token(sm, cache, tok, torch.tensor([40 + i])).float())
             tok = sd.greedy(out[-1])
         return torch.stack(out)
-    assert_close(steps("triton", "triton"), steps("torch", "math"), atol=5e-3, rtol=5e-3)
+    reference = steps("torch", "math")
+    assert_close(steps("triton", "triton"), reference, atol=5e-3, rtol=5e-3)
+    assert_close(steps("triton-fused", "math"), reference, atol=5e-3, rtol=5e-3)
+    fused = sd.from_hf(model, gemv="triton-fused")
+    assert all(isinstance(lin, TritonFusedDense) for lin in (fused.layers[0].qkv, fused.layers[0].down))
     """)
 
 

@@ -20,8 +20,9 @@ COMPILE_SCOPES = ("step", "layer")
 FAST_WEIGHTS = ("fused", "separate")
 #: the fast path's weight format: the model's dtype, or RTN int4 per group through torch's int4 kernel
 FAST_QUANT = ("none", "int4-g128", "int4-g32")
-#: the fast path's decode GEMVs: torch (cuBLAS / tinygemm) or triton (paths/triton_gemv.py, CUDA only)
-FAST_GEMV = ("torch", "triton")
+#: the fast path's decode GEMVs: torch (cuBLAS / tinygemm), triton (paths/triton_gemv.py, CUDA only) or
+#: triton-fused (the same kernels taking the norms, RoPE, cache writes and residual adds at batch 1)
+FAST_GEMV = ("torch", "triton", "triton-fused")
 
 
 @dataclass(frozen=True)

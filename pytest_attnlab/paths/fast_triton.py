@@ -21,23 +21,54 @@ from pytest_attnlab.paths import triton_gemv as K
 
 
 @torch.library.custom_op("attnlab::gemv_dense", mutates_args=())
-def gemv_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return K.dense(x, weight, bias)
+def gemv_dense(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm: torch.Tensor | None = None,
+    eps: float = 0.0,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    return K.dense(x, weight, bias, norm=None if norm is None else (norm, eps), residual=residual)
 
 
 @gemv_dense.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _(x, weight, bias, norm=None, eps=0.0, residual=None) -> torch.Tensor:  # type: ignore[no-untyped-def]
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
 @torch.library.custom_op("attnlab::gemv_silu_mul", mutates_args=())
-def gemv_silu_mul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return K.dense_silu_mul(x, weight)
+def gemv_silu_mul(
+    x: torch.Tensor, weight: torch.Tensor, norm: torch.Tensor | None = None, eps: float = 0.0
+) -> torch.Tensor:
+    return K.dense_silu_mul(x, weight, norm=None if norm is None else (norm, eps))
 
 
 @gemv_silu_mul.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _(x, weight, norm=None, eps=0.0) -> torch.Tensor:  # type: ignore[no-untyped-def]
     return x.new_empty(*x.shape[:-1], weight.shape[0] // 2)
+
+
+@torch.library.custom_op("attnlab::gemv_qkv_rope_cache", mutates_args=("k_cache", "v_cache"))
+def gemv_qkv_rope_cache(
+    x: torch.Tensor,
+    norm: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    pos: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    heads: int,
+) -> torch.Tensor:
+    return K.qkv_rope_cache(x, (norm, eps), weight, bias, cos, sin, pos, k_cache, v_cache, heads)
+
+
+@gemv_qkv_rope_cache.register_fake
+def _(x, norm, eps, weight, bias, cos, sin, pos, k_cache, v_cache, heads) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return x.new_empty(heads * k_cache.shape[-1])
 
 
 @torch.library.custom_op("attnlab::decode_attention", mutates_args=())
@@ -77,3 +108,36 @@ class TritonDense:
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+
+class TritonFusedDense(TritonDense):
+    """`TritonDense` whose kernels also take their neighbours' work at one row (--attnlab-perf-fast-gemv
+    triton-fused): static_decode.fused_layer_forward runs a decode layer as four of these kernels and
+    the attention (RMSNorm in the q/k/v and gate/up GEMVs' prologue; RoPE and both cache writes in the
+    q/k/v GEMV's epilogue; the residual adds in the o and down GEMVs' epilogue)."""
+
+    #: rows of x the fused kernels below take (static_decode.fused_layer_forward's condition)
+    fused_rows = K.DENSE_MAX_ROWS
+
+    def norm_qkv_rope_cache(
+        self,
+        x: torch.Tensor,
+        norm: torch.Tensor,
+        eps: float,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        pos: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        heads: int,
+    ) -> torch.Tensor:
+        """q [heads * head_dim] of RoPE(RMSNorm(x) @ Wq.T + bq); RoPE(k) and v written to the caches at pos."""
+        return gemv_qkv_rope_cache(x, norm, eps, self.weight, self.bias, cos, sin, pos, k_cache, v_cache, heads)
+
+    def add_to(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """residual + self(x)."""
+        return gemv_dense(x, self.weight, self.bias, None, 0.0, residual)
+
+    def norm_silu_mul(self, x: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
+        """silu(gate) * up of RMSNorm(x)."""
+        return gemv_silu_mul(x, self.weight, norm, eps)

@@ -1,7 +1,7 @@
 """Weight formats of the fast path's linear layers: `Dense` (the model's dtype, F.linear), `Int4`
 (RTN int4 per group through torch's packed-int4 matmul) and `Concat` (several linears on one input,
 the unfused q/k/v and gate/up). `GEMV_FORMATS` maps --attnlab-perf-fast-gemv to the (dense, int4)
-formats: `torch` (these) or `triton` (paths/fast_triton.py, CUDA only).
+formats: `torch` (these), `triton` or `triton-fused` (paths/fast_triton.py, CUDA only).
 
 `Int4` quantizes on the grid of the plugin's `rtn-int4-g<N>` quantizers (quant.grid: asymmetric,
 scale = (max - min) / 15 and the minimum both rounded to float16, q = round((w - min) / scale)), so
@@ -138,16 +138,26 @@ def _torch_formats(device: torch.device) -> tuple[Callable[..., Linear], Callabl
     return Dense, Int4
 
 
-def _triton_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
+def _triton(name: str, device: torch.device) -> Any:
+    """paths.fast_triton's class `name`, or UnsupportedGemv saying why it cannot run on `device`."""
+    option = {"TritonDense": "triton", "TritonFusedDense": "triton-fused"}[name]
     if device.type != "cuda":
         raise UnsupportedGemv(
-            f"--attnlab-perf-fast-gemv triton runs Triton kernels on CUDA; the model is on {device.type}"
+            f"--attnlab-perf-fast-gemv {option} runs Triton kernels on CUDA; the model is on {device.type}"
         )
     try:
-        from pytest_attnlab.paths.fast_triton import TritonDense
+        from pytest_attnlab.paths import fast_triton
     except ImportError as exc:  # CUDA torch wheels bring triton; a source build may not
-        raise UnsupportedGemv(f"--attnlab-perf-fast-gemv triton needs the triton package ({exc})") from None
-    return TritonDense, Int4  # int4 stays on tinygemm (fast_triton's docstring says why)
+        raise UnsupportedGemv(f"--attnlab-perf-fast-gemv {option} needs the triton package ({exc})") from None
+    return getattr(fast_triton, name)
+
+
+def _triton_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
+    return _triton("TritonDense", device), Int4  # int4 stays on tinygemm (fast_triton's docstring says why)
+
+
+def _triton_fused_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
+    return _triton("TritonFusedDense", device), Int4  # an int4 layer runs unfused (no fused_rows)
 
 
 #: --attnlab-perf-fast-gemv name -> fn(device) -> (dense format, int4 format), each called as
@@ -155,3 +165,4 @@ def _triton_formats(device: torch.device) -> tuple[Callable[..., Linear], Callab
 GEMV_FORMATS: Registry[Callable[[torch.device], tuple[Any, Any]]] = Registry("fast-path GEMV")
 GEMV_FORMATS.register("torch", _torch_formats)
 GEMV_FORMATS.register("triton", _triton_formats)
+GEMV_FORMATS.register("triton-fused", _triton_fused_formats)

@@ -289,6 +289,8 @@ def layer_forward(
     mask: Any,
 ) -> torch.Tensor:
     b, t, _ = x.shape
+    if mask is not None and all(b * t <= getattr(lin, "fused_rows", 0) for lin in (L.qkv, L.o, L.gate_up, L.down)):
+        return fused_layer_forward(sm, L, k_cache, v_cache, x, pos, cos, sin, mask)
     hq, hkv, d = sm.heads, sm.kv_heads, sm.head_dim
     qkv = L.qkv(rms_norm(x, L.in_norm, sm.eps)).view(b, t, hq + 2 * hkv, d)
     qk = rope(qkv[:, :, : hq + hkv], cos, sin)
@@ -303,6 +305,27 @@ def layer_forward(
         o = DECODE_ATTENTION[sm.decode_attention](qg, k_cache, v_cache, mask, sm.scaling).reshape(b, hq, t, d)
     x = x + L.o(o.transpose(1, 2).reshape(b, t, hq * d))
     return x + L.down(silu_mul(L.gate_up, rms_norm(x, L.post_norm, sm.eps)))
+
+
+def fused_layer_forward(
+    sm: StaticModel,
+    L: Layer,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    x: torch.Tensor,
+    pos: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: Any,
+) -> torch.Tensor:
+    """layer_forward's decode step for one token at batch 1, when every linear has the fused kernels
+    (fast_triton.TritonFusedDense): four GEMV kernels and the attention, the norms, RoPE, the cache
+    writes and the residual adds done inside the GEMVs with HF's roundings."""
+    hq, hkv, d = sm.heads, sm.kv_heads, sm.head_dim
+    q = L.qkv.norm_qkv_rope_cache(x, L.in_norm, sm.eps, cos, sin, pos, k_cache, v_cache, hq)  # type: ignore[attr-defined]
+    o = DECODE_ATTENTION[sm.decode_attention](q.view(1, hkv, hq // hkv, d), k_cache, v_cache, mask, sm.scaling)
+    h = L.o.add_to(o.reshape(x.shape[0], 1, hq * d), x)  # type: ignore[attr-defined]
+    return L.down.add_to(L.gate_up.norm_silu_mul(h, L.post_norm, sm.eps), h)  # type: ignore[attr-defined]
 
 
 def forward(sm: StaticModel, cache: StaticCache, ids: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:

@@ -216,8 +216,9 @@ PERF_OPTIONS = [
         "torch",
         _paths_choice("--attnlab-perf-fast-gemv", "FAST_GEMV"),
         "KERNELS",
-        "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4) or triton (the plugin's Triton GEMV "
-        "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU).",
+        "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4), triton (the plugin's Triton GEMV "
+        "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU) or triton-fused "
+        "(at batch 1 those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds).",
     ),
     OptionSpec(
         "perf-inductor-cache",

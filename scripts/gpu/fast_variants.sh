@@ -4,7 +4,9 @@
 # table prints them with `python -m pytest_attnlab table`.
 #   scripts/gpu/fast_variants.sh REPORTS [PART]     PART: measure (timings), gemv (torch vs Triton GEMVs),
 #                                                   triton (the Triton GEMVs' grid, int4 checks, per-linear
-#                                                   kernels), checks (greedy and logits) or table
+#                                                   kernels), fused (--attnlab-perf-fast-gemv triton-fused
+#                                                   against triton, its grid and checks), checks (greedy and
+#                                                   logits) or table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
 # wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
@@ -53,6 +55,14 @@ case $PART in
       -k "not test_fast_variant or p512-b1" "${P[@]}"
     run int4-g128-triton "${V[@]}" "${B1[@]}" "${L[@]}" --attnlab-perf-fast-quant int4-g128 "${T[@]}"
     FILE=suites/perf/test_decode_gemv.py run decode-gemv ;;
+  fused)  # triton-fused (norms, RoPE, cache writes, residual adds in the GEMVs) against triton, same machine
+    F=(--attnlab-perf-compile default --attnlab-perf-fast-gemv triton-fused)
+    run fused-math    "${V[@]}" "${B1[@]}" "${P[@]}" "${F[@]}"
+    run triton-math   "${V[@]}" "${B1[@]}" --attnlab-perf-compile default --attnlab-perf-fast-gemv triton
+    run checks-fused  -k "not test_fast_variant" "${F[@]}"
+    run fused-triton  "${V[@]}" "${P[@]}" "${F[@]}" --attnlab-perf-fast-attention triton \
+      --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8
+    run checks-fused-attn -k "not test_fast_variant" "${F[@]}" --attnlab-perf-fast-attention triton ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default
@@ -75,5 +85,5 @@ case $PART in
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m "$M" --by run,prompt_len,batch,profile_note
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m profile_top_kernel \
       --by run,rank,kernel_class,calls_per_step,kernel ;;
-  *) echo "unknown part '$PART'; choose from: measure gemv triton checks table"; exit 2 ;;
+  *) echo "unknown part '$PART'; choose from: measure gemv triton fused checks table"; exit 2 ;;
 esac
