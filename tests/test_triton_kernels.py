@@ -198,6 +198,38 @@ def test_triton_step_matches_the_torch_step_on_a_tiny_model():
     """)
 
 
+def test_fused_step_under_torch_compile_matches_eager_torch_and_writes_the_cache():
+    """triton-fused's step compiled as the fast path compiles it (fullgraph, static shapes; inductor's CPU
+    backend here, the kernels in the interpreter), its q/k/v op writing the caches in place under
+    torch.compile: logits equal the eager torch step's; each decode step's position is written, the
+    ones after it are not."""
+    interpret("""
+    from pytest_attnlab.models import random_models
+    from pytest_attnlab.paths import static_decode as sd, fast_weights as FW
+    from pytest_attnlab.paths.fast_triton import TritonFusedDense
+    FW.GEMV_FORMATS.register("triton-fused", lambda device: (TritonFusedDense, FW.Int4), replace=True)
+    torch.set_grad_enabled(False)  # as the fast path runs its step
+    model = random_models.build("tiny-qwen2", dtype=torch.float16, vocab_size=512)
+    ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(0))
+    def steps(gemv, compiled):
+        sm = sd.from_hf(model, gemv=gemv)
+        sm.decode_attention = "math"
+        cache = sd.new_cache(sm, 1, 64)
+        step = lambda tok, pos: sd.decode_one_token(sm, cache, tok, pos)
+        step = torch.compile(step, fullgraph=True, dynamic=False) if compiled else step
+        tok, out = sd.greedy(sd.prefill(sm, cache, ids)), []
+        for i in range(4):
+            out.append(step(tok, torch.tensor([40 + i])).float())
+            tok = sd.greedy(out[-1])
+        return torch.stack(out), cache
+    reference, _ = steps("torch", False)
+    fused, cache = steps("triton-fused", True)
+    assert_close(fused, reference, atol=5e-3, rtol=5e-3)
+    written = [bool(cache.k[0][0, :, p].any() and cache.v[0][0, :, p].any()) for p in range(40, 46)]
+    assert written == [True] * 4 + [False] * 2, written
+    """)
+
+
 def test_config_parse_and_its_errors():
     from pytest_attnlab.paths.triton_gemv import Config
 
