@@ -7,7 +7,8 @@ weights with q/k/v and gate/up fused into one tensor each, the HF modules pointe
 no weight is copied and HF `generate` keeps working on the same storage; `"separate"` keeps one GEMV
 per HF linear. `quant="int4-g<N>"` packs the decoder linears as RTN int4 (the lm_head stays dense,
 as the plugin's rtn quantizers leave it). `gemv` picks the kernels (fast_weights.GEMV_FORMATS): torch's
-(cuBLAS, tinygemm) or the Triton GEMVs, whose gate/up kernel also applies silu(gate) * up.
+(cuBLAS, tinygemm) or the Triton GEMVs, whose gate/up kernel also applies silu(gate) * up; with
+`triton-fused` a one-token decode layer at batch 1 runs `fused_layer_forward` (four fused GEMV kernels).
 Supported: LlamaForCausalLM and Qwen2ForCausalLM (q/k/v bias) with default RoPE, no sliding window.
 
 Casts: RMSNorm keeps HF's two (float32 statistics, rounded to the model dtype before the weight),
