@@ -22,6 +22,7 @@ PLACEHOLDER = re.compile(r"[A-Z][A-Z_]+|\{[^}]*\}")  # NAME, REPORT_DIR, {a,b}: 
 GENERATED = {
     "experiments/*.json": "the report dir's per-experiment JSON (summary.md's sibling)",
     ".ci/vllm/.venv": ".ci/vllm/run builds it",
+    ".ci/work/*": ".ci/run makes a folder a stage and removes it when the stage ends",
 }
 
 
