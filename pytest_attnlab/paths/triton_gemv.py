@@ -9,6 +9,10 @@ of the bandwidth limit; these kernels, with launch shapes from a sweep (`config`
   partial products summed once after the loop, one rounding at the end, as cuBLAS does.
 - `dense_silu_mul`: the fused gate/up weight [2I, K] -> silu(x @ Wg.T) * (x @ Wu.T) [.., I]; gate and
   up are rounded to the activation dtype, then silu, then the product, as HF's op-by-op MLP does.
+- `norm=(weight, eps)` on either: HF's RMSNorm of x in the prologue (a first pass over the row for its
+  statistics); `residual=` on `dense`: the residual added in the epilogue (--attnlab-perf-fast-gemv
+  triton-fused). `qkv_rope_cache`: the q/k/v GEMV of one token with its RMSNorm, RoPE and both cache
+  writes, a program holding columns j and j + D/2 of one head.
 Each program takes one row of x (grid axis 1), so more rows re-read the weight: the fast path sends
 only single-row GEMVs here (DENSE_MAX_ROWS) and the rest to cuBLAS. On Hopper the kernels use
 programmatic dependent launch: one may start while the previous kernel finishes, loading its first
