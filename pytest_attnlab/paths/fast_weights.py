@@ -14,6 +14,7 @@ The kernel is tinygemm (`aten._weight_int4pack_mm`, bf16 activations) on CUDA an
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -138,9 +139,10 @@ def _torch_formats(device: torch.device) -> tuple[Callable[..., Linear], Callabl
     return Dense, Int4
 
 
-def _triton(name: str, device: torch.device) -> Any:
-    """paths.fast_triton's class `name`, or UnsupportedGemv saying why it cannot run on `device`."""
-    option = {"TritonDense": "triton", "TritonFusedDense": "triton-fused"}[name]
+def _triton_formats(option: str, cls: str, device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
+    """(paths.fast_triton's class `cls`, Int4) for --attnlab-perf-fast-gemv `option`, or UnsupportedGemv saying
+    why it cannot run on `device`. int4 stays on tinygemm (fast_triton's docstring says why); an int4 layer
+    has no fused_rows, so it runs unfused under triton-fused too."""
     if device.type != "cuda":
         raise UnsupportedGemv(
             f"--attnlab-perf-fast-gemv {option} runs Triton kernels on CUDA; the model is on {device.type}"
@@ -149,20 +151,12 @@ def _triton(name: str, device: torch.device) -> Any:
         from pytest_attnlab.paths import fast_triton
     except ImportError as exc:  # CUDA torch wheels bring triton; a source build may not
         raise UnsupportedGemv(f"--attnlab-perf-fast-gemv {option} needs the triton package ({exc})") from None
-    return getattr(fast_triton, name)
-
-
-def _triton_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
-    return _triton("TritonDense", device), Int4  # int4 stays on tinygemm (fast_triton's docstring says why)
-
-
-def _triton_fused_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
-    return _triton("TritonFusedDense", device), Int4  # an int4 layer runs unfused (no fused_rows)
+    return getattr(fast_triton, cls), Int4
 
 
 #: --attnlab-perf-fast-gemv name -> fn(device) -> (dense format, int4 format), each called as
 #: dense(weight, bias) / int4(weight, bias, group, act_dtype); raises UnsupportedGemv where it cannot run
 GEMV_FORMATS: Registry[Callable[[torch.device], tuple[Any, Any]]] = Registry("fast-path GEMV")
 GEMV_FORMATS.register("torch", _torch_formats)
-GEMV_FORMATS.register("triton", _triton_formats)
-GEMV_FORMATS.register("triton-fused", _triton_fused_formats)
+GEMV_FORMATS.register("triton", partial(_triton_formats, "triton", "TritonDense"))
+GEMV_FORMATS.register("triton-fused", partial(_triton_formats, "triton-fused", "TritonFusedDense"))
