@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_attnlab.compare import noise
-from pytest_attnlab.compare.cli import compare, judge
+from pytest_attnlab.compare.lines import compare, judge
 from pytest_attnlab.compare.loaders import load
 from pytest_attnlab.compare.thresholds import Threshold
 
@@ -41,7 +41,7 @@ def _others(runs: list[Path], exclude: set[Path], k: int, n: int) -> list[Path]:
 
 def _trial(base: Path, cur: Path, floors: list[Path], thresholds: list[Threshold]) -> tuple[int, list[str]]:
     """compare's exit status for BASE -> CURRENT, and the "cell metric" of each regressed line."""
-    noise_floors = {k: float(f["floor"]) for k, f in noise.floors([load(f) for f in floors]).items()} if floors else {}
+    noise_floors = noise.floors([load(f) for f in floors]) if floors else {}
     lines = compare(load(base), load(cur), thresholds, noise=noise_floors)
     cells = {ln.key: _CELL.fullmatch(ln.key[0]) for ln in lines if ln.status == "REGRESSED"}
     return judge(lines).code, [f"{m['cell']} {key[1]}" for key, m in cells.items() if m]
