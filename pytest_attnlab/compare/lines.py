@@ -32,9 +32,21 @@ class Line:
     noise: Noise | None = None
     alpha: float = DEFAULT_ALPHA
 
+    def _relative(self, log_change: float) -> float:
+        """A change of log_change in log(value), as a relative change in the threshold's bad direction:
+        +e^x - 1 for a metric that grows worse, 1 - e^-x for one that drops (a drop never passes 100 %)."""
+        up = self.threshold is None or self.threshold.increase_is_bad
+        return math.expm1(log_change) if up else -math.expm1(-log_change)
+
     @property
     def floor(self) -> float | None:
-        return None if self.noise is None else self.noise.floor
+        """The noise floor as a relative change in the bad direction."""
+        return None if self.noise is None else self._relative(self.noise.floor)
+
+    @property
+    def detect(self) -> float | None:
+        """The smallest relative change in the bad direction caught 19 times in 20."""
+        return None if self.noise is None else self._relative(self.noise.detect)
 
     @cached_property
     def _tested(self) -> bool:
@@ -48,8 +60,8 @@ class Line:
         return level(self.base), level(self.current)
 
     def _floor_in_unit(self) -> float:
-        assert self.threshold is not None and self.noise is not None
-        return self.noise.floor if self.threshold.relative else self.noise.floor * abs(self.values[0])
+        assert self.threshold is not None and self.floor is not None
+        return self.floor if self.threshold.relative else self.floor * abs(self.values[0])
 
     @property
     def blind(self) -> bool:
@@ -68,11 +80,11 @@ class Line:
 
     def detects(self) -> str:
         """The smallest change this metric catches 19 times in 20, e.g. '≥ 40%'."""
-        if self.noise is None or self.threshold is None:
+        if self.detect is None or self.threshold is None:
             return ""
         if self.threshold.relative:
-            return f"≥ {self.noise.detect * 100:.0f}%"
-        return f"≥ {self.noise.detect * abs(self.values[0]):.3g}"
+            return f"≥ {self.detect * 100:.0f}%"
+        return f"≥ {self.detect * abs(self.values[0]):.3g}"
 
     @cached_property
     def p_value(self) -> float | None:
