@@ -62,7 +62,10 @@ class Noise:
 
 
 def level(obs: Observed) -> float:
-    """A run's value of a cell: the median of its rounds when it kept them, else the recorded value."""
+    """A run's value of a cell: the median of its rounds when it kept them, else the recorded value; NaN when
+    either is not finite (a NaN round or value is a broken measurement, never one to outvote)."""
+    if not math.isfinite(obs.value) or not all(map(math.isfinite, obs.samples)):
+        return math.nan
     return statistics.median(obs.samples) if len(obs.samples) >= 2 else obs.value
 
 
