@@ -11,9 +11,10 @@ from typing import TextIO
 
 from pytest_attnlab.compare import machine
 from pytest_attnlab.compare import noise as noise_file
+from pytest_attnlab.compare.ab import ab_compare
 from pytest_attnlab.compare.lines import DEFAULT_ALPHA, Line, Verdict, compare, judge
-from pytest_attnlab.compare.loaders import Key, Observed, RunLoadError, load
-from pytest_attnlab.compare.noise_model import DEFAULT_CONFIDENCE, Noise, estimate, level
+from pytest_attnlab.compare.loaders import RunLoadError, load
+from pytest_attnlab.compare.noise_model import DEFAULT_CONFIDENCE
 from pytest_attnlab.compare.output import markdown, notes, print_table
 from pytest_attnlab.compare.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdError
 from pytest_attnlab.reports.layout import METRICS_CSV
@@ -90,28 +91,17 @@ def _missing(path: str) -> bool:
     return not (p.is_file() or (p / METRICS_CSV).is_file())
 
 
-def combine(runs: list[dict[Key, Observed]]) -> dict[Key, Observed]:
-    """Several runs as one: per key in every run, the run values (medians of rounds) as the samples."""
-    common = set(runs[0]).intersection(*runs[1:])
-    out = {}
-    for key in [k for k in runs[0] if k in common]:
-        values = tuple(level(r[key]) for r in runs)
-        out[key] = Observed(sorted(values)[len(values) // 2] if len(values) % 2 else sum(values) / len(values), values)
-    return out
-
-
-def _load(args: argparse.Namespace) -> tuple[dict[Key, Observed], dict[Key, Observed], dict[Key, Noise], str]:
-    """BASE, CURRENT, the noise per key and where it came from."""
+def _lines(args: argparse.Namespace, thresholds: list[Threshold]) -> tuple[list[Line], str]:
+    """The gate's lines, and where their noise floors came from."""
     if args.ab:
         base_runs, head_runs = [load(p) for p in args.ab], [load(p) for p in args.vs]
-        noise = estimate([base_runs, head_runs], confidence=args.confidence)
-        note = f"A/B: {len(args.ab)} BASE runs vs {len(args.vs)} HEAD runs, floors from their own spread"
-        return combine(base_runs), combine(head_runs), noise, note
+        lines = ab_compare(base_runs, head_runs, thresholds, confidence=args.confidence, alpha=args.alpha)
+        return lines, f"A/B: {len(args.ab)} BASE runs vs {len(args.vs)} HEAD runs, floors from their own spread"
     base_arg = args.runs[0]
     noise_path = Path(args.noise) if args.noise else None if args.no_noise else noise_file.beside(base_arg)
     noise = noise_file.read(noise_path) if noise_path else {}
     note = f"noise floors from {noise_path}" if noise_path else "no noise floors (python -m pytest_attnlab noise)"
-    return load(base_arg), load(args.runs[1]), noise, note
+    return compare(load(base_arg), load(args.runs[1]), thresholds, noise=noise, alpha=args.alpha), note
 
 
 def _machines(bases: list[str], currents: list[str], allow: bool) -> tuple[list[str], str]:
@@ -160,11 +150,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_MISMATCH
     try:
         thresholds = [Threshold.parse(s) for s in (args.threshold or DEFAULT_THRESHOLDS)]
-        base, current, noise, noise_note = _load(args)
+        lines, noise_note = _lines(args, thresholds)
     except (ThresholdError, RunLoadError, ValueError, OSError, json.JSONDecodeError, KeyError) as exc:
         print(f"compare: error: {exc}", file=sys.stderr)
         return 2
-    lines = compare(base, current, thresholds, noise=noise, alpha=args.alpha)
     print_table(lines, out, args.all)
     verdict = judge(lines, allow_missing=args.allow_missing, fail_on_missing=args.fail_on_missing, strict=args.strict)
     for note in notes(lines):

@@ -12,6 +12,7 @@ own (a planted run caught on one cell says nothing of another cell's blindness).
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import statistics
 from collections import Counter
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_attnlab.compare import noise
+from pytest_attnlab.compare.ab import ab_compare
 from pytest_attnlab.compare.lines import Line, compare, judge
 from pytest_attnlab.compare.loaders import load
 from pytest_attnlab.compare.thresholds import Threshold
@@ -137,18 +139,49 @@ def tally(identical: list[Path], planted: list[Path], thresholds: list[str], flo
     return t
 
 
+def ab_tally(identical: list[Path], planted: list[Path], thresholds: list[str], per_side: int = 3) -> Tally:
+    """The same trials in A/B mode: every choice of `per_side` identical runs against `per_side` other identical
+    runs (false alarms), and against `per_side` planted runs (detections)."""
+    if len(identical) < 2 * per_side or len(planted) < per_side:
+        raise ValueError(f"A/B trials of {per_side} runs a side need {2 * per_side} identical, {per_side} planted")
+    t = Tally()
+    gates = [Threshold.parse(s) for s in thresholds]
+    runs = {p: load(p) for p in [*identical, *planted]}
+    for a in itertools.combinations(identical, per_side):
+        rest = [r for r in identical if r not in a]
+        for b in itertools.combinations(rest, per_side):
+            lines = ab_compare([runs[r] for r in a], [runs[r] for r in b], gates)
+            flagged, rc = _count(t, lines, planted=False), judge(lines).code
+            t.pairs, t.false_alarms = t.pairs + 1, t.false_alarms + (rc != 0)
+            if rc:
+                t.alarms.append(f"{'+'.join(r.parent.name for r in a)} -> {'+'.join(r.parent.name for r in b)}: "
+                                f"{'; '.join(flagged) or f'exit {rc}'}")  # fmt: skip
+        for b in itertools.combinations(planted, per_side):
+            lines = ab_compare([runs[r] for r in a], [runs[r] for r in b], gates)
+            t.caught_by.update(_count(t, lines, planted=True))
+            t.planted, t.caught = t.planted + 1, t.caught + (judge(lines).code == 1)
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pytest_attnlab.compare.trials", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("out", type=Path, help="noise_gate.sh's folder: identical-N/ and planted-N/ report dirs")
     ap.add_argument("--floor-runs", type=int, default=4, help="identical runs behind each trial's floors. Default: 4")
     ap.add_argument("--file", default="metrics.csv", choices=noise.RUN_FILES, help="run file. Default: metrics.csv")
+    ap.add_argument(
+        "--ab", type=int, default=3, metavar="N", help="also A/B trials of N runs a side (0: none). Default: 3"
+    )
     args = ap.parse_args(argv)
     identical = sorted(args.out.glob(f"identical-*/{args.file}"))
     planted = sorted(args.out.glob(f"planted-*/{args.file}"))
     t = tally(identical, planted, THRESHOLDS, args.floor_runs)
-    print(f"{args.file}, floors from {args.floor_runs} runs: {t.false_alarms}/{t.pairs} identical pairs failed; "
-          f"{t.caught}/{t.planted} planted runs failed\n{t.table()}")  # fmt: skip
+    print(f"{args.file}, one run vs one, floors from {args.floor_runs} other runs: {t.false_alarms}/{t.pairs} "
+          f"identical pairs failed; {t.caught}/{t.planted} planted runs failed\n{t.table()}")  # fmt: skip
+    if args.ab and len(identical) >= 2 * args.ab and len(planted) >= args.ab:
+        t = ab_tally(identical, planted, THRESHOLDS, args.ab)
+        print(f"\n{args.file}, A/B {args.ab} runs vs {args.ab}: {t.false_alarms}/{t.pairs} identical splits failed; "
+              f"{t.caught}/{t.planted} planted failed\n{t.table()}")  # fmt: skip
     return 0
 
 
