@@ -76,7 +76,7 @@ def test_a_2_5x_slower_hf_path_fails_though_hf_is_blind(tmp_path: Path) -> None:
     floors = noise_from(tmp_path, *FLOOR_RUNS)
     base = H200_RUNS / "identical-1"
     rc, out = gate(str(base), str(H200_RUNS / "identical-2"), "--noise", str(floors))
-    assert rc == 0 and "UNGATED" in out and "hf] tpot: detects ≥" in out, out
+    assert rc == 0 and "UNGATED" in out and "  [none-sdpa-p128-b*-n64-hf] tpot: detects ≥" in out, out  # b1, b8 pooled
     assert "UNGATED (noise floor above threshold)" in out.splitlines()[-1]
     slow = copy_run("identical-2", tmp_path / "slow", backend="hf", slower=2.5)
     rc, out = gate(str(base), str(slow), "--noise", str(floors))

@@ -4,11 +4,13 @@ for a pull request's job summary with the regressions first."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import TextIO
 
 from pytest_attnlab.compare.lines import Line, Verdict
+from pytest_attnlab.compare.noise_model import pool_key
 
 #: context fields every row has; the table shows extra fields only where rows of one test differ in them
 _CONTEXT = ("model", "quant", "attention", "backend")
@@ -96,6 +98,26 @@ def _families(lines: list[Line]) -> str:
     return ", ".join(f"{name}: {n}" for name, n in counts.most_common())
 
 
+def _blind_lines(blind: list[Line], names: dict[int, str]) -> list[str]:
+    """'  [none-sdpa-p128-b*-n64-hf] tpot: detects ≥ 182%': cells that pooled their noise (same floor) share a
+    line, their sizes shown as '*'."""
+    groups: dict[tuple[str, str, str], list[Line]] = {}
+    for ln in blind:
+        groups.setdefault((pool_key(ln.key)[0], ln.key[1], ln.detects()), []).append(ln)
+    return [f"  {_merged([names[id(ln)] for ln in group])} {metric}: detects {detects}"
+            for (_, metric, detects), group in groups.items()]  # fmt: skip
+
+
+def _merged(ids: list[str]) -> str:
+    """'[none-p128-b1-hf]' and '[none-p128-b8-hf]' as '[none-p128-b*-hf]': the parameters that differ as '*'."""
+    split = [re.split(r"([\[\]-])", i) for i in ids]
+    if len({len(s) for s in split}) != 1:
+        return ids[0] + (f" (+{len(ids) - 1} pooled)" if len(ids) > 1 else "")
+    return "".join(
+        parts[0] if len(set(parts)) == 1 else re.sub(r"\d+", "*", parts[0]) for parts in zip(*split, strict=True)
+    )
+
+
 def notes(lines: list[Line]) -> list[str]:
     """One line per kind of metric the table leaves out or cannot judge: blind cells with what each detects,
     ungated metrics missing from one side."""
@@ -104,7 +126,7 @@ def notes(lines: list[Line]) -> list[str]:
     blind = [ln for ln in lines if ln.status == "UNGATED"]
     if blind:
         out.append(f"UNGATED ({len(blind)}: noise floor above threshold; a change beyond the floor still fails):")
-        out += [f"  {names[id(ln)]} {ln.key[1]}: detects {ln.detects()}" for ln in blind]
+        out += _blind_lines(blind, names)
     gone = [ln for ln in lines if ln.threshold is None and ln.status == "missing"]
     if gone:
         out.append(f"not gated, absent from CURRENT: {len(gone)} metrics ({_families(gone)})")
