@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = " ".join(DEFAULT_THRESHOLDS).replace("%", "%%")  # argparse %-formats help strings
     ap = argparse.ArgumentParser(
         prog="python -m pytest_attnlab compare",
+        usage="%(prog)s [options] BASE CURRENT\n       %(prog)s [options] --ab BASE_RUN... --vs HEAD_RUN...",
         description="Compare runs (metrics.csv, a report dir, or pytest-benchmark JSON) metric by metric; a change "
         "past its threshold and past its noise floor fails. A metric whose floor exceeds its threshold is UNGATED: "
         "named with the smallest change it detects, counted in the status line.",
