@@ -163,6 +163,13 @@ def ab_tally(identical: list[Path], planted: list[Path], thresholds: list[str], 
     return t
 
 
+def _complete(out: Path, prefix: str, file: str) -> list[Path]:
+    """The runs noise_gate.sh finished: a run cut off by a timeout has an empty benchmark.json."""
+    runs = sorted(out.glob(f"{prefix}-*/{file}"), key=lambda p: int(p.parent.name.rsplit("-", 1)[1]))
+    bench = [p.parent / "benchmark.json" for p in runs]
+    return [p for p, b in zip(runs, bench, strict=True) if not b.exists() or b.stat().st_size]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pytest_attnlab.compare.trials", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -173,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         "--ab", type=int, default=3, metavar="N", help="also A/B trials of N runs a side (0: none). Default: 3"
     )
     args = ap.parse_args(argv)
-    identical = sorted(args.out.glob(f"identical-*/{args.file}"))
-    planted = sorted(args.out.glob(f"planted-*/{args.file}"))
-    t = tally(identical, planted, THRESHOLDS, args.floor_runs)
-    print(f"{args.file}, one run vs one, floors from {args.floor_runs} other runs: {t.false_alarms}/{t.pairs} "
+    identical, planted = _complete(args.out, "identical", args.file), _complete(args.out, "planted", args.file)
+    floor_runs = min(args.floor_runs, len(identical) - 2)
+    if floor_runs < 2 or not planted:
+        ap.error(f"{args.out}: {len(identical)} identical and {len(planted)} planted complete runs; need 4 and 1")
+    t = tally(identical, planted, THRESHOLDS, floor_runs)
+    print(f"{args.file}, one run vs one, floors from {floor_runs} other runs: {t.false_alarms}/{t.pairs} "
           f"identical pairs failed; {t.caught}/{t.planted} planted runs failed\n{t.table()}")  # fmt: skip
     if args.ab and len(identical) >= 2 * args.ab and len(planted) >= args.ab:
         t = ab_tally(identical, planted, THRESHOLDS, args.ab)
