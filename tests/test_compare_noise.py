@@ -190,3 +190,22 @@ def test_h200_replay_per_gated_cell() -> None:
     # the same runs without noise floors: host-bound HF timings wander between runs, and the gate cries wolf
     bare = tally(identical, planted, THRESHOLDS, floor_runs=0)
     assert bare.false_alarms * 2 > bare.pairs, bare.false_alarms
+
+
+def test_h200_replay_ab_per_gated_cell() -> None:
+    """The same runs in A/B mode, 3 runs a side: 20 splits of the identical runs, and 80 (3 identical, 3 planted)
+    choices. Per cell: at most 1 false alarm in 20 everywhere; the fast path's tpot and decode_tok_s gated in
+    every trial and catching every planted head; HF still blind to 10 % (it detects about 100 %)."""
+    from pytest_attnlab.compare.trials import THRESHOLDS, ab_tally
+
+    identical = sorted(H200_RUNS.glob("identical-*/metrics.csv"))
+    planted = sorted(H200_RUNS.glob("planted-*/metrics.csv"))
+    t = ab_tally(identical, planted, THRESHOLDS, per_side=3)
+    assert (t.pairs, t.planted) == (20, 80)
+    for name, c in t.cells.items():
+        assert c.false_alarms * 20 <= c.pairs, (name, c)
+    gated = {name for name, c in t.cells.items() if c.always_gated}
+    assert gated == {f"none-sdpa-p128-b{b}-n64-fast {m}" for b in (1, 8) for m in ("tpot", "decode_tok_s")}
+    assert all(t.cells[name].caught == t.cells[name].planted for name in gated)
+    hf_tpot = t.cells["none-sdpa-p128-b8-n64-hf tpot"]
+    assert hf_tpot.gated == 0 and hf_tpot.caught == 0 and 0.5 < statistics.median(hf_tpot.detects) < 2
