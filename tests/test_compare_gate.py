@@ -202,7 +202,7 @@ def test_markdown_lists_regressions_first(tmp_path: Path, monkeypatch: pytest.Mo
     rc, _ = gate(str(H200_RUNS / "identical-1"), str(H200_RUNS / "planted-1"), "--markdown", str(md))
     assert rc == 1
     text = md.read_text()
-    assert text.startswith("### ❌ Performance gate") and "**FAIL (regression)" in text
+    assert text.startswith(f"### ❌ Performance gate: {H200_RUNS / 'planted-1'} vs ") and "**FAIL (regression)" in text
     statuses = [ln.rsplit("|", 2)[1].strip(" *") for ln in text.splitlines() if ln.startswith("| [")]
     assert statuses and statuses[0] == "REGRESSED"
     assert statuses == sorted(statuses, key=lambda s: s != "REGRESSED")

@@ -117,7 +117,8 @@ def _machines(bases: list[str], currents: list[str], allow: bool) -> tuple[list[
 
 
 def _write_markdown(lines: list[Line], verdict: Verdict, args: argparse.Namespace) -> None:
-    text = markdown(lines, verdict)
+    what = f"{len(args.vs)} runs vs {len(args.ab)}" if args.ab else f"{args.runs[1]} vs {args.runs[0]}"
+    text = markdown(lines, verdict, f"Performance gate: {what}")
     if args.markdown:
         Path(args.markdown).write_text(text, encoding="utf-8")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
