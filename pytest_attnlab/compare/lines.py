@@ -119,7 +119,9 @@ class Line:
 
     def interval(self) -> str:
         """95 % bootstrap interval of the relative change of medians, when both sides have rounds."""
-        if self.base is None or self.current is None or not self._tested or not all(self.values):
+        if self.base is None or self.current is None or not self._tested:
+            return ""
+        if not all(v and math.isfinite(v) for v in self.values):
             return ""
         lo, hi = stats.relative_change_interval(self.base.samples, self.current.samples)
         return f"[{lo * 100:+.{0 if abs(lo) >= 0.1 else 1}f},{hi * 100:+.{0 if abs(hi) >= 0.1 else 1}f}]%"
