@@ -1,0 +1,105 @@
+"""The noise stage's tally (python -m pytest_attnlab noise-tally): per gated cell, false alarms over identical
+pairs and detections of a planted slowdown, replayed on recorded H200 runs (tests/data/h200_noise_gate: 6
+identical runs and 4 with a planted 10 % decode slowdown, twice the TPOT threshold)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_attnlab import noise_tally as NT
+from pytest_attnlab.compare import cli
+
+H200_RUNS = Path(__file__).parent / "data" / "h200_noise_gate"
+THRESHOLDS = ["tpot:+5%", "ttft:+10%", "tok_s:-5%"]
+FAST_B8 = "suites/perf/test_generation_perf.py::test_generation[none-sdpa-p128-b8-n64-fast]"
+
+
+@pytest.fixture(scope="module")
+def recorded() -> NT.Tally:
+    return NT.tally(H200_RUNS, THRESHOLDS, floor_runs=3)
+
+
+def test_recorded_runs_every_gated_cell_meets_the_bar(recorded: NT.Tally) -> None:
+    """Each cell on its own (a run caught by one cell no longer hides the blind ones)."""
+    gated = {k: c for k, c in recorded.cells.items() if c.gated}
+    assert gated, "no cell is gated at all"
+    for (_kind, test, metric), c in gated.items():
+        assert c.pairs == 15 and c.false_alarms <= c.pairs * NT.MAX_FALSE_ALARM_RATE, (test, metric, c)
+        if NT._moved(metric):
+            assert c.planted == 24 and c.detected >= c.planted * NT.MIN_DETECTION_RATE, (test, metric, c)
+    # the fast path's batch-8 TPOT is the cell the planted slowdown was made for: gated and caught every time
+    tpot = recorded.cells[("metrics.csv", FAST_B8, "tpot")]
+    assert tpot.gated and (tpot.false_alarms, tpot.detected, tpot.planted) == (0, 24, 24)
+    assert not recorded.misses()
+
+
+def test_recorded_runs_name_each_ungated_cell_with_what_it_detects(recorded: NT.Tally) -> None:
+    out = io.StringIO()
+    NT.print_table(recorded, out)
+    text = out.getvalue()
+    for (_kind, test, metric), c in recorded.cells.items():
+        if not c.gated:
+            assert min(c.detects) > float(c.threshold.split(":")[1].strip("+-%")) / 100, (test, metric)
+            row = next(ln for ln in text.splitlines() if NT._cell_name(test) in ln and f" {metric} " in ln)
+            assert "UNGATED" in row and "detects >= " in row
+    n_gated = sum(c.gated for c in recorded.cells.values())
+    assert f"{n_gated} gated cells, {len(recorded.cells) - n_gated} UNGATED, 0 missing the bar" in text
+    assert "too few trials for the bar" in text  # 15 pairs of 6 runs: the stage itself runs 7 (21 pairs)
+
+
+def _shift(root: Path, run: str, test: str, metric: str, factor: float) -> None:
+    path = root / run / "metrics.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row["nodeid"] == test and row["metric"] == metric:
+            row["value"] = str(float(row["value"]) * factor)
+            row["samples"] = " ".join(str(float(x) * factor) for x in row["samples"].split())
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_planted_bug_a_gate_that_cries_wolf_misses_the_bar(tmp_path: Path) -> None:
+    """One 'identical' run 10 % slower in one cell: that cell's false alarms go past 1 in 20, exit 1."""
+    shutil.copytree(H200_RUNS, tmp_path / "runs")
+    _shift(tmp_path / "runs", "identical-3", FAST_B8, "tpot", 1.10)
+    t = NT.tally(tmp_path / "runs", THRESHOLDS, floor_runs=0)  # no floors: the rank test and threshold alone
+    tpot = t.cells[("metrics.csv", FAST_B8, "tpot")]
+    assert tpot.false_alarms > tpot.pairs * NT.MAX_FALSE_ALARM_RATE
+    assert ("metrics.csv", FAST_B8, "tpot") in t.misses()
+
+
+def test_planted_bug_a_blind_gate_misses_the_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A compare that reads every regression as 'within noise' (the PASS-while-blind bug): 0 detections, exit 1."""
+
+    def blind(argv: list[str]) -> int:
+        rc = cli.main(argv, out=io.StringIO())
+        path = Path(argv[argv.index("--json") + 1])
+        lines = json.loads(path.read_text())
+        path.write_text(
+            json.dumps([{**ln, "status": ln["status"].replace("REGRESSED", "within noise")} for ln in lines])
+        )
+        return 0 if rc == 1 else rc
+
+    t = NT.tally(H200_RUNS, THRESHOLDS, floor_runs=3, compare=blind)
+    tpot = t.cells[("metrics.csv", FAST_B8, "tpot")]
+    assert tpot.detected == 0 and ("metrics.csv", FAST_B8, "tpot") in t.misses()
+
+
+def test_cli_exit_status_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_attnlab.__main__ import main
+
+    assert main(["noise-tally", str(tmp_path)]) == 2
+    assert "no identical-N run" in capsys.readouterr().err
+    (tmp_path / "identical-1").mkdir()
+    shutil.copy(H200_RUNS / "identical-1" / "metrics.csv", tmp_path / "identical-1")
+    assert main(["noise-tally", str(tmp_path)]) == 2
+    assert "1 complete identical runs with metrics.csv; need 5" in capsys.readouterr().err
