@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--floor-runs", type=int, default=3, metavar="N",
         help="identical runs behind each trial's noise floors (0: none). Default: %(default)s",
     )  # fmt: skip
+    ap.add_argument("--output", "-o", type=Path, metavar="FILE", help="also write the table to FILE")
     return ap
 
 
@@ -244,5 +245,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"noise-tally: error: {exc}", file=sys.stderr)
         return 2
-    print_table(t, out)
+    table = io.StringIO()
+    print_table(t, table)
+    out.write(table.getvalue())
+    if args.output:
+        args.output.write_text(table.getvalue(), encoding="utf-8")
     return 1 if t.misses() else 0
