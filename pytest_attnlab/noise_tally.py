@@ -2,9 +2,10 @@
 
 OUT holds K identical perf runs (identical-1..K) and M runs with a planted decode slowdown
 (planted-1..M), each its own pytest process, as .ci/gpu's noise stage makes them. Every pair of
-identical runs is one false-alarm trial, every (identical BASE, planted CURRENT) one detection trial.
-Each trial goes through compare's own command line (`compare BASE CURRENT --json`), with the noise
-floors of `--floor-runs` other identical runs (`noise`), as a baseline made on main carries its own.
+identical runs is one false-alarm trial, every (identical BASE, planted CURRENT) one detection trial,
+as main's baseline gate compares: one run against one, with the noise floors of `--floor-runs` other
+identical runs. With `--ab N`, also as a pull request is gated: N identical runs against N others, and
+against N planted runs (compare --ab). Every trial goes through compare's own command line (`--json`).
 
 Per gated cell (test, metric) the table gives false alarms / pairs and detections / planted trials;
 the issue's bar is at most 1 false alarm in 20 pairs and 19 detections in 20 of a slowdown of twice
@@ -41,6 +42,8 @@ MAX_FALSE_ALARM_RATE, MIN_DETECTION_RATE = 1 / 20, 19 / 20
 #: trials the bar is stated over: fewer cannot show 1 in 20
 MIN_TRIALS = 20
 RUN_FILES = ("metrics.csv", "benchmark.json")
+#: compare's exit statuses that refuse a trial rather than judge it
+REFUSED = {2: "bad input", 7: "different machines", 8: "no baseline"}
 
 #: a command's `main(argv) -> exit status`, as `python -m pytest_attnlab COMMAND` runs it
 Command = Callable[[list[str]], int]
@@ -123,23 +126,42 @@ def _others(runs: list[Path], exclude: set[Path], k: int, n: int) -> list[Path]:
     return (rest[start:] + rest[:start])[:k]
 
 
+def _compare(compare: Command, args: list[str], thresholds: list[str], tmp: Path) -> list[dict[str, Any]]:
+    """compare's JSON lines for one trial, through its command line."""
+    args = [*args, *(f"--threshold={t}" for t in thresholds), "--json", str(tmp / "compare.json")]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        rc = compare(args)
+    if rc in REFUSED:
+        raise RuntimeError(f"compare {' '.join(args)}: exit {rc} ({REFUSED[rc]})\n{printed.getvalue()[-500:]}")
+    return json.loads((tmp / "compare.json").read_text())
+
+
 def _trial(
     compare: Command, noise: Command, base: Path, cur: Path, floors: list[Path], thresholds: list[str], tmp: Path
 ) -> list[dict[str, Any]]:
-    """compare's JSON lines for BASE -> CURRENT through its command line, floors from `floors` runs."""
-    args = [str(base), str(cur), *(f"--threshold={t}" for t in thresholds), "--json", str(tmp / "compare.json")]
-    with contextlib.redirect_stdout(io.StringIO()):
-        if floors:
+    """BASE -> CURRENT, one run against one, with the floors of the `floors` runs."""
+    args = [str(base), str(cur), "--no-noise"]
+    if floors:
+        with contextlib.redirect_stdout(io.StringIO()):
             rc = noise([*map(str, floors), "-o", str(tmp / "noise.json")])
-            if rc != 0:
-                raise RuntimeError(f"noise {' '.join(map(str, floors))}: exit {rc}")
-            args += ["--noise", str(tmp / "noise.json")]
-        else:
-            args += ["--no-noise"]
-        rc = compare(args)
-    if rc == 2:
-        raise RuntimeError(f"compare {base} {cur}: bad input (exit 2)")
-    return json.loads((tmp / "compare.json").read_text())
+        if rc != 0:
+            raise RuntimeError(f"noise {' '.join(map(str, floors))}: exit {rc}")
+        args[2:] = ["--noise", str(tmp / "noise.json")]
+    return _compare(compare, args, thresholds, tmp)
+
+
+def _spread(trials: list[Any], cap: int) -> list[Any]:
+    """At most `cap` trials, evenly spread over the list (not the first few, which share their first run)."""
+    if len(trials) <= cap:
+        return trials
+    return [trials[i * len(trials) // cap] for i in range(cap)]
+
+
+def _ab_trials(identical: list[Path], planted: list[Path], n: int, cap: int) -> tuple[list[Any], list[Any]]:
+    """A/B trials of n runs a side: (identical A, other identical B) and (identical A, planted B)."""
+    pairs = [(a, b) for a in combinations(identical, n) for b in combinations([r for r in identical if r not in a], n)]
+    caught = [(a, b) for a in combinations(identical, n) for b in combinations(planted, n)]
+    return _spread(pairs, cap), _spread(caught, cap)
 
 
 def _record(t: Tally, kind: str, lines: list[dict[str, Any]], *, planted: bool) -> None:
@@ -166,12 +188,22 @@ def _record(t: Tally, kind: str, lines: list[dict[str, Any]], *, planted: bool) 
 
 
 def tally(
-    out: Path, thresholds: list[str], floor_runs: int, *, compare: Command | None = None, noise: Command | None = None
+    out: Path,
+    thresholds: list[str],
+    floor_runs: int,
+    *,
+    ab: int = 0,
+    ab_cap: int = 40,
+    compare: Command | None = None,
+    noise: Command | None = None,
 ) -> Tally:
-    """Run every trial of OUT for both run files."""
+    """Run every trial of OUT for both run files: one run against one (BASE's floors from `floor_runs` other
+    identical runs, as a main baseline), and with `ab` > 0 also A/B trials of `ab` runs a side (compare --ab, as
+    a pull request), at most `ab_cap` of each kind."""
     compare, noise = compare or cli.main, noise or noise_cli.main
     t = Tally()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
         for kind in RUN_FILES:
             identical, cut = complete_runs(out, "identical", kind)
             planted, cut_planted = complete_runs(out, "planted", kind)
@@ -180,12 +212,23 @@ def tally(
                 continue  # runs without this file (a metrics.csv-only record)
             if len(identical) < 2 + floor_runs:
                 raise ValueError(f"{out}: {len(identical)} complete identical runs with {kind}; need {2 + floor_runs}")
+            mode = f"{kind}, 1 vs 1"
             for n, (a, b) in enumerate(combinations(identical, 2)):
                 floors = _others(identical, {a, b}, floor_runs, n)
-                _record(t, kind, _trial(compare, noise, a, b, floors, thresholds, Path(tmp)), planted=False)
+                _record(t, mode, _trial(compare, noise, a, b, floors, thresholds, tmp), planted=False)
             for n, (a, p) in enumerate((a, p) for p in planted for a in identical):
                 floors = _others(identical, {a}, floor_runs, n)
-                _record(t, kind, _trial(compare, noise, a, p, floors, thresholds, Path(tmp)), planted=True)
+                _record(t, mode, _trial(compare, noise, a, p, floors, thresholds, tmp), planted=True)
+            if not ab:
+                continue
+            if len(identical) < 2 * ab or len(planted) < ab:
+                raise ValueError(f"{out}: A/B of {ab} runs a side needs {2 * ab} identical and {ab} planted runs")
+            mode = f"{kind}, A/B {ab} vs {ab}"
+            pairs, caught = _ab_trials(identical, planted, ab, ab_cap)
+            for trials, is_planted in ((pairs, False), (caught, True)):
+                for a, b in trials:
+                    args = ["--ab", *map(str, a), "--vs", *map(str, b)]
+                    _record(t, mode, _compare(compare, args, thresholds, tmp), planted=is_planted)
     if not t.cells:
         raise ValueError(f"{out}: no identical-N run with {' or '.join(RUN_FILES)}")
     return t
@@ -197,7 +240,7 @@ def _cell_name(test: str) -> str:
 
 
 def print_table(t: Tally, out: TextIO) -> None:
-    rows = [("run file", "cell", "metric", "threshold", "false alarms", "detections", "verdict")]
+    rows = [("runs", "cell", "metric", "threshold", "false alarms", "detections", "verdict")]
     for (kind, test, metric), c in sorted(t.cells.items()):
         moved = _moved(metric)
         caught = f"{c.detected}/{c.planted - c.ungated_planted}" if moved else "not planted"
@@ -232,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--floor-runs", type=int, default=3, metavar="N",
         help="identical runs behind each trial's noise floors (0: none). Default: %(default)s",
     )  # fmt: skip
+    ap.add_argument(
+        "--ab", type=int, default=0, metavar="N",
+        help="also A/B trials of N runs a side (compare --ab, as gpu.yml gates a pull request; 0: none). "
+        "Default: %(default)s",
+    )  # fmt: skip
     ap.add_argument("--output", "-o", type=Path, metavar="FILE", help="also write the table to FILE")
     return ap
 
@@ -241,7 +289,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     thresholds = args.threshold or list(DEFAULT_THRESHOLDS)
     try:
-        t = tally(args.out, thresholds, args.floor_runs)
+        t = tally(args.out, thresholds, args.floor_runs, ab=args.ab)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"noise-tally: error: {exc}", file=sys.stderr)
         return 2

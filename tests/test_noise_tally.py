@@ -17,6 +17,7 @@ from pytest_attnlab.compare import cli
 
 H200_RUNS = Path(__file__).parent / "data" / "h200_noise_gate"
 THRESHOLDS = ["tpot:+5%", "ttft:+10%", "tok_s:-5%"]
+ONE = "metrics.csv, 1 vs 1"
 FAST_B8 = "suites/perf/test_generation_perf.py::test_generation[none-sdpa-p128-b8-n64-fast]"
 
 
@@ -34,7 +35,7 @@ def test_recorded_runs_every_gated_cell_meets_the_bar(recorded: NT.Tally) -> Non
         if NT._moved(metric):
             assert c.planted == 24 and c.detected >= c.planted * NT.MIN_DETECTION_RATE, (test, metric, c)
     # the fast path's batch-8 TPOT is the cell the planted slowdown was made for: gated and caught every time
-    tpot = recorded.cells[("metrics.csv", FAST_B8, "tpot")]
+    tpot = recorded.cells[(ONE, FAST_B8, "tpot")]
     assert tpot.gated and (tpot.false_alarms, tpot.detected, tpot.planted) == (0, 24, 24)
     assert not recorded.misses()
 
@@ -72,9 +73,9 @@ def test_planted_bug_a_gate_that_cries_wolf_misses_the_bar(tmp_path: Path) -> No
     shutil.copytree(H200_RUNS, tmp_path / "runs")
     _shift(tmp_path / "runs", "identical-3", FAST_B8, "tpot", 1.10)
     t = NT.tally(tmp_path / "runs", THRESHOLDS, floor_runs=0)  # no floors: the rank test and threshold alone
-    tpot = t.cells[("metrics.csv", FAST_B8, "tpot")]
+    tpot = t.cells[(ONE, FAST_B8, "tpot")]
     assert tpot.false_alarms > tpot.pairs * NT.MAX_FALSE_ALARM_RATE
-    assert ("metrics.csv", FAST_B8, "tpot") in t.misses()
+    assert (ONE, FAST_B8, "tpot") in t.misses()
 
 
 def test_planted_bug_a_blind_gate_misses_the_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,8 +91,8 @@ def test_planted_bug_a_blind_gate_misses_the_bar(tmp_path: Path, capsys: pytest.
         return 0 if rc == 1 else rc
 
     t = NT.tally(H200_RUNS, THRESHOLDS, floor_runs=3, compare=blind)
-    tpot = t.cells[("metrics.csv", FAST_B8, "tpot")]
-    assert tpot.detected == 0 and ("metrics.csv", FAST_B8, "tpot") in t.misses()
+    tpot = t.cells[(ONE, FAST_B8, "tpot")]
+    assert tpot.detected == 0 and (ONE, FAST_B8, "tpot") in t.misses()
 
 
 def test_cli_exit_status_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,3 +104,19 @@ def test_cli_exit_status_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     shutil.copy(H200_RUNS / "identical-1" / "metrics.csv", tmp_path / "identical-1")
     assert main(["noise-tally", str(tmp_path)]) == 2
     assert "1 complete identical runs with metrics.csv; need 5" in capsys.readouterr().err
+
+
+def _has_ab() -> bool:
+    return any("--ab" in a.option_strings for a in cli.build_parser()._actions)
+
+
+def test_recorded_runs_ab_trials_per_cell() -> None:
+    """A/B as gpu.yml gates a pull request: 3 identical runs against 3 others (20 splits) and against 3 planted."""
+    if not _has_ab():
+        pytest.skip("compare --ab (A/B mode) lands with the perfgate branch; only this check needs it")
+    t = NT.tally(H200_RUNS, THRESHOLDS, floor_runs=3, ab=3)
+    ab = {k: c for k, c in t.cells.items() if k[0] == "metrics.csv, A/B 3 vs 3"}
+    assert ab and all(c.pairs == 20 and c.planted == 40 for c in ab.values())
+    tpot = ab[("metrics.csv, A/B 3 vs 3", FAST_B8, "tpot")]
+    assert tpot.gated and tpot.false_alarms <= 1 and tpot.detected >= 38
+    assert not t.misses()
