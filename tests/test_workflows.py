@@ -197,6 +197,11 @@ def test_gpu_runs_nightly() -> None:
     (cron,) = [s["cron"] for s in wf["on"]["schedule"]]
     minute, hour, day, month, weekday = cron.split()
     assert (day, month, weekday) == ("*", "*", "*") and hour.isdigit() and minute.isdigit()
+    gate = next(s for s in steps(wf) if s.get("name") == "The GPU gate (.ci/gpu)")
+    # the nightly run also checks the gate itself: per cell false alarms and detections (.ci/gpu's noise stage)
+    assert 'if [ "$GITHUB_EVENT_NAME" = schedule ]; then stages="$stages noise"; fi' in gate["run"]
+    summary = next(s for s in steps(wf) if s.get("name", "").startswith("Job summary"))
+    assert '"$REPORTS/noise/tally.txt"' in summary["run"]
 
 
 def test_gpu_baselines_are_keyed_by_runner_and_gpu_model() -> None:
