@@ -34,7 +34,7 @@ from pytest_attnlab.compare import noise as noise_cli
 from pytest_attnlab.compare.thresholds import DEFAULT_THRESHOLDS, Threshold
 
 #: compare's statuses of a cell the gate failed on (a NaN in a gated metric fails, as a regression does)
-FLAGGED = ("REGRESSED", "nan", "NaN", "inf")
+FLAGGED = ("REGRESSED", "not finite", "nan")
 #: metrics the planted decode slowdown moves (perf/plant.py holds every decode step; TTFT and prefill are untouched)
 PLANTED_MOVES = ("tpot", "decode_tok_s", "e2e_tok_s", "tok_s", "tokens_per_s", "e2e")
 #: the bar of issue 27: false alarms per identical pair, and detections per planted trial
@@ -113,8 +113,8 @@ def _ungated(line: dict[str, Any]) -> float | None:
         detects = line.get("detects", line.get("floor"))
         return float(detects) if isinstance(detects, (int, float)) else math.nan
     floor, spec = line.get("floor"), str(line.get("threshold") or "")
-    if not isinstance(floor, (int, float)) or not spec:
-        return None
+    if "detects" in line or not isinstance(floor, (int, float)) or not spec:
+        return None  # compare that says UNGATED itself: a blind cell's REGRESSED (beyond its floor) is a catch
     t = Threshold.parse(spec)
     return float(floor) if t.relative and floor > t.amount / 100 else None
 

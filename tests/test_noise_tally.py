@@ -140,3 +140,14 @@ def test_each_cell_is_counted_on_its_own(tmp_path: Path) -> None:
     b1, b8 = t.cells[(ONE, fast_b1, "tpot")], t.cells[(ONE, FAST_B8, "tpot")]
     assert b8.detected == b8.planted == 8
     assert b1.detected <= 1 and (ONE, fast_b1, "tpot") in t.misses()
+
+
+def test_ungated_reads_compares_own_verdict_and_falls_back_to_the_floor() -> None:
+    """compare with UNGATED (its `detects`): a blind cell's REGRESSED is a catch, not blindness; an older compare
+    without it: a floor above a relative threshold is UNGATED."""
+    line = {"threshold": "tpot:+5%", "floor": 0.4}
+    assert NT._ungated({**line, "status": "UNGATED", "detects": 0.43}) == 0.43
+    assert NT._ungated({**line, "status": "REGRESSED", "detects": 0.43}) is None  # 2.5x slower still fails
+    assert NT._ungated({**line, "status": "within noise"}) == 0.4
+    assert NT._ungated({**line, "floor": 0.03, "status": "ok"}) is None
+    assert NT._ungated({"threshold": "cosine:-0.01", "floor": 0.4, "status": "ok"}) is None  # absolute: no %
