@@ -10,6 +10,10 @@ import sys
 COMMANDS = {
     "compare": ("pytest_attnlab.compare.cli", "the regression gate: compare two runs (metrics.csv or benchmark JSON)"),
     "noise": ("pytest_attnlab.compare.noise", "measure each metric's noise floor from identical runs, for compare"),
+    "noise-tally": (
+        "pytest_attnlab.noise_tally",
+        "the compare gate per cell over .ci/gpu's noise stage: false alarms, detections",
+    ),
     "table": ("pytest_attnlab.reports.table", "metrics.csv as a markdown table: a line per group, a column per metric"),
 }
 

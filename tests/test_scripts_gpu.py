@@ -80,3 +80,14 @@ def test_fast_variants_table_part_prints_the_runs(tmp_path: Path) -> None:
     assert "| eager | test_fast_matches_hf_greedy_on_trained_model[b1] | 32 tokens (gate 32) |  |  |" in lines
     assert "| step-cold | 512 | 1 |  | 2.8 ms | 2.9 ms |  | 0.89 |  | 0.8 | 0.05 | 0.05 | 0.08 | 0.02 |" in lines
     assert "| step-cold | 1 | gemv | 145 | gemv2T_kernel_val<int> | 2 ms |" in lines
+
+
+def test_noise_gate_wrappers_run_ci_gpu_and_the_package_tally() -> None:
+    """noise_gate.sh is .ci/gpu's noise stage; noise_gate_tally.py is `python -m pytest_attnlab noise-tally`."""
+    sh = (GPU / "noise_gate.sh").read_text()
+    assert "ATTNLAB_GPU_STAGES=noise" in sh and "exec bash .ci/gpu" in sh
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    res = subprocess.run(
+        [sys.executable, str(GPU / "noise_gate_tally.py"), "--help"], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 0 and "noise-tally" in res.stdout and "--ab N" in res.stdout

@@ -94,11 +94,11 @@ def test_gpu_runs_the_gate_script_and_uploads() -> None:
     text = runs(wf)
     assert 'bash .ci/gpu "$REPORTS"' in text
     assert "pipefail" in next(s for s in steps(wf) if s.get("name") == "The GPU gate (.ci/gpu)")["shell"]
-    script = (ROOT / ".ci" / "gpu").read_text().replace("\\\n", " ")
+    script = re.sub(r"\s*\\\n\s*", " ", (ROOT / ".ci" / "gpu").read_text())  # continued lines joined
     assert re.search(r"suites/correctness --attnlab-device cuda", script)
     assert re.search(r"suites/perf --attnlab-device cuda .*--benchmark-json", script)
-    assert 'python3 -m pytest_attnlab compare "$ATTNLAB_GPU_BASELINE/metrics.csv"' in script
-    assert 'python3 -m pytest_attnlab compare "$ATTNLAB_GPU_BASELINE/benchmark.json"' in script
+    assert "for kind in metrics.csv benchmark.json" in script
+    assert 'python3 -m pytest_attnlab compare "$ATTNLAB_GPU_BASELINE/$kind" "$REPORTS/perf/$kind"' in script
     uploaded = " ".join(str(s["with"]["path"]) for s in uses(wf, "actions/upload-artifact"))
     assert "REPORTS" in uploaded and "metrics.csv" in uploaded and "benchmark.json" in uploaded
 
@@ -130,3 +130,133 @@ def test_workflow_flags_exist(pytester: pytest.Pytester) -> None:
     assert not missing, missing
     for script in re.findall(r"python (scripts/\S+\.py)", "".join(p.read_text() for p in FILES)):
         assert (ROOT / script).is_file(), script
+
+
+def _expression(text: str, event: dict[str, Any], repository: str = "lab/pytest-attnlab") -> bool:
+    """A GitHub Actions `if:` of ==, !=, &&, || and contains() over `github`, evaluated in Python."""
+    py = text.replace("&&", " and ").replace("||", " or ").replace(".labels.*.name", ".label_names")
+    assert set(re.findall(r"([A-Za-z_]+)\(", py)) <= {"contains"}, f"unsupported function in: {text}"
+
+    class Obj(dict):  # github.event.x.y as attributes; a missing one is None, as in Actions
+        def __getattr__(self, name: str) -> Any:
+            value = self.get(name)
+            return Obj(value) if isinstance(value, dict) else value
+
+    pr = event.get("pull_request")
+    if pr:
+        pr["label_names"] = [label["name"] for label in pr.get("labels", [])]
+    github = Obj(event_name=event["event_name"], repository=repository, event=event)
+    return bool(eval(py, {"github": github, "contains": lambda seq, x: x in (seq or [])}))  # noqa: S307
+
+
+def _pr(action: str, labels: list[str], fork: bool, label: str | None = None) -> dict[str, Any]:
+    head = "someone/pytest-attnlab" if fork else "lab/pytest-attnlab"
+    pull_request = {"labels": [{"name": n} for n in labels], "head": {"repo": {"full_name": head}}}
+    event: dict[str, Any] = {"event_name": "pull_request", "action": action, "pull_request": pull_request}
+    if label:
+        event["label"] = {"name": label}
+    return event
+
+
+@pytest.mark.parametrize(
+    "event,runs",
+    [
+        (_pr("synchronize", [], fork=True), False),  # a fork's pull request: nothing on the GPU host unapproved
+        (_pr("labeled", ["gpu-ok"], fork=True, label="gpu-ok"), True),  # the maintainer's label approves it
+        (_pr("synchronize", ["gpu-ok"], fork=True), False),  # new fork code after approval waits for a new label
+        (_pr("labeled", ["gpu-ok", "docs"], fork=True, label="docs"), False),  # another label: no rerun
+        (_pr("synchronize", ["gpu-ok"], fork=False), True),  # a branch of the repository, labelled
+        (_pr("reopened", [], fork=False), False),
+        ({"event_name": "push"}, True),
+        ({"event_name": "schedule"}, True),
+    ],
+    ids=[
+        "fork-unlabelled",
+        "fork-labelled",
+        "fork-push-after-label",
+        "other-label",
+        "branch-labelled",
+        "branch-unlabelled",
+        "push",
+        "nightly",
+    ],  # fmt: skip
+)
+def test_gpu_pull_requests_reach_the_runner_only_with_the_maintainers_label(event: dict[str, Any], runs: bool) -> None:
+    wf = load(WORKFLOWS / "gpu.yml")
+    assert "pull_request_target" not in wf["on"]  # it would hand the fork's code a write token and secrets
+    assert set(wf["on"]["pull_request"]["types"]) <= {"labeled", "synchronize", "reopened"}
+    assert _expression(wf["jobs"]["gate"]["if"], event) is runs
+    assert "needs.gate.result != 'skipped'" in wf["jobs"]["vllm"]["if"]  # the vllm job waits on the same approval
+    for job in wf["jobs"].values():
+        checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+        assert checkout["with"]["persist-credentials"] is False  # no token left in .git for the PR's code
+
+
+def test_gpu_runs_nightly() -> None:
+    wf = load(WORKFLOWS / "gpu.yml")
+    (cron,) = [s["cron"] for s in wf["on"]["schedule"]]
+    minute, hour, day, month, weekday = cron.split()
+    assert (day, month, weekday) == ("*", "*", "*") and hour.isdigit() and minute.isdigit()
+    gate = next(s for s in steps(wf) if s.get("name") == "The GPU gate (.ci/gpu)")
+    # the nightly run also checks the gate itself: per cell false alarms and detections (.ci/gpu's noise stage)
+    assert 'if [ "$GITHUB_EVENT_NAME" = schedule ]; then stages="$stages noise"; fi' in gate["run"]
+    summary = next(s for s in steps(wf) if s.get("name", "").startswith("Job summary"))
+    assert '"$REPORTS/noise/tally.txt"' in summary["run"]
+
+
+def test_gpu_baselines_are_keyed_by_runner_and_gpu_model() -> None:
+    wf = load(WORKFLOWS / "gpu.yml")
+    job = wf["jobs"]["gate"]
+    machine = next(s for s in job["steps"] if s.get("id") == "machine")
+    assert "RUNNER_NAME" in machine["run"] and "nvidia-smi --query-gpu=name" in machine["run"]
+    key = "${{ steps.machine.outputs.key }}"
+    (download,) = uses(wf, "dawidd6/action-download-artifact")
+    assert download["with"]["name"] == f"gpu-baseline-{key}" and download["with"]["branch"] == "main"
+    publish = next(s for s in job["steps"] if s.get("name", "").startswith("Publish the new baseline"))
+    assert publish["with"]["name"] == f"gpu-baseline-{key}" and "refs/heads/main" in publish["if"]
+    assert "noise.json" in publish["with"]["path"]
+
+
+def test_gpu_missing_baseline_fails_except_the_bootstrap_on_main() -> None:
+    """The download may find nothing, but the gate step always sets ATTNLAB_GPU_BASELINE: compare then fails
+    on the missing files; only a push to main without one bootstraps, and says so."""
+    wf = load(WORKFLOWS / "gpu.yml")
+    gate = next(s for s in steps(wf) if s.get("name") == "The GPU gate (.ci/gpu)")
+    run = gate["run"]
+    assert run.index("export ATTNLAB_GPU_BASELINE=baseline") < run.index("bash .ci/gpu")
+    assert "if [ -f baseline" not in run  # the old silent skip
+    boot = run.index("export ATTNLAB_GPU_BOOTSTRAP=1")
+    assert run.rfind('[ "$GITHUB_EVENT_NAME" = push ] && [ ! -f baseline/metrics.csv ]', 0, boot) != -1
+    assert "::notice::no baseline" in run[:boot]
+    script = (ROOT / ".ci" / "gpu").read_text()
+    assert 'if [ -z "${ATTNLAB_GPU_BASELINE+set}" ]' in script  # skipped only when unset (a run by hand)
+    assert '[ "${ATTNLAB_GPU_BOOTSTRAP:-0}" = 1 ] && boot=(--bootstrap)' in script
+
+
+def test_gpu_pull_requests_gate_ab_on_one_machine() -> None:
+    """Pull requests: the ab stage, base and head measured interleaved in one job, gated by compare --ab."""
+    wf = load(WORKFLOWS / "gpu.yml")
+    gate = next(s for s in steps(wf) if s.get("name") == "The GPU gate (.ci/gpu)")
+    assert (
+        'stages="correctness perf ab"; export ATTNLAB_GPU_AB_BASE=${{ github.event.pull_request.base.sha }}'
+        in gate["run"]
+    )
+    checkout = uses(wf, "actions/checkout")[0]
+    assert checkout["with"]["fetch-depth"] == 0  # the base commit must be in the clone
+    script = re.sub(r"\s*\\\n\s*", " ", (ROOT / ".ci" / "gpu").read_text())
+    ab = script[script.index("    ab)") : script.index(";;", script.index("    ab)"))]
+    assert 'git worktree add --detach "$tree" "$base"' in ab
+    loop = ab[ab.index("for i in") : ab.index("done")]
+    assert loop.index('small "${a[-1]}"') < loop.index('small "${b[-1]}"')  # A then B in each round: ABAB...
+    assert 'compare --ab "${a[@]}" --vs "${b[@]}"' in ab
+
+
+def test_gpu_noise_stage_has_the_trials_the_bar_needs() -> None:
+    """The bar is stated over 20 identical pairs and 20 planted trials per cell: K choose 2 and K x M."""
+    script = (ROOT / ".ci" / "gpu").read_text()
+    k = int(re.search(r"ATTNLAB_GPU_NOISE_K:-(\d+)", script)[1])  # type: ignore[index]
+    m = int(re.search(r"ATTNLAB_GPU_NOISE_M:-(\d+)", script)[1])  # type: ignore[index]
+    assert k * (k - 1) // 2 >= 20 and k * m >= 20
+    planted_after = [i for i in range(1, k + 1) if i * m // k > (i - 1) * m // k]
+    assert len(planted_after) == m and planted_after[-1] == k  # spread over the K runs, not bunched at the start
+    assert "python3 -m pytest_attnlab noise-tally" in script

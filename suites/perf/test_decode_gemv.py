@@ -50,7 +50,10 @@ def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple
         if name == "lm_head":
             pytest.skip("the int4 formats keep the lm_head dense")
         group = int(kernel.removeprefix("tinygemm-g"))
-        linears = [FW.Int4(lin.weight, lin.bias, group, x.dtype) for lin in linears]
+        try:  # only the format's shape check: an error of the kernel itself, in _graph, still fails
+            linears = [FW.Int4(lin.weight, lin.bias, group, x.dtype) for lin in linears]
+        except FW.UnsupportedShape as exc:  # a property of the model's shape (576 = 4.5 x 128), not a bug
+            pytest.skip(f"{kernel} on {name}: {exc}")
     elif kernel.startswith("triton"):
         try:
             from pytest_attnlab.paths import triton_gemv as K
