@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "compare": ("pytest_attnlab.compare.cli", "the regression gate: compare two runs (metrics.csv or benchmark JSON)"),
     "noise": ("pytest_attnlab.compare.noise", "measure each metric's noise floor from identical runs, for compare"),
+    "history": ("pytest_attnlab.history.cli", "every gated metric over many runs, GPUs and decode paths, in one page"),
     "table": ("pytest_attnlab.reports.table", "metrics.csv as a markdown table: a line per group, a column per metric"),
 }
 
