@@ -73,6 +73,9 @@ def cell_of(nodeid: str, path: str) -> str:
 
 
 def _machine(info: dict) -> tuple[str, str]:
+    """(GPU model, driver) of pytest-benchmark's machine_info: the plugin's own block (`attnlab`, perf/machine.py)
+    or top-level keys; "cpu" for a CPU run."""
+    info = {**info, **(info.get("attnlab") or {})}
     gpu = info.get("gpu") or ("cpu" if str(info.get("device", "")).startswith("cpu") else "")
     return str(gpu), str(info.get("driver", ""))
 

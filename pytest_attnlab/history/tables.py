@@ -19,6 +19,7 @@ ENGINE_COLUMNS = (
     ("ttft", "TTFT ms", 1e3),
     ("tpot", "TPOT ms", 1e3),
     ("decode_tok_s", "decode tok/s", 1.0),
+    ("goodput_tok_s", "goodput tok/s", 1.0),  # --attnlab-perf-slo
     ("mbu", "MBU %", 1.0),
     ("peak_mem", "peak mem MiB", 1 / 2**20),
 )
