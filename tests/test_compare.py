@@ -70,7 +70,7 @@ def test_default_thresholds_catch_a_tpot_regression(tmp_path: Path) -> None:
     rc, out = run(str(base), str(cur))
     assert rc == 1
     line = next(ln for ln in out.splitlines() if "REGRESSED" in ln)
-    assert "tpot" in line and "+50.00%" in line and "tpot:+5%" in line
+    assert "tpot" in line and "+50.0%" in line and "+5%" in line
 
 
 def test_missing_gate_metric_fails_unless_allowed(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_pytest_benchmark_json_with_extra_info(tmp_path: Path) -> None:
     assert run(str(base), str(same), "-t", "tpot:+5%", "-t", "mean:+5%")[0] == 0
     rc, out = run(str(base), str(slow), "-t", "tpot:+5%", "-t", "mean:+5%")
     assert rc == 1
-    assert "test_decode[sdpa]" in out and "+20.00%" in out
+    assert "test_decode[...]" in out and "[sdpa]" in out and "+20.0%" in out
 
 
 def test_rows_told_apart_by_extra_context(tmp_path: Path) -> None:

@@ -1,78 +1,57 @@
-"""`python -m pytest_attnlab noise RUN RUN [RUN ...] -o noise.json`: each metric's noise floor, measured
-from identical runs, for the compare gate.
-
-A run's value of a metric wanders from run to run by more than its rounds spread within one run
-(host-bound HF decoding on a GPU: TPOT 20.2 / 23.5 / 28.0 ms in three identical runs, while the
-rounds of one run agree within a few %). With the values x_1..x_k of k runs (relative to their
-mean, sample standard deviation s), the difference of two future runs has standard deviation
-s*sqrt(2); the floor is the one-sided bound of it at confidence C, t(C, k-1) * s * sqrt(2). The gate never
-calls a change smaller than the floor a regression, so a gate on a metric noisier than its
-threshold says "within noise" instead of crying wolf. More runs give a tighter floor.
-compare reads noise.json from BASE's folder, or from --noise.
-"""
+"""`python -m pytest_attnlab noise RUN RUN ...`: each metric's noise (noise_model.py) from identical runs, written
+as noise.json for `compare` (which reads it from BASE's folder or --noise)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from pytest_attnlab.compare.loaders import Key, Observed, RunLoadError, load
-from pytest_attnlab.compare.stats import t_quantile
+from pytest_attnlab.compare.noise_model import DEFAULT_CONFIDENCE, Noise, estimate, level
 from pytest_attnlab.reports.layout import METRICS_CSV
 
 FILE_NAME = "noise.json"
 #: run files looked for in a report folder, each with its own keys
 RUN_FILES = (METRICS_CSV, "benchmark.json")
+#: fewer identical runs than this leave most floors above a 5 % threshold (docs/reports.md)
+ENOUGH_RUNS = 5
 
 
-#: one-sided confidence of each floor: 0.999 keeps a comparison of ~25 gated metrics under 1 false alarm in 20
-#: (Bonferroni); on the H200, 0.99 gave 2 false alarms in 30 identical-run pairs, 0.995 and 0.999 none (docs/perf.md)
-DEFAULT_CONFIDENCE = 0.999
-
-
-def floors(
-    runs: list[dict[Key, Observed]], confidence: float = DEFAULT_CONFIDENCE
-) -> dict[Key, dict[str, float | list[float]]]:
-    """Per key present in every run: its relative floor, the relative sd and the run values."""
+def floors(runs: list[dict[Key, Observed]], confidence: float = DEFAULT_CONFIDENCE) -> dict[Key, Noise]:
+    """The noise of each key present in every run (one run against one run)."""
     if len(runs) < 2:
         raise ValueError("a noise floor needs at least 2 identical runs")
-    common = set(runs[0]).intersection(*runs[1:])
-    out: dict[Key, dict[str, float | list[float]]] = {}
-    for key in sorted(common):
-        values = [r[key].value for r in runs]
-        mean = statistics.fmean(values)
-        if not mean or any(math.isnan(v) for v in values):
-            continue
-        sd = statistics.stdev(v / mean for v in values)
-        floor = t_quantile(confidence, len(runs) - 1) * sd * math.sqrt(2)
-        out[key] = {"floor": floor, "sd": sd, "values": values}
-    return out
+    return estimate([runs], confidence=confidence)
 
 
 def write(path: Path, runs: dict[str, list[dict[Key, Observed]]], confidence: float = DEFAULT_CONFIDENCE) -> int:
-    """noise.json with the floors of each run file kind; returns the number of keys."""
-    doc: dict[str, object] = {"version": 1, "confidence": confidence, "floors": []}
-    entries = doc["floors"]
-    assert isinstance(entries, list)
+    """noise.json with the noise of each run file kind; returns the number of keys."""
+    entries: list[dict[str, object]] = []
+    doc: dict[str, object] = {"version": 2, "confidence": confidence, "floors": entries}
     for kind, kind_runs in runs.items():
         doc[f"runs_{kind}"] = len(kind_runs)
-        for (test, metric, ctx), f in floors(kind_runs, confidence).items():
-            entries.append({"file": kind, "test": test, "metric": metric, "context": ctx, **f})
+        for key, n in floors(kind_runs, confidence).items():
+            values = [level(r[key]) for r in kind_runs]
+            entries.append({"file": kind, "test": key[0], "metric": key[1], "context": key[2], **n.as_dict(),
+                            "values": values})  # fmt: skip
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     return len(entries)
 
 
-def read(path: Path) -> dict[Key, float]:
-    """{key: relative floor} from a noise.json."""
+def read(path: Path) -> dict[Key, Noise]:
+    """{key: noise} from a noise.json (version 1 files: sd and the number of runs behind it)."""
     doc = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or "floors" not in doc:
         raise RunLoadError(f"{path}: not a noise file (no 'floors'); make one with python -m pytest_attnlab noise")
-    return {(e["test"], e["metric"], e["context"]): float(e["floor"]) for e in doc["floors"]}
+    confidence = float(doc.get("confidence", DEFAULT_CONFIDENCE))
+    out = {}
+    for e in doc["floors"]:
+        df = int(e.get("df") or len(e["values"]) - 1)
+        out[(e["test"], e["metric"], e["context"])] = Noise(float(e["sd"]), df, int(e.get("cells", 1)), confidence)
+    return out
 
 
 def beside(base: str | Path) -> Path | None:
@@ -97,14 +76,19 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     ap = argparse.ArgumentParser(
         prog="python -m pytest_attnlab noise",
-        description="Measure each metric's noise floor from identical runs (report folders, metrics.csv or "
-        "benchmark JSON); compare uses it from BASE's folder or --noise.",
+        description="Measure each metric's noise from identical runs (report folders, metrics.csv or benchmark "
+        "JSON): a run's value is the median of its rounds; cells of one path differing only in sizes pool their "
+        "variance where their spreads agree; floor = t(confidence, df) * sd * sqrt(2). compare uses it from "
+        "BASE's folder or --noise.",
     )
-    ap.add_argument("runs", nargs="+", metavar="RUN", help="two or more identical runs (more runs: tighter floors)")
+    ap.add_argument(
+        "runs", nargs="+", metavar="RUN",
+        help=f"two or more identical runs, each its own process ({ENOUGH_RUNS} or more: tighter floors)",
+    )  # fmt: skip
     ap.add_argument("-o", "--output", default=FILE_NAME, help="where to write the floors. Default: %(default)s")
     ap.add_argument(
         "--confidence", type=float, default=DEFAULT_CONFIDENCE,
-        help="one-sided confidence of each floor: t(confidence, runs-1) * sd * sqrt(2). Default: %(default)s",
+        help="one-sided confidence of each floor (per cell). Default: %(default)s",
     )  # fmt: skip
     args = ap.parse_args(argv)
     if not 0.5 <= args.confidence < 1:
@@ -121,5 +105,6 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except (RunLoadError, OSError, json.JSONDecodeError) as exc:
         print(f"noise: error: {exc}", file=sys.stderr)
         return 2
-    out.write(f"noise: {n} floors from {len(args.runs)} runs ({', '.join(per_kind)}) -> {args.output}\n")
+    few = f" (fewer than {ENOUGH_RUNS}: most floors will be wide)" if len(args.runs) < ENOUGH_RUNS else ""
+    out.write(f"noise: {n} floors from {len(args.runs)} runs{few} ({', '.join(per_kind)}) -> {args.output}\n")
     return 0
