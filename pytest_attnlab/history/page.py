@@ -20,7 +20,8 @@ from pytest_attnlab.reports.figure import png
 COLUMNS, MAX_PANELS = 3, 24
 _STYLE = """body{font-family:sans-serif;margin:16px;color:#222}table{border-collapse:collapse;margin:8px 0}
 td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}th{background:#eee}
-tr.REGRESSED td{background:#fdd}tr.nan td{background:#fdd}tr.improved td{background:#dfd}
+tr.REGRESSED td{background:#fdd}tr.not-finite td{background:#fdd}tr.UNGATED td{background:#ffe8b0}
+tr.improved td{background:#dfd}
 code{font-size:12px}figure{margin:8px 0}"""
 
 
@@ -50,8 +51,9 @@ def _changes_table(changes: list[Change]) -> str:
     for c in changes:
         base, cur = c.line.values if c.line.base and c.line.current else (math.nan, math.nan)
         floor = c.line.floor
+        status = f"UNGATED (detects {c.line.detects()})" if c.line.status == "UNGATED" else c.line.status
         rows.append([c.series.metric, c.series.cell, c.series.label, _fmt(base), _fmt(cur), c.line.change(),
-                     "-" if floor is None else f"{floor * 100:.1f}%", c.line.status])  # fmt: skip
+                     "-" if floor is None else f"{floor * 100:.1f}%", status])  # fmt: skip
         classes.append(c.line.status.replace(" ", "-"))
     regressed = sum(c.line.status == "REGRESSED" for c in changes)
     title = f"Newest run against the one before: {regressed} regressed of {len(changes)} series"

@@ -1,14 +1,14 @@
 """Series of one metric over runs, and where each changed beyond its noise.
 
-A series is one cell's metric on one GPU model and decode path, run after run. A point is marked where
-the series steps away from its current segment (the runs since its last mark) by more than the larger of
-the metric's compare threshold and the segment's noise floor, and the step holds: the point itself and
-the median of it and the next two runs both lie beyond. The noise floor and the rank test are compare's
-(`compare.noise`, `compare.stats`): floor = t(C, k-1) * sd * sqrt(2) over the segment's k >= 3 run values
-(relative), and with per-round samples the point's rounds must differ from the segment's by a one-sided
-rank test at compare's alpha. A marked point starts a new segment, so a step is marked once; its
-floor stays the last one measured until the new segment has three runs. Before a series has three runs
-its noise is unknown and nothing is marked.
+A series is one cell's metric on one GPU model and decode path, run after run. A point is marked where the
+series steps away from its current segment (the runs since its last mark), judged as `compare` judges a
+change (`compare.lines.Line`): the segment is BASE (the median of its runs' values, with their rounds) and
+the point CURRENT, against the metric's threshold and the segment's noise (`compare.noise_model`: the
+spread of log(value) over its k >= 3 runs, floor t(0.99, k-1) sd sqrt(2), bounded below by the rounds), with
+the rank test on rounds. The step must also hold: the median of the point and the next two runs lies
+beyond the same limit. A marked point starts a new segment, so a step is marked once; its noise stays the
+last one measured until the new segment has three runs. Before a series has three runs its noise is
+unknown and nothing is marked.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from pytest_attnlab.compare.cli import DEFAULT_ALPHA
-from pytest_attnlab.compare.noise import DEFAULT_CONFIDENCE
-from pytest_attnlab.compare.stats import min_p, rank_test_p, t_quantile
+from pytest_attnlab.compare.lines import Line
+from pytest_attnlab.compare.loaders import Observed
+from pytest_attnlab.compare.noise_model import Noise, estimate, level
 from pytest_attnlab.compare.thresholds import DEFAULT_THRESHOLDS, Threshold, pick
 from pytest_attnlab.history.runs import Run, Value
 
@@ -76,46 +76,44 @@ def build(runs: list[Run], gates: list[Threshold], metrics: set[str] | None = No
     return out
 
 
-def floor(values: list[float], confidence: float = DEFAULT_CONFIDENCE) -> float | None:
-    """compare's relative noise floor of a metric from k >= 3 identical runs' values."""
-    mean = statistics.fmean(values) if values else 0.0
-    if len(values) < 3 or not mean or any(math.isnan(v) for v in values):
+_KEY = ("series", "value", "")
+
+
+def observed(value: Value) -> Observed:
+    return Observed(value.value, value.samples)
+
+
+def noise_of(values: list[Value]) -> Noise | None:
+    """compare's noise of one run's value, from k >= 3 runs of a series (None with fewer, or if one is not a
+    finite positive number)."""
+    if len(values) < 3:
         return None
-    return t_quantile(confidence, len(values) - 1) * statistics.stdev(v / mean for v in values) * math.sqrt(2)
+    return estimate([[{_KEY: observed(v)} for v in values]]).get(_KEY)
 
 
-def _significant(point: Value, before: list[Value], larger: bool, alpha: float) -> bool:
-    """compare's one-sided rank test that the point's rounds are `larger` (else smaller) than the segment's
-    (True when there are too few rounds to test)."""
-    pooled = [s for v in before for s in v.samples]
-    if len(point.samples) < 2 or len(pooled) < 2 or min_p(len(point.samples), len(pooled)) > alpha:
-        return True
-    hi, lo = (point.samples, pooled) if larger else (pooled, point.samples)
-    return rank_test_p(hi, lo) <= alpha
+def _segment(values: list[Value]) -> Observed:
+    """A segment as compare's BASE: the median of its runs' values, with every run's rounds."""
+    return Observed(statistics.median(level(observed(v)) for v in values), tuple(s for v in values for s in v.samples))
 
 
-def mark(points: list[Point], gate: Threshold, alpha: float = DEFAULT_ALPHA) -> None:
+def mark(points: list[Point], gate: Threshold) -> None:
     start = 0
-    last_floor: float | None = None
+    noise: Noise | None = None
+    flipped = Threshold(gate.name, not gate.increase_is_bad, gate.amount, gate.relative)
     for i in range(1, len(points)):
         before = [p.value for p in points[max(start, i - WINDOW) : i]]
-        values = [v.value for v in before]
-        if any(math.isnan(v) for v in values) or math.isnan(points[i].value.value):
+        noise = noise_of(before) or noise
+        if noise is None:  # fewer than 3 runs seen: the series' noise is not known yet
             continue
-        last_floor = floor(values) if len(values) >= 3 else last_floor
-        if last_floor is None:  # fewer than 3 runs seen: the series' noise is not known yet
+        base, now = _segment(before), observed(points[i].value)
+        held = statistics.median(level(observed(p.value)) for p in points[i : i + HOLD])
+        if not all(math.isfinite(x) for x in (base.value, now.value, held)):
             continue
-        base = statistics.median(values)
-        held = statistics.median(p.value.value for p in points[i : i + HOLD])
-        amount = gate.amount / 100 if gate.relative else gate.amount
-        limit = max(amount, last_floor if gate.relative else last_floor * abs(base))
-        flipped = Threshold(gate.name, not gate.increase_is_bad, gate.amount, gate.relative)
         for verdict, rule in (("regressed", gate), ("improved", flipped)):
-            now = points[i].value
-            if rule.beyond(base, now.value, limit) and rule.beyond(base, held, limit):
-                if _significant(now, before, rule.increase_is_bad, alpha):
-                    change = gate.change(base, now.value)
-                    points[i].mark = verdict
-                    points[i].change = f"{change * 100:+.1f}%" if gate.relative else f"{change:+.4g}"
-                    start = i
+            line = Line(_KEY, base, now, rule, noise)
+            if line.status == "REGRESSED" and rule.beyond(line.values[0], held, line.limit()):
+                change = gate.change(*line.values)
+                points[i].mark = verdict
+                points[i].change = f"{change * 100:+.1f}%" if gate.relative else f"{change:+.4g}"
+                start = i
                 break

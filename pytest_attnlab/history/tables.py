@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pytest_attnlab.compare.cli import Line
-from pytest_attnlab.compare.loaders import Observed
+from pytest_attnlab.compare.lines import Line
 from pytest_attnlab.compare.thresholds import Threshold, pick
 from pytest_attnlab.history.runs import Run
-from pytest_attnlab.history.series import Series, floor
+from pytest_attnlab.history.series import WINDOW, Series, noise_of, observed
 
 #: the fleet view's metrics: each a fraction of its roofline, so GPUs of different peaks share an axis
 ROOFLINE = ("mbu", "mfu")
@@ -32,27 +31,22 @@ class Change:
 
     @property
     def order(self) -> tuple[int, str]:
-        rank = {"REGRESSED": 0, "nan": 1, "not significant": 2, "within noise": 3, "ok": 4}
+        rank = {"REGRESSED": 0, "not finite": 1, "UNGATED": 2, "not significant": 3, "ok": 4}
         return rank.get(self.line.status, 5), f"{self.series.metric} {self.series.cell}"
 
 
 def newest_changes(series: list[Series], gates: list[Threshold]) -> list[Change]:
-    """Each series' newest point against the one before, as compare judges it: threshold, the noise floor
-    of the earlier runs (three or more), and the rank test on rounds. Regressions first."""
+    """Each series' newest point against the one before, as compare judges it: threshold, the noise of the
+    earlier runs (three or more; UNGATED where its floor exceeds the threshold), the rank test on rounds.
+    Regressions first."""
     out = []
     for s in series:
         if len(s.points) < 2:
             continue
         before, last = s.points[-2], s.points[-1]
-        earlier = [p.value.value for p in s.points[:-1]]
+        noise = noise_of([p.value for p in s.points[:-1][-WINDOW:]])
         key = (s.cell, s.metric, s.path)
-        line = Line(
-            key,
-            Observed(before.value.value, before.value.samples),
-            Observed(last.value.value, last.value.samples),
-            pick(gates, s.metric),
-            floor(earlier[-6:]),
-        )
+        line = Line(key, observed(before.value), observed(last.value), pick(gates, s.metric), noise)
         out.append(Change(s, line))
     return sorted(out, key=lambda c: c.order)
 
