@@ -36,6 +36,7 @@ class Value:
     value: float
     samples: tuple[float, ...] = ()
     unit: str = ""
+    tolerance: str = ""  # the test's own tolerance of this metric (@pytest.mark.attnlab_gate), if it recorded one
 
     @property
     def band(self) -> tuple[float, float]:
@@ -140,7 +141,8 @@ def from_csv(path: Path, label: str | None = None) -> Run:
     for key, group in rows.items():
         values = [float(r.value) for r in group]  # type: ignore[arg-type]
         samples = tuple(s for r in group for s in r.samples)
-        run.values[key] = Value(statistics.median(values), samples, group[0].unit)
+        tol = next((r.tolerance for r in group if r.tolerance), "")
+        run.values[key] = Value(statistics.median(values), samples, group[0].unit, tol)
     run.gpu, run.commit = _beside(path.parent)
     if not run.gpu:
         run.gpu = "cpu" if devices <= {"cpu", ""} else ",".join(sorted(devices))

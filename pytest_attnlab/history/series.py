@@ -53,6 +53,12 @@ class Series:
     def marks(self) -> list[Point]:
         return [p for p in self.points if p.mark]
 
+    def gate(self, gates: list[Threshold]) -> Threshold | None:
+        """The newest run's own tolerance of this metric (@pytest.mark.attnlab_gate) where it recorded one, else
+        the first threshold that names the metric (compare's rule)."""
+        own = next((p.value.tolerance for p in reversed(self.points) if p.value.tolerance), "")
+        return Threshold.parse(f"{self.metric}:{own}") if own else pick(gates, self.metric)
+
 
 def thresholds(specs: list[str] | None = None) -> list[Threshold]:
     return [Threshold.parse(s) for s in (specs or DEFAULT_THRESHOLDS)]
@@ -64,13 +70,14 @@ def build(runs: list[Run], gates: list[Threshold], metrics: set[str] | None = No
     series: dict[tuple[str, str, str, str], Series] = {}
     for run in runs:
         for (cell, metric, path), value in run.values.items():
-            if (metrics is not None and metric not in metrics) or (metrics is None and not pick(gates, metric)):
+            gated = pick(gates, metric) or value.tolerance
+            if (metrics is not None and metric not in metrics) or (metrics is None and not gated):
                 continue
             key = (metric, cell, run.gpu, path)
             series.setdefault(key, Series(cell, metric, path, run.gpu)).points.append(Point(run, value))
     out = sorted(series.values(), key=lambda s: (s.metric, s.cell, s.gpu, s.path))
     for s in out:
-        gate = pick(gates, s.metric)
+        gate = s.gate(gates)
         if gate is not None:
             mark(s.points, gate)
     return out

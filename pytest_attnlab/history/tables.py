@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from pytest_attnlab.compare.lines import Line
-from pytest_attnlab.compare.thresholds import Threshold, pick
+from pytest_attnlab.compare.thresholds import Threshold
 from pytest_attnlab.history.runs import Run
 from pytest_attnlab.history.series import WINDOW, Series, noise_of, observed
 
@@ -46,7 +46,7 @@ def newest_changes(series: list[Series], gates: list[Threshold]) -> list[Change]
         before, last = s.points[-2], s.points[-1]
         noise = noise_of([p.value for p in s.points[:-1][-WINDOW:]])
         key = (s.cell, s.metric, s.path)
-        line = Line(key, observed(before.value), observed(last.value), pick(gates, s.metric), noise)
+        line = Line(key, observed(before.value), observed(last.value), s.gate(gates), noise)
         out.append(Change(s, line))
     return sorted(out, key=lambda c: c.order)
 
