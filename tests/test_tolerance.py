@@ -40,7 +40,8 @@ def _run(pytester: pytest.Pytester, name: str, factor: float, *args: str):
 
 
 def _thresholds(report) -> dict[tuple[str, str], str]:
-    return {(r["nodeid"].split("::")[1], r["metric"]): r["threshold"] for r in csv.DictReader(open(report / "metrics.csv"))}
+    rows = csv.DictReader(open(report / "metrics.csv"))
+    return {(r["nodeid"].split("::")[1], r["metric"]): r["threshold"] for r in rows}
 
 
 def test_marker_reaches_the_threshold_column_and_gates_compare(pytester):
