@@ -14,6 +14,7 @@ COMMANDS = {
         "pytest_attnlab.noise_tally",
         "the compare gate per cell over .ci/gpu's noise stage: false alarms, detections",
     ),
+    "history": ("pytest_attnlab.history.cli", "every gated metric over many runs, GPUs and decode paths, in one page"),
     "table": ("pytest_attnlab.reports.table", "metrics.csv as a markdown table: a line per group, a column per metric"),
 }
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import hookspec, oom
+from pytest_attnlab.experiments import EXPERIMENT_KEY
+from pytest_attnlab.metrics import tolerance
 from pytest_attnlab.options import add_options, selection
 from pytest_attnlab.reports import html as html_report
 from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY, AttnlabSession, explicitly_used, uses_attnlab
@@ -35,6 +37,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with the reason on CPU")
+    config.addinivalue_line(
+        "markers",
+        "attnlab_gate(**tolerances): this test's regression tolerance per metric, e.g. tpot='+10%': recorded in "
+        "metrics.csv's threshold column, where compare and history gate by it instead of --threshold",
+    )
     if explicitly_used(config):  # the registration hooks, then every option: a bad value fails now
         plan_run_paths(config, selection(config))
     session = AttnlabSession(config)
@@ -218,8 +225,19 @@ def metrics(request: pytest.FixtureRequest, attnlab_session: AttnlabSession) -> 
     if "attnlab_model" in request.fixturenames:  # loaded first, so its notes (eager fallback, no tokenizer)
         request.getfixturevalue("attnlab_model")  # join this test's context
     recorder = attnlab_session.recorder(request.node.nodeid)
+    recorder.tolerances = _tolerances(request)
     request.node.stash[RECORDER_KEY] = recorder
     return recorder
+
+
+def _tolerances(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The experiment's `gate:`, then each `attnlab_gate` marker from the module's to the test's own (the
+    closest wins)."""
+    experiment = request.config.stash.get(EXPERIMENT_KEY, None)
+    out = dict(experiment.gate) if experiment is not None else {}
+    for mark in reversed(list(request.node.iter_markers("attnlab_gate"))):
+        out.update(tolerance.parse(mark.kwargs, f"{request.node.nodeid}: @pytest.mark.attnlab_gate"))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -162,4 +162,7 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     assert "REGRESSED" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "pytest_attnlab", "nope"], capture_output=True, text=True,
                          timeout=60, check=False)  # fmt: skip
-    assert bad.returncode == 2 and "invalid choice: 'nope' (choose from 'compare', 'noise', 'table')" in bad.stderr
+    from pytest_attnlab.__main__ import COMMANDS
+
+    choices = ", ".join(repr(c) for c in COMMANDS)
+    assert bad.returncode == 2 and f"invalid choice: 'nope' (choose from {choices})" in bad.stderr

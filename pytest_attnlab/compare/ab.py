@@ -18,7 +18,8 @@ def combine(runs: list[dict[Key, Observed]]) -> dict[Key, Observed]:
     out = {}
     for key in (k for k in runs[0] if k in common):
         values = tuple(level(r[key]) for r in runs)
-        out[key] = Observed(statistics.median(values), values)
+        own = next((r[key].tolerance for r in runs if r[key].tolerance), "")
+        out[key] = Observed(statistics.median(values), values, own)
     return out
 
 

@@ -137,7 +137,14 @@ def compare(
 ) -> list[Line]:
     keys = list(dict.fromkeys([*base, *current]))
     noise = noise or {}
-    return [Line(k, base.get(k), current.get(k), pick(thresholds, k[1]), noise.get(k), alpha) for k in keys]
+    return [Line(k, base.get(k), current.get(k), gate(k, base, current, thresholds), noise.get(k), alpha) for k in keys]
+
+
+def gate(key: Key, base: dict[Key, Observed], current: dict[Key, Observed], thresholds: list[Threshold]):
+    """The threshold of one metric: the test's own tolerance (CURRENT's, else BASE's: @pytest.mark.attnlab_gate,
+    an experiment's gate:) where it recorded one, else the first --threshold that names the metric."""
+    own = next((o.tolerance for o in (current.get(key), base.get(key)) if o is not None and o.tolerance), "")
+    return Threshold.parse(f"{key[1]}:{own}") if own else pick(thresholds, key[1])
 
 
 #: statuses of a metric that was compared (whatever the verdict)

@@ -28,15 +28,20 @@ class Observed:
 
     value: float
     samples: tuple[float, ...] = ()
+    tolerance: str = ""  # the test's own tolerance of this metric ("+10%", the threshold column), if any
 
 
-def _gather(values: dict[Key, list[float]], samples: dict[Key, list[float]]) -> dict[Key, Observed]:
-    return {k: Observed(statistics.median(v), tuple(samples.get(k, ()))) for k, v in values.items()}
+def _gather(
+    values: dict[Key, list[float]], samples: dict[Key, list[float]], tolerances: dict[Key, str] | None = None
+) -> dict[Key, Observed]:
+    tol = tolerances or {}
+    return {k: Observed(statistics.median(v), tuple(samples.get(k, ())), tol.get(k, "")) for k, v in values.items()}
 
 
 def from_csv(path: Path) -> dict[Key, Observed]:
     values: dict[Key, list[float]] = {}
     samples: dict[Key, list[float]] = {}
+    tolerances: dict[Key, str] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"nodeid", "metric", "value"} <= set(reader.fieldnames):
@@ -49,7 +54,9 @@ def from_csv(path: Path) -> dict[Key, Observed]:
             key = (row.nodeid, row.metric, json.dumps({**ctx, **extra}, sort_keys=True, default=str))
             values.setdefault(key, []).append(row.value)  # type: ignore[arg-type]
             samples.setdefault(key, []).extend(row.samples)
-    return _gather(values, samples)
+            if row.tolerance:
+                tolerances[key] = row.tolerance
+    return _gather(values, samples, tolerances)
 
 
 #: pytest-benchmark stats whose samples are the round times in `stats.data` (--benchmark-save-data)

@@ -4,11 +4,11 @@ drops by more than 0.01, absolute). The sign names the bad direction; `%` makes 
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 
-_UNIT_SUFFIX = re.compile(r"_(ms|pct)$")
+from pytest_attnlab.metrics.tolerance import names_metric
+
 _SPEC = re.compile(r"^(?P<name>[^:]+):(?P<sign>[+-])(?P<amount>\d+(\.\d*)?|\.\d+)(?P<pct>%?)$")
 
 #: Used when no --threshold is given: latency up, throughput or quality down.
@@ -44,9 +44,7 @@ class Threshold:
         return cls(m["name"], m["sign"] == "+", float(m["amount"]), bool(m["pct"]))
 
     def matches(self, metric: str) -> bool:
-        bare = _UNIT_SUFFIX.sub("", metric)  # benchmark JSON's extra_info: tpot_ms, mbu_pct
-        return any(m == self.name or m.endswith("_" + self.name) or fnmatch.fnmatchcase(m, self.name)
-                   for m in (metric, bare))  # fmt: skip
+        return names_metric(self.name, metric)
 
     def change(self, base: float, current: float) -> float:
         """Signed change in the threshold's unit (fraction for relative)."""

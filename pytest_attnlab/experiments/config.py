@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.metrics import tolerance
 from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 
 BATCH_LEVELS = ("small", "medium", "large")
@@ -103,6 +104,8 @@ class ExperimentConfig:
     test_iterations: int = 3
     suites: tuple[str, ...] = ()  # test paths (from the rootdir) run when the command line names none
     options: Mapping[str, Any] = field(default_factory=dict)  # more --attnlab-NAME values, by NAME
+    #: regression tolerances by metric name ({tpot: "+10%"}), as @pytest.mark.attnlab_gate gives a test
+    gate: Mapping[str, str] = field(default_factory=dict)
     source: str | None = None  # the file it came from
 
     def __post_init__(self) -> None:
@@ -135,6 +138,12 @@ class ExperimentConfig:
                 _fail(f"batch_sizes.{level}", value, "a positive integer or a list of them")
             sizes[level] = tuple(value)
         object.__setattr__(self, "batch_sizes", sizes)
+        if not isinstance(self.gate, Mapping):
+            _fail("gate", self.gate, "a mapping of metric names to tolerances, e.g. {tpot: '+10%'}")
+        try:
+            object.__setattr__(self, "gate", tolerance.parse(self.gate, "field 'gate'"))
+        except ValueError as exc:
+            raise ExperimentConfigError(str(exc)) from None
         for name in ("warmup_iterations", "test_iterations"):
             value = getattr(self, name)
             low = 0 if name == "warmup_iterations" else 1

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_attnlab.metrics import tolerance
 from pytest_attnlab.metrics.row import MetricRow
 
 
@@ -33,6 +34,8 @@ class MetricRecorder:
     run_id: str = ""
     rows: list[MetricRow] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
+    #: the test's own regression tolerances by metric name (`attnlab_gate` marker, an experiment's `gate:`)
+    tolerances: dict[str, str] = field(default_factory=dict)
 
     def record(
         self,
@@ -55,6 +58,7 @@ class MetricRecorder:
             context={**self.context, **context},
             run_id=self.run_id,
             samples=tuple(float(x) for x in samples),
+            tolerance="" if threshold is not None else tolerance.pick(self.tolerances, metric),
         )
         self.rows.append(row)
         self.sink(row)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_attnlab.metrics.tolerance import TOLERANCE
 from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 
 #: metrics.csv columns, in order. Documented in README.md ("metrics.csv columns").
@@ -49,6 +50,9 @@ class MetricRow:
     timestamp: float = field(default_factory=time.time)
     #: per-round values behind `value` (a perf metric's rounds), for the noise-aware compare gate
     samples: tuple[float, ...] = ()
+    #: the test's own regression tolerance of this metric ("+10%": metrics/tolerance.py), written in the
+    #: threshold column where a row has no numeric threshold; compare and history gate by it
+    tolerance: str = ""
 
     def _column(self, key: str, default: str = "") -> str:
         return str(self.context.get(key, "")) or default
@@ -78,7 +82,7 @@ class MetricRow:
             "metric": self.metric,
             "value": _fmt(self.value),
             "unit": self.unit,
-            "threshold": _fmt(self.threshold),
+            "threshold": self.tolerance if self.tolerance and self.threshold is None else _fmt(self.threshold),
             **{k: str(self.context.get(k, "")) for k in CONTEXT_KEYS},
             "extra": json.dumps(extra, sort_keys=True, default=str) if extra else "",
             "samples": " ".join(_fmt(float(x)) for x in self.samples),
@@ -99,6 +103,7 @@ class MetricRow:
             value=to_float(d.get("value")),
             unit=d.get("unit", ""),
             threshold=to_float(d.get("threshold")),
+            tolerance=(d.get("threshold") or "").strip() if TOLERANCE.match((d.get("threshold") or "").strip()) else "",
             context=context,
             run_id=d.get("run_id", ""),
             timestamp=to_float(d.get("timestamp")) or 0.0,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_attnlab.perf import llm_metrics, memory, roofline
+from pytest_attnlab.perf import slo as slo_
 from pytest_attnlab.perf.llm_metrics import Run, Summary
 from pytest_attnlab.perf.plant import PlantedSlowdown
 from pytest_attnlab.perf.timing import clock_for, synchronize
@@ -57,6 +58,8 @@ class Measurement:
     elem_bytes: int = 2
     #: how the path ran the cell, where it says (DecodePath.describe: vLLM's route and kernels)
     path_info: dict[str, str] = field(default_factory=dict)
+    #: --attnlab-perf-slo: with objectives, goodput (requests and tokens per second) joins the metrics
+    slo: slo_.Slo = ()
 
     def latency(self) -> dict[str, float]:
         return Summary(self.runs).as_dict()
@@ -88,6 +91,8 @@ class Measurement:
         out.update(self.roofline())
         out.update(self.memory)
         out["peak_mem"] = (memory.peak_bytes(self.device, self.memory), "bytes")
+        if self.slo:
+            out.update(slo_.goodput(self.runs, self.slo))
         return out
 
     @property
@@ -102,6 +107,7 @@ class Measurement:
             "prompt_len": self.prompt_len,
             "new_tokens": self.new_tokens,
             "rounds": len(self.runs),
+            **({"slo": slo_.describe(self.slo)} if self.slo else {}),
             **self.path_info,
             # per-round values, same names and units as the scalars below: the compare gate's samples
             "samples": {
@@ -114,7 +120,7 @@ class Measurement:
                 info[f"{name}_ms"] = value * 1e3
             elif unit == "%":
                 info[f"{name}_pct"] = value
-            elif name.endswith("_tok_s"):
+            elif name.endswith(("_tok_s", "_req_s")):
                 info[name] = value
             else:
                 info[f"{name}_{unit.replace('/', '_per_')}".replace("FLOP_per_s", "flop_s")] = value
@@ -138,8 +144,10 @@ class GenerationBenchmark:
         recorder: Any = None,
         attention: Callable[[Any, str], Any] | None = None,
         plant_slowdown: float = 0.0,
+        slo: slo_.Slo = (),
     ) -> None:
         self.device = device
+        self.slo = slo
         self.plant = PlantedSlowdown(plant_slowdown, device) if plant_slowdown > 0 else None
         self.rounds, self.warmup = rounds, warmup
         self.path_factory = path_factory
@@ -191,6 +199,7 @@ class GenerationBenchmark:
             weights,
             elem,
             impl.describe(),
+            self.slo,
         )
         self.last = m
         return m
@@ -287,6 +296,8 @@ class GenerationBenchmark:
         rec = self.recorder
         rec.update_context(backend=m.path)
         cell = {"batch": m.batch, "prompt_len": m.prompt_len, "new_tokens": m.new_tokens, **m.path_info, **context}
+        if m.slo:
+            cell["slo"] = slo_.describe(m.slo)
         samples = m.samples()
         for name, (value, unit) in m.all_metrics().items():
             rec.record(name, value, unit, samples=samples.get(name, ()), **cell)

@@ -15,6 +15,7 @@ import pytest
 
 from pytest_attnlab import options as core_options
 from pytest_attnlab.options import OptionSpec
+from pytest_attnlab.perf.slo import Slo, parse_slo
 
 #: batch-size levels, as the small / medium / large configs of the seed benchmark (seed 003)
 BATCH_LEVELS = {"small": 1, "medium": 8, "large": 32}
@@ -296,6 +297,19 @@ PERF_OPTIONS.append(
 )
 
 
+PERF_OPTIONS.append(
+    OptionSpec(
+        "perf-slo",
+        "",
+        parse_slo,
+        "NAME:VALUE,...",
+        "service-level objectives for goodput, as vLLM's benchmark defines it: e.g. ttft:200ms,tpot:50ms "
+        "(also e2el; a bare number is ms). A request meeting every one is good; goodput_req_s and goodput_tok_s "
+        "join each perf cell's metrics (empty: no goodput).",
+    )
+)
+
+
 @dataclass(frozen=True)
 class PerfSettings:
     models: tuple[str, ...]
@@ -317,6 +331,7 @@ class PerfSettings:
     inductor_cache: str = ""  # a directory; "": torch's default
     profile_steps: int = 0  # decode steps profiled after the fast path's timed rounds; 0: off
     gemv_configs: tuple[str, ...] = ()  # extra Triton GEMV launch configs test_decode_gemv times
+    slo: Slo = ()  # --attnlab-perf-slo: (name, seconds) objectives for goodput; (): no goodput
 
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> PerfSettings:
@@ -333,7 +348,7 @@ class PerfSettings:
                 v[key] = parse(auto[key])
         same = ("models", "prompt_lens", "batch", "new_tokens", "rounds", "warmup", "monitor", "compile")
         same += ("fast_attention", "plant_slowdown", "compile_scope", "fast_weights", "fast_quant", "profile_steps")
-        same += ("fast_gemv", "gemv_configs")
+        same += ("fast_gemv", "gemv_configs", "slo")
         return cls(
             **{k: v[k] for k in same},
             paths=v["path"],

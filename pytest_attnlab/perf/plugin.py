@@ -179,6 +179,7 @@ def generation_benchmark(request: pytest.FixtureRequest, metrics: Any) -> Any:
         recorder=metrics,
         attention=axes.applied,
         plant_slowdown=s.plant_slowdown,
+        slo=s.slo,
     )
 
 
