@@ -11,7 +11,7 @@ COMMANDS = {
     "compare": ("pytest_attnlab.compare.cli", "the regression gate: compare two runs (metrics.csv or benchmark JSON)"),
     "noise": ("pytest_attnlab.compare.noise", "measure each metric's noise floor from identical runs, for compare"),
     "noise-tally": (
-        "pytest_attnlab.noise_tally",
+        "pytest_attnlab.compare.tally",
         "the compare gate per cell over .ci/gpu's noise stage: false alarms, detections",
     ),
     "history": ("pytest_attnlab.history.cli", "every gated metric over many runs, GPUs and decode paths, in one page"),

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_attnlab import noise_tally as NT
 from pytest_attnlab.compare import cli
+from pytest_attnlab.compare import tally as NT
 
 H200_RUNS = Path(__file__).parent / "data" / "h200_noise_gate"
 THRESHOLDS = ["tpot:+5%", "ttft:+10%", "tok_s:-5%"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from pytest_attnlab.noise_tally import main
+from pytest_attnlab.compare.tally import main
 
 if __name__ == "__main__":
     sys.exit(main())
