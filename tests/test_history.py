@@ -180,3 +180,15 @@ def test_page_is_offline_and_renders_in_a_browser(tmp_path):
     assert rendered.images == 5  # one figure per gated metric drawn (tpot, ttft and three tok/s)
     assert rendered.count(r'<h2 id="newest">Newest run against the one before: 2 regressed of 20 series') == 1
     assert rendered.count(r"<tr class=\"REGRESSED\">") == 2
+
+
+def test_markdown_summary_lists_regressions_first(tmp_path, monkeypatch):
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    runs = stepped(tmp_path, IDENTICAL, first=5, factor=1.3)  # the newest run is 30 % slower on the fast path
+    assert history(*runs, "-o", tmp_path / "h.html", "--markdown", tmp_path / "h.md")[0] == 0
+    text = (tmp_path / "h.md").read_text()
+    assert text.startswith("### History: 6 runs; newest") and "2 regressed of 20 series" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| verdict")]
+    assert [r.split(" | ")[0] for r in rows[:2]] == ["| REGRESSED", "| REGRESSED"] and "fast" in rows[0]
+    assert summary.read_text() == text  # the job summary gets the same table

@@ -210,8 +210,9 @@ def test_gpu_baselines_are_keyed_by_runner_and_gpu_model() -> None:
     machine = next(s for s in job["steps"] if s.get("id") == "machine")
     assert "RUNNER_NAME" in machine["run"] and "nvidia-smi --query-gpu=name" in machine["run"]
     key = "${{ steps.machine.outputs.key }}"
-    (download,) = uses(wf, "dawidd6/action-download-artifact")
+    download, history = uses(wf, "dawidd6/action-download-artifact")
     assert download["with"]["name"] == f"gpu-baseline-{key}" and download["with"]["branch"] == "main"
+    assert history["with"]["name"] == f"gpu-history-{key}" and history["with"]["branch"] == "main"
     publish = next(s for s in job["steps"] if s.get("name", "").startswith("Publish the new baseline"))
     assert publish["with"]["name"] == f"gpu-baseline-{key}" and "refs/heads/main" in publish["if"]
     assert "noise.json" in publish["with"]["path"]
@@ -249,6 +250,28 @@ def test_gpu_pull_requests_gate_ab_on_one_machine() -> None:
     loop = ab[ab.index("for i in") : ab.index("done")]
     assert loop.index('small "${a[-1]}"') < loop.index('small "${b[-1]}"')  # A then B in each round: ABAB...
     assert 'compare --ab "${a[@]}" --vs "${b[@]}"' in ab
+
+
+def test_gpu_main_runs_keep_the_history_and_summarise_it() -> None:
+    """Each main run's perf metrics join the kept runs (an artifact carried to the next main run, no external
+    service), history.html is drawn from them, and the job summary links it and shows the newest run's table."""
+    wf = load(WORKFLOWS / "gpu.yml")
+    job = wf["jobs"]["gate"]
+    gate = next(s for s in job["steps"] if s.get("name") == "The GPU gate (.ci/gpu)")
+    assert 'stages="correctness perf compare floors history"' in gate["run"]
+    assert "export ATTNLAB_GPU_HISTORY=history" in gate["run"]
+    keep = next(s for s in job["steps"] if s.get("id") == "history")
+    key = "${{ steps.machine.outputs.key }}"
+    assert keep["with"]["name"] == f"gpu-history-{key}" and keep["with"]["path"] == "history"
+    assert "refs/heads/main" in keep["if"] and keep["with"]["overwrite"] is True
+    names = [s.get("name", "") for s in job["steps"]]
+    assert names.index(keep["name"]) > names.index(gate["name"])
+    summary = next(s for s in job["steps"] if s.get("name", "").startswith("Job summary"))
+    assert "steps.history.outputs.artifact-url" in summary["run"]
+    script = (ROOT / ".ci" / "gpu").read_text()
+    stage = script[script.index("    history)") : script.index(";;", script.index("    history)"))]
+    assert 'cp "$REPORTS"/perf/{metrics.csv,benchmark.json}' in stage
+    assert '--markdown "$REPORTS/history.md"' in stage and "ATTNLAB_GPU_HISTORY_KEEP:-60" in stage
 
 
 def test_gpu_noise_stage_has_the_trials_the_bar_needs() -> None:

@@ -4,6 +4,7 @@ and decode paths, in one offline page. Exit status: 0 page written; 2 bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tpot:+5%% ttft:+10%% tok_s:-5%% cosine:-0.01 perplexity:+2%%)")  # fmt: skip
     p.add_argument("--metric", action="append", metavar="NAME",
                    help="draw only these metrics (repeatable; default: every metric a threshold gates)")
+    p.add_argument("--markdown", type=Path, metavar="FILE",
+                   help="also write the newest run against the one before as Markdown, regressions first (a CI "
+                        "job summary); appended to $GITHUB_STEP_SUMMARY when that is set")  # fmt: skip
     return p
 
 
@@ -49,6 +53,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     changes = newest_changes(series, gates)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(page.render(runs, series, changes, roofline), encoding="utf-8")
+    if args.markdown:
+        text = page.markdown(runs, changes)
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text, encoding="utf-8")
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+                fh.write(text)
     marks = [(s, p) for s in series for p in s.marks]
     regressed = [c for c in changes if c.line.status == "REGRESSED"]
     print(f"history: {len(runs)} runs, {len(series)} series, {len(marks)} changes beyond noise, "

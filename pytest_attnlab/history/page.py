@@ -61,6 +61,25 @@ def _changes_table(changes: list[Change]) -> str:
     return _table(title, header, rows, classes, anchor="newest")
 
 
+def markdown(runs: list[Run], changes: list[Change], limit: int = 40) -> str:
+    """The newest run against the one before as a Markdown table, regressions first (a CI job summary)."""
+    newest = runs[-1] if runs else None
+    regressed = sum(c.line.status == "REGRESSED" for c in changes)
+    head = (f"### History: {len(runs)} runs; newest {newest.name if newest else '-'} ({newest.gpu if newest else '-'})"
+            f" against the one before: {regressed} regressed of {len(changes)} series\n\n")  # fmt: skip
+    if not changes:
+        return head + "No series has two runs yet.\n"
+    lines = ["| verdict | metric | cell | GPU · path | before | newest | change |", "|---|---|---|---|---|---|---|"]
+    for c in changes[:limit]:
+        base, cur = c.line.values if c.line.base and c.line.current else (math.nan, math.nan)
+        status = f"UNGATED (detects {c.line.detects()})" if c.line.status == "UNGATED" else c.line.status
+        cell = c.series.cell.split("::")[-1]
+        lines.append(f"| {status} | {c.series.metric} | {cell} | {c.series.label} | {_fmt(base)} | {_fmt(cur)} | "
+                     f"{c.line.change()} |")  # fmt: skip
+    more = f"\n{len(changes) - limit} more series in history.html.\n" if len(changes) > limit else ""
+    return head + "\n".join(lines) + "\n" + more
+
+
 def _fleet_table(runs: list[Run]) -> str:
     rows = []
     for cell, path, ranked in fleet(runs):
