@@ -52,9 +52,14 @@ def _raw_e2e(gb, loaded, cell, rounds):
 
 def test_fixture_timing_error(perf_model, generation_benchmark, perf_settings, decode_cell, metrics):
     rounds = perf_settings.rounds
-    m = generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell)
-    raw = _raw_e2e(generation_benchmark, perf_model, decode_cell, rounds)
-    fixture = m.latency()["e2e_latency"]
+    fixtures, raws = [], []
+    for _ in range(2):  # interleaved, the lower of each: drift between the two sets of rounds hits both alike
+        m = generation_benchmark.measure(perf_model, rounds=rounds, **decode_cell)
+        fixtures.append(m.latency()["e2e_latency"])
+        raws.append(_raw_e2e(generation_benchmark, perf_model, decode_cell, rounds))
+    # On the H200 (2026-12-05, embedded model, fast path, 5 rounds, one set each) the two sets differed by
+    # +1.01 % (167.126 vs 165.457 ms): round-to-round drift of a 135M model's host-bound decode, not the clock
+    fixture, raw = min(fixtures), min(raws)
     error = 100.0 * (fixture - raw) / raw
     ctx = {**decode_cell, "rounds": rounds}
     metrics.update_context(backend=decode_cell["path"])
