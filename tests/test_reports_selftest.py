@@ -59,6 +59,10 @@ def test_decode_mutant(metrics):
     metrics.record("greedy_agreement", 0.41, threshold=0.99)
     record_verdict(metrics, "cache-position-off-by-one", killed=True)
 
+def test_decode_mutant_raised(metrics):  # before its first row: listed from its context
+    metrics.update_context(selftest="left-pad-mask")
+    raise RuntimeError("padded batch: shapes differ")
+
 def test_kill_rate(metrics):
     metrics.record("mutant_kill_rate", 0.5, "fraction", threshold=1.0, mutants=4)
 """
@@ -73,6 +77,7 @@ selftest.selftest_name = lambda context: None
 USER_LINES = {("smollm2-135m-instruct", "none", "sdpa"), ("smollm2-135m-instruct", "rtn-int8", "sdpa")}
 EXPECTED = {  # planted bug -> verdict, as the section must list it
     "o_proj-15-x1.02": "survived (test failed)",
+    "left-pad-mask": "survived (test failed)",
     "rope-shift": "not run (test skipped)",
     "linears-x1.10": "killed (test passed)",
     "cache-position-off-by-one": "killed (selftest_killed)",
@@ -117,15 +122,15 @@ def check_md_results_are_the_users(out: Path) -> None:
 
 def check_md_selftest_section(out: Path) -> None:
     md = (out / "summary.md").read_text()
-    assert "## Gate self-test: 2 of 4 planted bugs killed" in md
+    assert "## Gate self-test: 2 of 5 planted bugs killed" in md
     body = md_table(md, "Gate self-test")
     assert {c[0]: c[-1] for c in body} == EXPECTED
-    assert [c[0] for c in body][:2] == ["o_proj-15-x1.02", "rope-shift"]  # what needs attention first
+    assert [c[0] for c in body][:3] == ["o_proj-15-x1.02", "left-pad-mask", "rope-shift"]  # what needs attention first
     linears = next(c for c in body if c[0] == "linears-x1.10")
     assert linears[1] == "every linear x1.10"
     assert linears[2] == "logits_cosine 0.9652 >= 0.95: within; local_error_ratio 4.1 <= 2: CROSSED"
     assert "- mutant_kill_rate = 0.5 (gate 1)" in md
-    assert "survived: o_proj-15-x1.02; not run: rope-shift." in md  # in the conclusions
+    assert "survived: o_proj-15-x1.02, left-pad-mask; not run: rope-shift." in md  # in the conclusions
 
 
 def check_json(out: Path) -> None:
@@ -141,9 +146,9 @@ def check_html(out: Path) -> None:
     lines = {tuple(re.findall(r"<td[^>]*>(.*?)</td>", tr)[:3]) for tr in re.findall(r"<tr class=.*?</tr>", main)}
     assert lines == USER_LINES
     section = block[block.index('id="attnlab-selftest"') :]
-    assert "gate self-test: 2 of 4 planted bugs killed" in section
+    assert "gate self-test: 2 of 5 planted bugs killed" in section
     classes = re.findall(r'<tr class="attnlab-([\w-]+)"><td>([^<]*)</td>', section)
-    assert classes == [("survived", "o_proj-15-x1.02"), ("not-run", "rope-shift"),
+    assert classes == [("survived", "o_proj-15-x1.02"), ("survived", "left-pad-mask"), ("not-run", "rope-shift"),
                        ("killed", "linears-x1.10"), ("killed", "cache-position-off-by-one")]  # fmt: skip
 
 
@@ -151,7 +156,7 @@ CHECKS = [check_md_results_are_the_users, check_md_selftest_section, check_json,
 
 
 def test_run_outcomes(run: Run) -> None:
-    assert "1 failed, 5 passed, 1 skipped" in run[1].stdout, run[1].stdout[-3000:]
+    assert "2 failed, 5 passed, 1 skipped" in run[1].stdout, run[1].stdout[-3000:]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -161,7 +166,7 @@ def test_report(run: Run, check: Callable[[Path], None]) -> None:
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_report_check_catches_its_planted_bug(planted: Run, check: Callable[[Path], None]) -> None:
-    assert "1 failed, 5 passed, 1 skipped" in planted[1].stdout, planted[1].stdout[-3000:]
+    assert "2 failed, 5 passed, 1 skipped" in planted[1].stdout, planted[1].stdout[-3000:]
     with pytest.raises((AssertionError, ValueError)):  # ValueError: a section that is not there
         check(planted[0])
 
