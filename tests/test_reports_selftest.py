@@ -263,8 +263,10 @@ def test_figures_say_which_gate_the_bug_crossed() -> None:
     cos = selftest.Figure("logits_cosine", 0.9652, "", 0.95)
     ratio = selftest.Figure("local_error_ratio", 4.1, "", 2.0)
     other = selftest.Figure("some_new_metric", 3.0, "", 1.0)
-    assert (cos.crossed, ratio.crossed, other.crossed) == (False, True, None)
+    named = selftest.Figure("first_divergent_layer", 15, "", None)
+    assert (cos.crossed, ratio.crossed, other.crossed, named.crossed) == (False, True, None, None)
     assert other.describe() == "some_new_metric 3 (gate 1)"  # unknown direction: not judged
+    assert named.describe() == "first_divergent_layer 15"
 
 
 def _plotted(monkeypatch: pytest.MonkeyPatch) -> list[list[MetricRow]]:
@@ -311,3 +313,16 @@ def test_quality_chart_of_a_kill_run_has_no_mutant_bar() -> None:
 
     chart = quality_chart(selftest.partition(mixed_rows()).rows)
     assert chart is not None and chart.labels == ("none", "rtn-int4-g64")
+
+
+def test_report_renders_the_selftest_apart_in_chromium(run: Run, tmp_path: Path) -> None:
+    from pytest_attnlab.reports import browser
+
+    if browser.find_chromium() is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium): the rendered-page check only")
+    page = browser.render(run[0] / "report.html", tmp_path / "report.png")
+    assert page.verdicts("model x quant x attention") == ["pass", "pass"]
+    assert page.verdicts("gate self-test: 2 of 5 planted bugs killed") == [
+        "survived", "survived", "not-run", "killed", "killed",
+    ]  # fmt: skip
+    assert page.screenshot is not None and page.screenshot.read_bytes()[:4] == b"\x89PNG"

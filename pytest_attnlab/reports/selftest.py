@@ -45,6 +45,8 @@ CHECK_OPS: dict[str, str] = {
     "max_abs_diff": "<=",
     "relative_error": "<=",
 }
+#: Figures without a gate that a line shows too: the layer a localisation test named.
+UNGATED_FIGURES = ("first_divergent_layer",)
 #: Keys of a per-layer row (a layer's local error): the line shows the gate's summary figures only.
 PER_LAYER_KEYS = ("layer", "layer_idx")
 
@@ -86,18 +88,20 @@ class Figure:
     metric: str
     value: float
     unit: str
-    threshold: float
+    threshold: float | None
 
     @property
     def crossed(self) -> bool | None:
         op = CHECK_OPS.get(self.metric)
-        if op is None:
+        if op is None or self.threshold is None:
             return None
         return not (self.value >= self.threshold if op == ">=" else self.value <= self.threshold)
 
     def describe(self) -> str:
-        value, gate = fmt_number(self.value, self.unit), f"{self.threshold:.4g}"
-        op = CHECK_OPS.get(self.metric)
+        value = fmt_number(self.value, self.unit)
+        if self.threshold is None:
+            return f"{self.metric} {value}"
+        gate, op = f"{self.threshold:.4g}", CHECK_OPS.get(self.metric)
         if op is None:
             return f"{self.metric} {value} (gate {gate})"
         return f"{self.metric} {value} {op} {gate}: {'CROSSED' if self.crossed else 'within'}"
@@ -143,10 +147,11 @@ class Partition:
 
 
 def _figures(rows: Iterable[MetricRow]) -> tuple[Figure, ...]:
-    """The mutant's gate figures (rows with a threshold), one per metric, the last recorded."""
+    """The mutant's gate figures (rows with a threshold, and UNGATED_FIGURES), one per metric, the last recorded."""
     out: dict[str, Figure] = {}
     for r in rows:
-        if r.metric == KILLED_METRIC or r.threshold is None or not isinstance(r.value, (int, float)):
+        shown = r.threshold is not None or r.metric in UNGATED_FIGURES
+        if r.metric == KILLED_METRIC or not shown or not isinstance(r.value, (int, float)):
             continue
         if any(k in r.extra for k in PER_LAYER_KEYS):
             continue
