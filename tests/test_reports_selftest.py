@@ -136,7 +136,7 @@ def check_md_selftest_section(out: Path) -> None:
 def check_json(out: Path) -> None:
     doc = json.loads((out / "experiments" / "default.json").read_text())
     assert {(s["model"], s["quant"], s["attention"]) for s in doc["summary"]} == USER_LINES
-    assert {s["name"]: s["verdict"] for s in doc["selftest"]} == {k: v.split(" (")[0] for k, v in EXPECTED.items()}
+    assert {s["name"]: f"{s['verdict']} ({s['source']})" for s in doc["selftest"]} == EXPECTED
 
 
 def check_html(out: Path) -> None:

@@ -65,7 +65,7 @@ def render(
     contexts: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """The block above pytest-html's results: failures, the model x quant x attention table, the perf
-    table (per decode path and cell) and the run plots."""
+    table (per decode path and cell), the run plots and, apart, the gate's self-test (planted bugs)."""
     part = selftest.partition(rows, outcomes, contexts)  # planted bugs never join the user's lines or plots
     lines = summarize(part.rows, part.outcomes, part.contexts)
     top = failures_block(failures or {})

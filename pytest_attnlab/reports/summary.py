@@ -132,7 +132,8 @@ def write(
 
     `steps`: the run's finished progress steps (StepTime), listed under "Long steps" when any.
     `failures`: nodeid -> first error line of each failed or errored test; they open the summary.
-    `contexts`: nodeid -> model/quant/attention of failed tests, for those that recorded no row."""
+    `contexts`: nodeid -> model/quant/attention of failed tests, for those that recorded no row (and of
+    skipped ones: a planted bug that did not run is listed by the gate's self-test)."""
     default_name = experiment.experiment_name if experiment is not None else "default"
     contexts = contexts or {}
     part = selftest.partition(rows, outcomes, contexts)  # planted bugs never join the user's lines or plots
@@ -208,9 +209,10 @@ def write(
         orphans.setdefault(exp, set()).add(nodeid)
         by_experiment.setdefault(exp, [])
     for name, exp_rows in (by_experiment or {default_name: []}).items():
-        nodeids = {r.nodeid for r in exp_rows} | orphans.get(name, set())
-        exp_outcomes = {n: o for n, o in outcomes.items() if n in nodeids}
         exp_contexts = {n: c for n, c in contexts.items() if (c.get("experiment") or default_name) == name}
+        planted = {n for n, c in exp_contexts.items() if selftest.selftest_name(c)}  # skipped ones too
+        nodeids = {r.nodeid for r in exp_rows} | orphans.get(name, set()) | planted
+        exp_outcomes = {n: o for n, o in outcomes.items() if n in nodeids}
         exp_part = selftest.partition(exp_rows, exp_outcomes, exp_contexts)
         exp_lines = summarize(exp_part.rows, exp_part.outcomes, exp_part.contexts)
         exp_perf = perf_lines(exp_part.rows, exp_part.outcomes)
