@@ -8,6 +8,7 @@ the bug planted back in (the classification switched off), where it must fail.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -326,3 +327,14 @@ def test_report_renders_the_selftest_apart_in_chromium(run: Run, tmp_path: Path)
         "survived", "survived", "not-run", "killed", "killed",
     ]  # fmt: skip
     assert page.screenshot is not None and page.screenshot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_of_planted_bugs_only_says_so(tmp_path: Path) -> None:
+    """suites/correctness/test_quant_gate_kill.py alone: no user line, and the table says why."""
+    data = [r for r in mixed_rows() if selftest.is_selftest(r)]
+    outcomes = {"t::kill[a]": "passed", "t::kill[b]": "passed", "t::dec": "passed"}
+    summary.write(ReportLayout(tmp_path), data, outcomes, ENV, None, "r1")
+    md = (tmp_path / "summary.md").read_text()
+    assert "every row is the gate's self-test (below)" in md
+    assert "## Gate self-test: 3 of 3 planted bugs killed" in md
+    assert html.escape("every row is the gate's self-test (below)") in html_summary.render(data, outcomes)

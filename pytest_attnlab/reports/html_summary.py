@@ -70,7 +70,7 @@ def render(
     lines = summarize(part.rows, part.outcomes, part.contexts)
     top = failures_block(failures or {})
     if not lines:
-        none = "<p>No metric rows were recorded.</p>"
+        none = f"<p>{html.escape(part.no_lines())}</p>"
         return f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}{none}{selftest_block(part)}</div>'
     header, body = summary_grid(lines)
     tables = verdict_table("model x quant x attention", header, body, [ln.verdict for ln in lines])

@@ -136,6 +136,12 @@ class Partition:
     def killed(self) -> int:
         return sum(ln.verdict == "killed" for ln in self.lines)
 
+    def no_lines(self) -> str:
+        """What the results table says when it has no line: no rows at all, or only the self-test's."""
+        if self.lines or self.aggregates:
+            return "No metric rows of the models under test were recorded: every row is the gate's self-test (below)."
+        return "No metric rows were recorded."
+
     def headline(self) -> str:
         """'K of N planted bugs killed', with the survivors and those that did not run named."""
         text = f"{self.killed} of {len(self.lines)} planted bugs killed"

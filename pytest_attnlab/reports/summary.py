@@ -170,7 +170,7 @@ def write(
         *failures_list(failures or {}),
         "## Results (model x quant x attention)",
         "",
-        md_table(*summary_grid(lines)) if lines else "No metric rows were recorded.",
+        md_table(*summary_grid(lines)) if lines else part.no_lines(),
         "",
         *(["## Perf (per decode path and cell)", "", SPREAD_NOTE, "", md_table(*perf_grid(perf)), ""] if perf else []),
         "## Conclusions",
