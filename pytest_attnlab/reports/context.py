@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-KEYS = ("model", "quant", "attention", "experiment")
+KEYS = ("model", "quant", "attention", "experiment", "selftest")  # selftest: reports/selftest.py
 
 
 def _axis(param: str) -> str | None:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.metrics.row import MetricRow
-from pytest_attnlab.reports import monitor, plots
+from pytest_attnlab.reports import monitor, plots, selftest
 from pytest_attnlab.reports.html import table_html
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, perf_grid, perf_lines
 from pytest_attnlab.reports.rows import summarize, summary_grid
 
-_VERDICT_COLOUR = {"pass": "#dfd", "fail": "#fdd"}
+_VERDICT_COLOUR = {"pass": "#dfd", "fail": "#fdd", "killed": "#dfd", "survived": "#fdd", "not-run": "#ffd"}
 
 
 def _img(b64: str, title: str) -> str:
@@ -46,6 +46,18 @@ def verdict_table(title: str, header: list[str], body: list[list[str]], verdicts
     return table_html(title, header, trs, f"<p>{html.escape(note)}</p>" if note else "")
 
 
+def selftest_block(part: selftest.Partition) -> str:
+    """The gate's self-test, apart from the user's results: "K of N planted bugs killed" and each bug."""
+    if not part.lines and not part.aggregates:
+        return ""
+    title = f"gate self-test: {part.killed} of {len(part.lines)} planted bugs killed"
+    header, body = selftest.selftest_grid(part)
+    verdicts = [ln.verdict.replace(" ", "-") for ln in part.lines]
+    table = verdict_table(title, header, body, verdicts, selftest.NOTE) if part.lines else f"<h4>{title}</h4>"
+    extra = "".join(f"<li>{html.escape(t)}</li>" for t in selftest.aggregate_text(part))
+    return f'<div id="attnlab-selftest">{table}{f"<ul>{extra}</ul>" if extra else ""}</div>'
+
+
 def render(
     rows: list[MetricRow],
     outcomes: dict[str, str],
@@ -53,23 +65,25 @@ def render(
     contexts: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """The block above pytest-html's results: failures, the model x quant x attention table, the perf
-    table (per decode path and cell) and the run plots."""
-    lines = summarize(rows, outcomes, contexts)
+    table (per decode path and cell), the run plots and, apart, the gate's self-test (planted bugs)."""
+    part = selftest.partition(rows, outcomes, contexts)  # planted bugs never join the user's lines or plots
+    lines = summarize(part.rows, part.outcomes, part.contexts)
     top = failures_block(failures or {})
     if not lines:
-        return f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}<p>No metric rows were recorded.</p></div>'
+        none = f"<p>{html.escape(part.no_lines())}</p>"
+        return f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}{none}{selftest_block(part)}</div>'
     header, body = summary_grid(lines)
     tables = verdict_table("model x quant x attention", header, body, [ln.verdict for ln in lines])
-    perf = perf_lines(rows, outcomes)
+    perf = perf_lines(part.rows, part.outcomes)
     if perf:
         header, body = perf_grid(perf)
         title = "perf per decode path and cell"
         tables += verdict_table(title, header, body, [ln.verdict for ln in perf], SPREAD_NOTE)
     run_plots = plots.RUN_PLOTS.items() if plots.available() else []
-    figures = [_img(b64, title) for title, fn in run_plots if (b64 := fn(rows))]
+    figures = [_img(b64, title) for title, fn in run_plots if (b64 := fn(part.rows))]
     return (
         f'<div id="attnlab-summary"><h2>attnlab summary</h2>{top}{tables}'
-        f'<div class="attnlab-run-plots">{"".join(figures)}</div></div>'
+        f'<div class="attnlab-run-plots">{"".join(figures)}</div>{selftest_block(part)}</div>'
     )
 
 

@@ -90,7 +90,8 @@ class ReportsState:
 
     outcomes: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # nodeid -> "phase: first error line"
-    contexts: dict[str, dict[str, str]] = field(default_factory=dict)  # failed nodeid -> model/quant/attention
+    #: failed or skipped nodeid -> model/quant/attention(/selftest): a failed test's line, a planted bug's test
+    contexts: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)  # skipped, not xfailed: no plots for these
     exporter: Any = None
     pinned_gpu: str | None = None
@@ -106,6 +107,9 @@ class ReportsState:
                 self.contexts.setdefault(report.nodeid, context)
         elif report.when == "call" or (report.when == "setup" and report.skipped):
             self.outcomes.setdefault(report.nodeid, report.outcome)
+            context = getattr(report, "attnlab_context", None)  # a skipped planted bug still counts
+            if report.skipped and isinstance(context, dict):
+                self.contexts.setdefault(report.nodeid, context)
         if report.skipped and not hasattr(report, "wasxfail"):
             self.skipped.add(report.nodeid)
 
@@ -247,7 +251,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     core = _core_session(item.config)
     if not core.active:
         return report
-    if report.failed:
+    if report.failed or report.skipped:
         report.attnlab_context = _failed_context(item, core)
     if report.when == "teardown":
         from pytest_attnlab.reports import html_summary
@@ -258,7 +262,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _failed_context(item: pytest.Item, core: Any) -> dict[str, str]:
-    """model/quant/attention of a failed test, so its summary line fails even when it recorded no row."""
+    """model/quant/attention of a failed test, so its summary line fails even when it recorded no row
+    (and of a skipped one, so a planted bug that did not run is still listed by the self-test)."""
     from pytest_attnlab.reports.context import context_of_test
     from pytest_attnlab.session import RECORDER_KEY
 

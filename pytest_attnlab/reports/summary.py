@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
-from pytest_attnlab.reports import plots
+from pytest_attnlab.reports import plots, selftest
 from pytest_attnlab.reports.layout import METRICS_CSV, ReportLayout
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, PerfLine, perf_conclusions, perf_grid, perf_lines
 from pytest_attnlab.reports.rows import (
@@ -40,6 +40,23 @@ def failures_list(failures: dict[str, str]) -> list[str]:
     out = [f"## Failed and errored tests ({len(failures)})", ""]
     out += [f"- `{nodeid}`: {why}" for nodeid, why in failures.items()]
     return [*out, ""]
+
+
+def selftest_section(part: selftest.Partition) -> list[str]:
+    """Markdown lines of the gate's self-test: "K of N planted bugs killed" and one line per planted bug."""
+    if not part.lines and not part.aggregates:
+        return []
+    out = [f"## Gate self-test: {part.killed} of {len(part.lines)} planted bugs killed", "", selftest.NOTE, ""]
+    out += [md_table(*selftest.selftest_grid(part)), ""] if part.lines else []
+    return out + [f"- {text}" for text in selftest.aggregate_text(part)] + [""] * bool(part.aggregates)
+
+
+def selftest_entry(line: selftest.SelftestLine) -> dict[str, Any]:
+    """A planted bug for the experiment JSON."""
+    figures = [
+        {"metric": f.metric, "value": f.value, "threshold": f.threshold, "crossed": f.crossed} for f in line.figures
+    ]
+    return dict(name=line.name, verdict=line.verdict, source=line.source, bug=line.description, figures=figures)
 
 
 def steps_table(steps: Sequence[Any]) -> str:
@@ -115,15 +132,17 @@ def write(
 
     `steps`: the run's finished progress steps (StepTime), listed under "Long steps" when any.
     `failures`: nodeid -> first error line of each failed or errored test; they open the summary.
-    `contexts`: nodeid -> model/quant/attention of failed tests, for those that recorded no row."""
+    `contexts`: nodeid -> model/quant/attention of failed tests, for those that recorded no row (and of
+    skipped ones: a planted bug that did not run is listed by the gate's self-test)."""
     default_name = experiment.experiment_name if experiment is not None else "default"
     contexts = contexts or {}
-    lines = summarize(rows, outcomes, contexts)
-    perf = perf_lines(rows, outcomes)
+    part = selftest.partition(rows, outcomes, contexts)  # planted bugs never join the user's lines or plots
+    lines = summarize(part.rows, part.outcomes, part.contexts)
+    perf = perf_lines(part.rows, part.outcomes)
     written = []
     plot_links = []
     for title, fn in plots.RUN_PLOTS.items() if plots.available() else []:
-        png = fn(rows)
+        png = fn(part.rows)
         if png:
             path = layout.plot_png(title)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,13 +170,15 @@ def write(
         *failures_list(failures or {}),
         "## Results (model x quant x attention)",
         "",
-        md_table(*summary_grid(lines)) if lines else "No metric rows were recorded.",
+        md_table(*summary_grid(lines)) if lines else part.no_lines(),
         "",
         *(["## Perf (per decode path and cell)", "", SPREAD_NOTE, "", md_table(*perf_grid(perf)), ""] if perf else []),
         "## Conclusions",
         "",
         *(f"- {c}" for c in conclusions(lines, outcomes, perf)),
+        *([f"- Gate self-test: {part.headline()}."] if part.lines else []),
         "",
+        *selftest_section(part),
         *(["## Long steps", "", steps_table(steps), ""] if steps else []),
         *(["## Plots", "", *plot_links, ""] if plot_links else []),
         "## Environment",
@@ -188,10 +209,13 @@ def write(
         orphans.setdefault(exp, set()).add(nodeid)
         by_experiment.setdefault(exp, [])
     for name, exp_rows in (by_experiment or {default_name: []}).items():
-        nodeids = {r.nodeid for r in exp_rows} | orphans.get(name, set())
+        exp_contexts = {n: c for n, c in contexts.items() if (c.get("experiment") or default_name) == name}
+        planted = {n for n, c in exp_contexts.items() if selftest.selftest_name(c)}  # skipped ones too
+        nodeids = {r.nodeid for r in exp_rows} | orphans.get(name, set()) | planted
         exp_outcomes = {n: o for n, o in outcomes.items() if n in nodeids}
-        exp_lines = summarize(exp_rows, exp_outcomes, contexts)
-        exp_perf = perf_lines(exp_rows, exp_outcomes)
+        exp_part = selftest.partition(exp_rows, exp_outcomes, exp_contexts)
+        exp_lines = summarize(exp_part.rows, exp_part.outcomes, exp_part.contexts)
+        exp_perf = perf_lines(exp_part.rows, exp_part.outcomes)
         doc = {
             "experiment": name,
             "run_id": run_id,
@@ -209,6 +233,7 @@ def write(
                 for ln in exp_lines
             ],
             "perf": [perf_entry(ln) for ln in exp_perf],
+            "selftest": [selftest_entry(ln) for ln in exp_part.lines],
             "conclusions": conclusions(exp_lines, exp_outcomes, exp_perf),
             "rows": [r.as_dict() for r in exp_rows],
         }
