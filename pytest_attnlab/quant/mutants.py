@@ -48,24 +48,48 @@ class NotApplicable(ValueError):
     """This bug cannot be planted in this model (no such projection, no rotary embedding, ...)."""
 
 
-class Mutant(Quantizer):
-    """`base` (a registered RTN method) followed by `bug`; bits and gate reference are the base's."""
+#: a bug in the integer step: (model, linear, its codes/scales/zeros) -> what gets dequantized
+CodeBug = Callable[[nn.Module, nn.Linear, G.QTensor], G.QTensor]
 
-    def __init__(self, name: str, bug: Bug, description: str = "", base: str = "rtn-int8") -> None:
+
+class Mutant(Quantizer):
+    """`base` (a registered RTN method) followed by `bug`, presented as the method `presents_as`
+    (default: the base): its bits, its gate reference and whether it calibrates are those of the
+    method it claims to be, so the gate holds it to that method's standard.
+
+    `code_bug` edits the integer codes, scales or zero points of a linear before dequantization
+    (a wrong zero point); `bug` edits the dequantized model (a wrong scale, noise, a swapped column).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        bug: Bug | None = None,
+        description: str = "",
+        base: str = "rtn-int8",
+        *,
+        presents_as: str | None = None,
+        code_bug: CodeBug | None = None,
+    ) -> None:
+        from pytest_attnlab.quant.gate import reference_of
         from pytest_attnlab.quant.methods import QUANTIZERS
 
-        self.name, self.bug, self.base = name, bug, base
-        self.description = description or getattr(bug, "__name__", name)
-        base_method = QUANTIZERS.get(base)
-        self.grid = base_method.grid
-        self.bits = base_method.bits
-        self.reference = base
+        self.name, self.bug, self.base, self.code_bug = name, bug, base, code_bug
+        self.description = description or getattr(bug or code_bug, "__name__", name)
+        self.grid = QUANTIZERS.get(base).grid
+        claimed = QUANTIZERS.get(presents_as or base)
+        self.presents_as = presents_as or base
+        self.bits, self.calibrated = claimed.bits, claimed.calibrated
+        self.reference = reference_of(claimed)
 
     def settings(self) -> dict[str, Any]:
-        return {"method": "mutant", "base": self.base, "bug": self.description}
+        return {"method": "mutant", "base": self.base, "presents_as": self.presents_as, "bug": self.description}
 
     def alone(self, loaded: Any) -> Any:
-        """A copy of `loaded.model` with the bug and no quantization: what the bug does on its own."""
+        """A copy of `loaded.model` with the bug and no quantization: what the bug does on its own
+        (a code bug or a wrong grid needs the quantization: then the quantized mutant itself)."""
+        if self.bug is None or self.code_bug is not None or self.presents_as != self.base:
+            return self.quantize(loaded, None)
         model = copy.deepcopy(loaded.model)
         with torch.no_grad():
             self.bug(model)
@@ -78,10 +102,13 @@ class Mutant(Quantizer):
             for linear in target_linears(model).values():
                 w = linear.weight
                 qt = G.quantize(self.grid, w)
+                if self.code_bug is not None:
+                    qt = self.code_bug(model, linear, qt)
                 w.copy_(G.dequantize(self.grid, qt, w.shape).to(w.dtype))
                 # counted by weight_bytes as the base's packed storage: a mutant claims the base's bytes
                 setattr(linear, PACKED_NBYTES, G.nbytes(G.pack(self.grid, qt)))
-            self.bug(model)
+            if self.bug is not None:
+                self.bug(model)
         return model
 
 
@@ -271,6 +298,31 @@ def norm_epsilon(eps: float) -> Bug:
     return _named(f"RMSNorm eps {eps:g}", bug)
 
 
+def zero_points_shifted(shift: int, layers: Sequence[int], projections: Sequence[str]) -> CodeBug:
+    """Zero points + `shift` in `projections` of `layers` (a zero point read off by one, as from a
+    checkpoint that stores zero - 1, or zeros of another layer): every weight there moves by `shift`
+    scale steps."""
+
+    def code_bug(model: nn.Module, linear: nn.Linear, qt: G.QTensor) -> G.QTensor:
+        if qt.zeros is None:
+            raise NotApplicable("a symmetric grid stores no zero points")
+        if not any(linear is chosen for chosen in selected_linears(model, layers, list(projections))):
+            return qt
+        return G.QTensor(qt.codes, qt.scales, (qt.zeros + shift).clamp(0, 15))
+
+    return code_bug  # type: ignore[return-value]
+
+
+def in_middle(make: Callable[[list[int]], CodeBug], description: str) -> CodeBug:
+    """A code bug `make([k])` at k = the middle decoder layer of whichever model it is given."""
+
+    def code_bug(model: nn.Module, linear: nn.Linear, qt: G.QTensor) -> G.QTensor:
+        return make([len(decoder_layers(model)) // 2])(model, linear, qt)
+
+    code_bug.__name__ = description
+    return code_bug
+
+
 def rotary_embedding(model: nn.Module) -> nn.Module:
     """The model's rotary embedding module (the one holding `inv_freq`)."""
     from pytest_attnlab.models.anatomy import rotary_embedding as find
@@ -325,4 +377,37 @@ _register(
 _register(
     "mid-down_proj-noise-20pct",
     in_middle_layer(lambda k: noise_linears(0.2, k, ("down_proj",)), "middle layer's down_proj + noise 20% of std"),
+)
+
+# The 4-bit class (int4 g64 with integer zero points, the grid GPTQ/AWQ checkpoints store): bugs of a
+# few percent that a 4-bit model's own rounding error (logits cosine 0.87 on SmolLM2) hides from the
+# outer cosine, each measured in suites/correctness/test_quant_gate_kill.py.
+INT4 = "rtn-int4-g64-zp"
+MUTANTS.register(
+    "int4-g128-as-g64",
+    Mutant(
+        "int4-g128-as-g64", description="int4 g128 weights presented as g64", base="rtn-int4-g128-zp", presents_as=INT4
+    ),
+)
+MUTANTS.register(
+    "int4-mid-layer-zero-plus-one",
+    Mutant(
+        "int4-mid-layer-zero-plus-one",
+        base=INT4,
+        code_bug=in_middle(lambda k: zero_points_shifted(1, k, PROJECTIONS), "middle layer's zero points + 1"),
+    ),
+)
+MUTANTS.register(
+    "int4-mid-layer-x1.05",
+    Mutant("int4-mid-layer-x1.05", in_middle_layer(lambda k: scale_linears(1.05, k), "middle layer x1.05"), base=INT4),
+)
+MUTANTS.register("int4-noise-3pct-std", Mutant("int4-noise-3pct-std", noise_linears(0.03), base=INT4))
+MUTANTS.register(
+    "awq-int4-g64-falls-back-to-rtn",
+    Mutant(
+        "awq-int4-g64-falls-back-to-rtn",
+        description="awq-int4-g64 that silently returns plain RTN",
+        base=INT4,
+        presents_as="awq-int4-g64",
+    ),
 )
