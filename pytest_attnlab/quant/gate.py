@@ -184,13 +184,15 @@ class GateResult:
     def summary(self) -> dict[str, Any]:
         """One line of a kill table: the figures, the named layers, the failed checks, the verdict."""
         ratio = next((c.value for c in self.checks if c.metric == "local_error_ratio"), None)
+        mean = next((c.value for c in self.checks if c.metric == "local_error_mean_ratio"), None)
         first, cumulative = self.first_divergent, self.layers.first_divergent_cumulative
         return {
             "method": self.method,
             "logits_cosine": f"{self.measured.logits_cosine:.4f}",
             "kl": f"{self.measured.kl:.4f}",
             "flip_rate": f"{self.measured.flip_rate:.3f}",
-            "max_local_ratio": "-" if ratio is None else f"{ratio:.2f}",
+            "max_local_ratio": "-" if ratio is None else f"{ratio:.3f}",
+            "mean_local_ratio": "-" if mean is None else f"{mean:.3f}",
             "named_layer": "-" if first is None else first,
             "cumulative_layer": "-" if cumulative is None else cumulative,
             "failed": ",".join(c.metric for c in self.failures()) or "-",
@@ -201,7 +203,9 @@ class GateResult:
         """Write every figure with its threshold (and the per-layer local errors) to `metrics`."""
         ref = {"reference_method": self.reference} if self.reference else {}
         for c in self.checks:
-            metrics.record(c.metric, c.value, threshold=c.threshold, **ref, **context)
+            # the outer gate says whether it is absolute or relative to the reference (outer_check)
+            how = {"outer_gate": c.note} if c.metric == "logits_cosine" else {}
+            metrics.record(c.metric, c.value, threshold=c.threshold, **ref, **how, **context)
         first = self.first_divergent
         cumulative = self.layers.first_divergent_cumulative
         metrics.record("first_divergent_layer", -1 if first is None else first, **context)
@@ -283,7 +287,7 @@ def outer_check(
     of the method's grid is itself below that floor on this model, relative to the reference."""
     floor = policy.logits_cosine if logits_cosine is None else logits_cosine
     if calibration is None or calibration.logits_cosine >= floor:
-        return Check("logits_cosine", cosine, floor, ">=", "outer gate")
+        return Check("logits_cosine", cosine, floor, ">=", "outer gate, absolute")
     ref = calibration.logits_cosine
     relative = 1.0 - policy.outer_margin * (1.0 - ref)
     note = (
