@@ -7,8 +7,9 @@ that RTN (rounded by quant.grid's formula): per-layer local error (each layer ru
 input) and its mean over layers, which a calibrated method (GPTQ, AWQ) must bring below the RTN's,
 with the first layer above its tolerance named; next-token KL and top-1 flip rate. No method is
 excused as a whole: a known shortfall (KNOWN_SHORTFALLS) excuses one named check within a band
-around its recorded value. Every figure is recorded beside its threshold. Also recorded: perplexity and its delta on the
-embedded text, greedy-token agreement, weight bytes and the ratio to the baseline, quantize time.
+around its recorded value. Every figure is recorded beside its threshold. Also recorded: perplexity
+and its delta on the embedded text, greedy-token agreement, weight bytes and the ratio to the
+baseline, quantize time.
 Run: pytest suites/correctness -k quant --attnlab-quant all
 """
 
@@ -60,15 +61,15 @@ class Shortfall:
         value = result.check(self.check).value
         if abs(value - self.measured) > self.band * abs(self.measured):
             return None
-        return (
-            f"known shortfall: {self.check} {value:.4g} (recorded {self.measured:.4g} +-{self.band:.0%}); {self.why}"
-        )
+        return f"known shortfall: {self.check} {value:.4g} (recorded {self.measured:.4g} +-{self.band:.0%}); {self.why}"
 
 
 #: Measured beyond its gate on the embedded model (SmolLM2-135M, float32, CPU, 256 tokens) under the
 #: exact attention kernels: an xfail for that one check within its band; elsewhere a plain failure.
 KNOWN_SHORTFALLS: dict[str, Shortfall] = {
-    SHORTFALL_PLACEHOLDER
+    # LLM.int8() quantizes the activations too (int8 per token, outlier columns > 6.0 in float16; on
+    # CPU every input is cast to float16): W8A8, against the weight-only int8 grid of its class.
+    "bnb-int8": Shortfall("local_error_ratio", 5.43, "LLM.int8() also quantizes activations"),
 }
 EXACT_KERNELS = ("sdpa", "eager", "flex")
 
