@@ -401,7 +401,7 @@ MUTANTS.register(
     "int4-mid-layer-x1.05",
     Mutant("int4-mid-layer-x1.05", in_middle_layer(lambda k: scale_linears(1.05, k), "middle layer x1.05"), base=INT4),
 )
-MUTANTS.register("int4-noise-3pct-std", Mutant("int4-noise-3pct-std", noise_linears(0.03), base=INT4))
+MUTANTS.register("int4-noise-4pct-std", Mutant("int4-noise-4pct-std", noise_linears(0.04), base=INT4))
 MUTANTS.register(
     "awq-int4-g64-falls-back-to-rtn",
     Mutant(
