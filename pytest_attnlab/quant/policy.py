@@ -1,0 +1,72 @@
+"""The margins of the quantization gate (quant.gate), per class of methods: `GatePolicy`, and
+`POLICIES` by nominal bits with the measured figures that set each margin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Margins of the calibrated gate for one class of methods (`POLICIES`, by bits).
+
+    Every check holds its threshold inside its metric's range: cosine in [-1, 1], ratios >= 0,
+    flip rate in [0, 1]. The figures that justify each class's margins are in `POLICIES`.
+    """
+
+    logits_cosine: float = 0.95
+    #: where the RTN reference is itself below `logits_cosine`: candidate cosine distance (1 - cos)
+    #: <= outer_margin x the reference's
+    outer_margin: float = 1.5
+    local_margin: float = 2.0
+    #: mean over layers of local error / the RTN's <= this (a method that is not calibrated)
+    mean_margin: float = 1.1
+    #: calibrated methods: mean over layers of local error / the RTN's <= this (< 1: they must beat it)
+    calibrated_gain: float = 0.95
+    kl_margin: float = 2.0
+    #: flips allowed beyond the reference's, as a share of the positions the reference keeps
+    flip_share: float = 0.05
+    #: absolute floor on local error and KL, for methods exact to rounding (rtn-int4-g32 on the
+    #: embedded model reproduces its Q4_1 weights: its reference's error is 0)
+    floor: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("logits_cosine", -1.0, 1.0), ("flip_share", 0.0, 1.0), ("calibrated_gain", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"GatePolicy.{name}: {value} is outside its range [{low}, {high}]")
+        for name in ("outer_margin", "local_margin", "mean_margin", "kl_margin"):
+            if getattr(self, name) < 1.0:
+                raise ValueError(f"GatePolicy.{name}: {getattr(self, name)} < 1 would fail the reference itself")
+
+
+#: The margins of each class, by nominal bits, each set between a measured control (correct methods)
+#: and the weakest planted bug it must catch. Figures: the embedded SmolLM2-135M, fp32, CPU, 128 tokens
+#: of the evaluation text, as `python -m pytest suites/correctness/test_quant_gate_kill.py -rP` prints
+#: them (the mutants) and `Gate.check` gives them for the built-in methods (docs/quant.md).
+POLICIES: dict[int, GatePolicy] = {
+    # 8-bit: rtn-int8 (through its packing) 1.000x its grid on every layer; the weakest 8-bit mutant,
+    # one middle o_proj x1.10, 4.1x on its layer: 2x sits between with a factor of 2 either side, for
+    # the per-layer ratio and the KL. Mean ratio: correct 1.000, whole-model mutants >= 1.5x.
+    # Flips: rtn-int8 flips 1-3 % of 128 tokens; 3 % of the kept tokens is about 4 more.
+    8: GatePolicy(local_margin=2.0, mean_margin=1.1, kl_margin=2.0, flip_share=0.03),
+    # 4-bit: the RTN of the grid is below the outer 0.95 (rtn-int4-g64-zp 0.870, g128-zp 0.796,
+    # g64-sym 0.857), so the outer gate is relative: correct methods sit at 0.31x (awq-int4-g64, 0.959)
+    # to 1.00x (a clean copy) of the RTN's cosine distance; noise at 3 % of the weight std reaches 1.37x,
+    # 5 % 1.52x, g128 presented as g64 1.57x, the issue's 30 % scale bug 6.3x (0.179): 1.5x.
+    # Per layer (deterministic: the same weights, the same input): a clean copy 1.000x, bnb-nf4 at most
+    # 0.892x, awq-int4-g64 0.908x, awq-int4-g128 AWQ128MAXx; the middle layer x1.05 reaches 1.424x,
+    # zero points + 1 in the middle layer ZEROMAXx: 1.2x (a layer 30 % worse is named).
+    # Mean over layers: a clean copy 1.000x, bnb-nf4 0.788x; noise at 3 % of the std 1.054x, g128 as
+    # g64 1.099x: 1.03x. Calibrated: awq-int4-g64 0.686x, awq-int4-g128 AWQ128MEANx, AWQ falling back
+    # to RTN 1.000x: 0.9x.
+    # KL: correct 0.56x (awq-int4-g64) to 1.00x, g128 as g64 1.20x: 1.5x. Flips: the RTN flips 45-55 %
+    # of the tokens; awq-int4-g64 0.40 vs 0.52, bnb-nf4 0.49 vs 0.55: 10 % of the kept tokens more.
+    4: GatePolicy(local_margin=1.2, mean_margin=1.03, calibrated_gain=0.9, kl_margin=1.5, flip_share=0.1),
+}
+
+
+def policy_for(quantizer: Any) -> GatePolicy:
+    """The policy of `quantizer`'s class (by its nominal bits; 16-bit and unknown: the 8-bit one)."""
+    return POLICIES.get(getattr(quantizer, "bits", 8), POLICIES[8])
