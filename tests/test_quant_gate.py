@@ -22,6 +22,7 @@ from pytest_attnlab.models.spec import parse_model
 from pytest_attnlab.quant import QUANTIZERS, quantize
 from pytest_attnlab.quant.gate import (
     POLICIES,
+    Check,
     Gate,
     GatePolicy,
     GateResult,
@@ -34,6 +35,7 @@ from pytest_attnlab.quant.gate import (
 from pytest_attnlab.quant.layers import target_linears
 from pytest_attnlab.quant.mutants import MUTANTS, PROJECTIONS, Mutant, scale_linears, swap_column_pairs
 from pytest_attnlab.quant.packed import weight_bytes
+from pytest_attnlab.quant.policy import Shortfall
 from pytest_attnlab.quant.rtn import RTN
 
 N_LAYERS = 6
@@ -249,3 +251,27 @@ def test_scale_bug_changes_only_the_chosen_projection(tiny: LoadedModel) -> None
         if not torch.equal(p, q)
     ]
     assert changed == ["model.layers.1.self_attn.v_proj.weight"]
+
+
+class _Checks:
+    """What a Shortfall reads of a GateResult: its checks."""
+
+    def __init__(self, *checks: Check) -> None:
+        self.checks = list(checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def check(self, metric: str) -> Check:
+        return next(c for c in self.checks if c.metric == metric)
+
+
+def test_a_shortfall_excuses_only_its_checks_within_their_band() -> None:
+    """bnb-int8's record excuses its named checks near their values; another failed check, a value out
+    of its band (the 30 % scale bug on a known-short method), or a passing method is not excused."""
+    shortfall = Shortfall({"local_error_ratio": 5.0}, "W8A8")
+    cosine_ok, cosine_bad = Check("logits_cosine", 0.99, 0.95, ">="), Check("logits_cosine", 0.179, 0.95, ">=")
+    assert shortfall.excuses(_Checks(cosine_ok, Check("local_error_ratio", 5.4, 2.0, "<="))) is not None
+    assert shortfall.excuses(_Checks(cosine_ok, Check("local_error_ratio", 7.0, 2.0, "<="))) is None
+    assert shortfall.excuses(_Checks(cosine_bad, Check("local_error_ratio", 5.4, 2.0, "<="))) is None
+    assert shortfall.excuses(_Checks(cosine_ok, Check("local_error_ratio", 1.0, 2.0, "<="))) is None

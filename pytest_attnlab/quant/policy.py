@@ -1,10 +1,17 @@
 """The margins of the quantization gate (quant.gate), per class of methods: `GatePolicy`, and
-`POLICIES` by nominal bits with the measured figures that set each margin."""
+`POLICIES` by nominal bits with the measured figures that set each margin; `Shortfall`, the one
+way a known failure is excused (its named checks, each within a band around its recorded value)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+
+class _Result(Protocol):  # quant.gate.GateResult, as a Shortfall reads it
+    def failures(self) -> list[Any]: ...
+
+    def check(self, metric: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -70,3 +77,27 @@ POLICIES: dict[int, GatePolicy] = {
 def policy_for(quantizer: Any) -> GatePolicy:
     """The policy of `quantizer`'s class (by its nominal bits; 16-bit and unknown: the 8-bit one)."""
     return POLICIES.get(getattr(quantizer, "bits", 8), POLICIES[8])
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """The gate checks a method is known to fail on the embedded model, each with the value measured there.
+
+    Only those named checks are excused, and only while each value stays within `band` (relative) of
+    its recorded one: any other failed check, or a value leaving its band (a regression, or a fix),
+    is a failure.
+    """
+
+    measured: dict[str, float]  # GateResult check name -> the value recorded on the embedded model
+    why: str
+    band: float = 0.25
+
+    def excuses(self, result: _Result) -> str | None:
+        """The xfail reason when `result` fails exactly the named checks, each within its band, else None."""
+        if sorted(c.metric for c in result.failures()) != sorted(self.measured):
+            return None
+        for check, recorded in self.measured.items():
+            if abs(result.check(check).value - recorded) > self.band * abs(recorded):
+                return None
+        figures = ", ".join(f"{c} {result.check(c).value:.4g} (recorded {v:.4g})" for c, v in self.measured.items())
+        return f"known shortfall, each within +-{self.band:.0%} of its record: {figures}; {self.why}"

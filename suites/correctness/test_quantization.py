@@ -16,7 +16,6 @@ Run: pytest suites/correctness -k quant --attnlab-quant all
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ from pytest_attnlab.prompts import skip_without_tokenizer
 from pytest_attnlab.quant import QUANTIZERS
 from pytest_attnlab.quant.evaluate import argmax_agreement, common_prefix, greedy_tokens, score_text
 from pytest_attnlab.quant.gate import (
-    GateResult,
     Measurement,
     judge,
     measure,
@@ -37,32 +35,8 @@ from pytest_attnlab.quant.gate import (
     weight_bytes_limit,
 )
 from pytest_attnlab.quant.packed import weight_bytes
+from pytest_attnlab.quant.policy import Shortfall
 from pytest_attnlab.quant.texts import eval_ids
-
-
-@dataclass(frozen=True)
-class Shortfall:
-    """The gate checks a method is known to fail on the embedded model, each with the value measured there.
-
-    Only those named checks are excused, and only while each value stays within `band` (relative) of
-    its recorded one: any other failed check, or a value leaving its band (a regression, or a fix),
-    is a failure.
-    """
-
-    measured: dict[str, float]  # GateResult check name -> the value recorded on the embedded model
-    why: str
-    band: float = 0.25
-
-    def excuses(self, result: GateResult) -> str | None:
-        """The xfail reason when `result` fails exactly the named checks, each within its band, else None."""
-        if sorted(c.metric for c in result.failures()) != sorted(self.measured):
-            return None
-        for check, recorded in self.measured.items():
-            if abs(result.check(check).value - recorded) > self.band * abs(recorded):
-                return None
-        figures = ", ".join(f"{c} {result.check(c).value:.4g} (recorded {v:.4g})" for c, v in self.measured.items())
-        return f"known shortfall, each within +-{self.band:.0%} of its record: {figures}; {self.why}"
-
 
 #: Measured beyond its gate on the embedded model (SmolLM2-135M, float32, CPU, 256 tokens) under the
 #: exact attention kernels: an xfail for those checks within their band; elsewhere a plain failure.
