@@ -13,10 +13,13 @@ packing, runtime or cache) on the same model and tokens. With the margins of its
   per layer:    local error (probe_local: the layer run on the full-precision input) <= local_margin
                 x the RTN's local error in that layer; the first layer above is named;
   calibrated:   (GPTQ, AWQ) mean over layers of that ratio <= `calibrated_gain`: a method that
+                minimises layer output error and does not beat plain rounding did nothing (on a
+                trained model; untrained weights have no outlier channels for it to exploit);
                 minimises layer output error and does not beat plain rounding did nothing;
   next token:   mean KL(p_fp || p_method) <= kl_margin x the RTN's;
-                top-1 flip rate <= r + flip_share x (1 - r), r the RTN's: at most that share of the
-                tokens the RTN keeps may flip (a threshold in [r, 1], reaching 1 only when r does).
+                top-1 flip rate <= r + flip_share x (1 - r) + 2 binomial standard errors of r on the
+                positions counted, r the RTN's, the excess capped at (1 - r) / 2: a threshold in [r, 1),
+                below 1 whenever r is (`flip_threshold`).
 
 Every figure is returned with the threshold it was checked against (`GateResult.checks`), and
 `GateResult.record(metrics)` writes them all to metrics.csv.
@@ -25,6 +28,7 @@ Every figure is returned with the threshold it was checked against (`GateResult.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +52,8 @@ __all__ = [
     "policy_for",
     "reference_model",
     "reference_of",
+    "flip_threshold",
+    "untrained",
     "weight_bytes_limit",
 ]
 
@@ -82,6 +88,7 @@ class Measurement:
     kl: float  # mean next-token KL(p_fp || p_model), nats
     flip_rate: float  # fraction of positions whose argmax next token changed
     logits_cosine: float
+    positions: int = 0  # positions the flip rate is counted on (0: unknown, no noise allowance)
 
 
 def measure(reference: probe.Capture, candidate: probe.Capture) -> Measurement:
@@ -93,6 +100,7 @@ def measure(reference: probe.Capture, candidate: probe.Capture) -> Measurement:
         local=tuple(float(r.local_rel_err) for r in layers.rows),  # type: ignore[arg-type]
         kl=next_token_kl(reference.logits, candidate.logits),
         flip_rate=top1_flip_rate(reference.logits, candidate.logits),
+        positions=int(reference.logits.argmax(-1).numel()),
         logits_cosine=float(layers.logits_cosine),  # type: ignore[arg-type]
     )
 
@@ -200,11 +208,13 @@ def judge(
     policy: GatePolicy = POLICIES[8],
     logits_cosine: float | None = None,
     calibrated: bool = False,
+    untrained: bool = False,
 ) -> GateResult:
     """Check `candidate` against the full-precision `reference` and its class's `calibration`.
 
     `logits_cosine` overrides the policy's outer gate (a per-method --attnlab-quant-threshold).
-    `calibrated` (GPTQ, AWQ) adds the check that the method beats its RTN on local error.
+    `calibrated` (GPTQ, AWQ) holds the mean local-error ratio below 1: the method must beat its RTN;
+    on `untrained` weights (no outlier channels to exploit) it is held to the uncalibrated mean.
     Without a calibration only the outer gate is checked (the diff keeps its default tolerances).
     """
     measured = measure(reference, candidate)
@@ -218,32 +228,34 @@ def judge(
     checks.append(
         Check("local_error_ratio", ratios[worst], policy.local_margin, "<=", f"max over layers, at layer {worst}")
     )
-    mean_note = (
-        f"mean over layers; a calibrated method must beat {reference_name}"
-        if calibrated
-        else "mean over layers: a whole grid's error shows here"
-    )
-    checks.append(
-        Check(
-            "local_error_mean_ratio",
-            sum(ratios) / len(ratios),
-            policy.calibrated_gain if calibrated else policy.mean_margin,
-            "<=",
-            mean_note,
-        )
-    )
+    if calibrated and not untrained:
+        mean_threshold, mean_note = policy.calibrated_gain, f"mean over layers; calibrated: must beat {reference_name}"
+    elif calibrated:
+        mean_threshold = policy.mean_margin
+        mean_note = "mean over layers; calibrated, but untrained weights leave calibration nothing to exploit"
+    else:
+        mean_threshold, mean_note = policy.mean_margin, "mean over layers: a whole grid's error shows here"
+    checks.append(Check("local_error_mean_ratio", sum(ratios) / len(ratios), mean_threshold, "<=", mean_note))
     r = calibration.flip_rate
     checks += [
         Check("next_token_kl", measured.kl, policy.kl_margin * calibration.kl + policy.floor, "<=", "nats"),
         Check(
             "top1_flip_rate",
             measured.flip_rate,
-            r + policy.flip_share * (1.0 - r),
+            flip_threshold(r, measured.positions, policy.flip_share),
             "<=",
-            f"fraction of positions; {reference_name} flips {r:.3g}",
+            f"fraction of {measured.positions} positions; {reference_name} flips {r:.3g}",
         ),
     ]
     return GateResult(method, reference_name, checks, layers, measured, calibration)
+
+
+def flip_threshold(r: float, positions: int, share: float) -> float:
+    """The largest flip rate for a reference's `r`: r + share x (1 - r), plus two binomial standard
+    errors of r on `positions` (the flips are counted on a few hundred tokens), the excess capped at
+    half the positions the reference keeps, so the threshold stays below 1 whenever r does."""
+    noise = 2.0 * math.sqrt(r * (1.0 - r) / positions) if positions else 0.0
+    return r + min(share * (1.0 - r) + noise, (1.0 - r) / 2)
 
 
 def outer_check(
@@ -316,6 +328,7 @@ class Gate:
             from pytest_attnlab.quant.api import quantize
         self.loaded, self.ids, self.policy, self._quantize = loaded, ids, policy, quantize
         self.reference = probe.capture(loaded.model, ids)
+        self.untrained = untrained(loaded)
         self._calibrations: dict[str, Measurement] = {}
 
     def capture(self, model: Any) -> probe.Capture:
@@ -348,7 +361,15 @@ class Gate:
             policy=self.policy or policy_for(quantizer),
             logits_cosine=logits_cosine,
             calibrated=bool(getattr(quantizer, "calibrated", False)),
+            untrained=self.untrained,
         )
+
+
+def untrained(loaded: Any) -> bool:
+    """Random shapes, or a checkpoint whose weights still have the random init's spread."""
+    from pytest_attnlab.models.anatomy import looks_untrained
+
+    return loaded.spec.source == "random" or looks_untrained(loaded.model)
 
 
 def reference_model(loaded: Any, name: str, quantize: Callable[[Any, str], Any]) -> Any:

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_attnlab.models.anatomy import looks_untrained
 from pytest_attnlab.prompts import skip_without_tokenizer
 from pytest_attnlab.quant import QUANTIZERS
 from pytest_attnlab.quant.evaluate import argmax_agreement, common_prefix, greedy_tokens, score_text
@@ -32,6 +31,7 @@ from pytest_attnlab.quant.gate import (
     policy_for,
     reference_model,
     reference_of,
+    untrained,
     weight_bytes_limit,
 )
 from pytest_attnlab.quant.packed import weight_bytes
@@ -180,6 +180,7 @@ def test_quantized_logits_match_baseline(
         policy=policy_for(method),
         logits_cosine=quant_settings.gate(quantizer, method),
         calibrated=method.calibrated,
+        untrained=untrained(attnlab_model),
     )
     ppl_ref, ppl = ref["score"].perplexity, cand["score"].perplexity
     base_bytes, q_bytes = weight_bytes(attnlab_model.model), weight_bytes(quantized.model)
@@ -241,9 +242,9 @@ def test_baseline_perplexity(attnlab_model: Any, evaluations: _Evaluations, metr
     metrics.record("perplexity", score.perplexity, tokens=score.tokens)
     metrics.record("weight_bytes", weight_bytes(attnlab_model.model), "B")
     assert score.perplexity < 2 * vocab, f"perplexity {score.perplexity:.1f} is beyond a uniform guess ({vocab})"
-    untrained = attnlab_model.spec.source == "random" or looks_untrained(attnlab_model.model)
-    metrics.record("untrained_weights", float(untrained))
-    if not untrained:
+    weights_untrained = untrained(attnlab_model)
+    metrics.record("untrained_weights", float(weights_untrained))
+    if not weights_untrained:
         assert score.perplexity < 100, (
             f"a trained model's perplexity on plain prose should be < 100, got {score.perplexity:.1f}"
         )
