@@ -79,22 +79,35 @@ def verdicts(gate: Gate, tiny: LoadedModel) -> dict[str, GateResult]:
     return out
 
 
+#: Mutants this model cannot show, each for a measured reason (the test checks they pass here, so a
+#: stale entry fails); suites/correctness/test_quant_gate_kill.py kills them on the embedded model.
+INVISIBLE_HERE = {
+    "int4-g128-as-g64": "hidden size 64: groups of 128 and 64 differ only in down_proj (mean ratio 1.025)",
+    "awq-int4-g64-falls-back-to-rtn": "untrained weights: a calibrated method is held to the uncalibrated "
+    "mean here (gate.untrained), which plain RTN meets",
+}
+
+
 @pytest.mark.parametrize("name", MUTANTS.names())
 def test_planted_bug_fails_the_gate(verdicts: dict[str, GateResult], name: str) -> None:
     result = verdicts[name]
+    if name in INVISIBLE_HERE:
+        assert result.passed, f"{name} is killed here now: remove it from INVISIBLE_HERE\n{result.describe()}"
+        pytest.skip(f"planted bug {name!r} is invisible on this model: {INVISIBLE_HERE[name]}")
     assert not result.passed, f"planted bug {name!r} passed the gate:\n{result.describe()}"
 
 
 def test_kill_rate_is_total(verdicts: dict[str, GateResult]) -> None:
-    """Every planted bug is killed; the kill table is printed (pytest -rP shows it)."""
+    """Every planted bug this model can show is killed; the kill table is printed (pytest -rP shows it)."""
     rows = [{**r.summary(), "verdict": "SURVIVED" if r.passed else "killed"} for r in verdicts.values()]
     head = list(rows[0])
     print(
         "\n| " + " | ".join(head) + " |\n" + "\n".join("| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows)
     )
-    rate = sum(not r.passed for r in verdicts.values()) / len(verdicts)
-    print(f"kill rate: {rate:.0%} of {len(verdicts)} mutants")
-    assert rate == 1.0, [n for n, r in verdicts.items() if r.passed]
+    visible = {n: r for n, r in verdicts.items() if n not in INVISIBLE_HERE}
+    rate = sum(not r.passed for r in visible.values()) / len(visible)
+    print(f"kill rate: {rate:.0%} of {len(visible)} mutants ({len(INVISIBLE_HERE)} invisible here)")
+    assert rate == 1.0, [n for n, r in visible.items() if r.passed]
 
 
 def test_outer_gate_alone_misses_the_subtle_bugs(verdicts: dict[str, GateResult]) -> None:
