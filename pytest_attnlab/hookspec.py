@@ -72,7 +72,8 @@ def pytest_attnlab_register(registries: Any, config: Any) -> None:
     """Register into any registry before any option or `--attnlab-config` name is checked.
 
     `registries` maps a key to its Registry: random_configs, model_sources, quantizers, attention,
-    decode_paths, monitors, exporters (`pytest_attnlab.registry.REGISTRIES`). Example ``conftest.py``::
+    decode_paths, monitors, exporters, report_writers, mutants (`pytest_attnlab.registry.REGISTRIES`).
+    Example ``conftest.py``::
 
         def pytest_attnlab_register(registries, config):
             registries["monitors"].register("mine", lambda device: MyMonitor(device))

@@ -75,6 +75,7 @@ REGISTRIES = {
     "decode_paths": "pytest_attnlab.paths:DECODE_PATHS",
     "monitors": "pytest_attnlab.perf.monitors:MONITORS",
     "exporters": "pytest_attnlab.quant.export:EXPORT_FORMATS",
+    "mutants": "pytest_attnlab.quant.mutants:MUTANTS",
     "report_writers": "pytest_attnlab.reports.plugin:REPORT_WRITERS",
 }
 

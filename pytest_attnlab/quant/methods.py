@@ -1,7 +1,9 @@
 """The built-in quantizers, registered by name (the name is the test id and the CSV `quant` value).
 
 Each names its `reference`: the RTN method of the same bit width and group size whose measured
-errors calibrate its gate (quant.gate). An RTN method is its own reference.
+errors calibrate its gate (quant.gate). An RTN method names itself: the gate rounds the reference's
+weights by its grid's formula (quant.gate.reference_model), so the method's own packing and runtime
+are compared with that formula, not with themselves.
 """
 
 from __future__ import annotations
