@@ -17,7 +17,7 @@ def test_tiny_qwen2_biases_are_drawn_and_seeded() -> None:
     biases = _qkv_biases(a)
     assert len(biases) == 3 * a.config.num_hidden_layers
     sizes = {n: float(p.abs().max()) for n, p in biases.items()}
-    assert all(size > 0.05 for size in sizes.values()), sizes
+    assert all(size > 0.01 for size in sizes.values()), sizes
     assert all(torch.equal(p, _qkv_biases(b)[n]) for n, p in biases.items())
     assert not torch.equal(next(iter(biases.values())), next(iter(_qkv_biases(c).values())))
 

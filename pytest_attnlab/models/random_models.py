@@ -64,9 +64,9 @@ def config_of(name: str, **overrides: Any) -> Any:
 
 
 def randomise_biases(model: Any, std: float) -> int:
-    """Draw every linear bias (Qwen2's q/k/v) from N(0, std * sqrt(fan_in)): the size of the projection's
-    output for a unit-RMS input, as in trained Qwen2 whose k biases rival the weights' contribution.
-    `from_config` zeroes biases, which would make a dropped-bias bug invisible. Returns how many."""
+    """Draw every linear bias (Qwen2's q/k/v) from N(0, std), the weights' own init: about 1/sqrt(fan_in)
+    of the projection's output for a unit-RMS input (12 % for tiny-qwen2). `from_config` zeroes
+    biases, which would make a dropped-bias bug invisible. Returns how many."""
     import torch
 
     count = 0
@@ -74,7 +74,7 @@ def randomise_biases(model: Any, std: float) -> int:
         for module in model.modules():
             bias = getattr(module, "bias", None)
             if isinstance(module, torch.nn.Linear) and bias is not None:
-                bias.normal_(0.0, std * module.in_features**0.5)
+                bias.normal_(0.0, std)
                 count += 1
     return count
 
