@@ -76,6 +76,7 @@ REGISTRIES = {
     "monitors": "pytest_attnlab.perf.monitors:MONITORS",
     "exporters": "pytest_attnlab.quant.export:EXPORT_FORMATS",
     "report_writers": "pytest_attnlab.reports.plugin:REPORT_WRITERS",
+    "decode_mutants": "pytest_attnlab.selftest.decode_mutants:DECODE_MUTANTS",
 }
 
 

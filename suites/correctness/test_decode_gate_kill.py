@@ -29,9 +29,11 @@ from pytest_attnlab.decode_checks import (
     padded_batch_matches_single,
 )
 from pytest_attnlab.prompts import ids_for, load_prompts
+from pytest_attnlab.registry import register_all
 from pytest_attnlab.selftest.decode_mutants import DECODE_MUTANTS, DecodeMutant, NotApplicable, has_qkv_bias
 
 BIASED_STAND_IN = "random:tiny-qwen2"
+LOGITS_COSINE = 0.95  # --attnlab-logits-cosine's default: the self-test holds bugs to the seeds' gate
 
 
 def _cached_decode(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
@@ -54,7 +56,7 @@ def _layer_diff(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
     cos, rel = LAYER_THRESHOLDS[loaded.dtype]
     with mutant.planted(loaded.model):
         cand = probe.capture(loaded.model, inputs)
-    return layer_diff_verdict(probe.diff(ref, cand, cos_threshold=cos, rel_threshold=rel), 0.95)
+    return layer_diff_verdict(probe.diff(ref, cand, cos_threshold=cos, rel_threshold=rel), LOGITS_COSINE)
 
 
 #: check name (a mutant's killed_by) -> the check on (mutant, loaded model, float32 reference)
@@ -81,18 +83,25 @@ def _models(mutant: DecodeMutant, attnlab_model: Any, model_factory: Any) -> tup
     return model_factory(spec, dtype=dtype), reference, why
 
 
-@pytest.mark.parametrize("name", DECODE_MUTANTS.names())
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per registered mutant, a conftest.py's too (the registration hooks fire first)."""
+    if "name" in metafunc.fixturenames:
+        register_all(metafunc.config)
+        metafunc.parametrize("name", DECODE_MUTANTS.names())
+
+
 def test_decode_bug_is_killed(name: str, attnlab_model: Any, model_factory: Any, kills: dict, metrics: Any) -> None:
     mutant = DECODE_MUTANTS.get(name)
     kills[name] = False
     loaded, reference, stand_in = _models(mutant, attnlab_model, model_factory)
-    metrics.update_context(selftest=name, bug=mutant.description, planted_in=loaded.spec.label)
+    metrics.update_context(**loaded.context(), selftest=name, bug=mutant.description)
     try:
         verdicts = [CHECKS[check](mutant, loaded, reference) for check in mutant.killed_by]
     except NotApplicable as exc:
         pytest.fail(f"decode bug {name!r} cannot be planted in {loaded.spec.label}: {exc}")
     for v in verdicts:
         metrics.record(v.metric, v.value, threshold=v.threshold, check=v.check, stand_in=stand_in)
+        metrics.record("check_passed", float(v.passed), check=v.check, verdict=v.describe())
     survived = [v.describe() for v in verdicts if v.passed]
     if mutant.dtype is not None and mutant.dtype != torch.float32:
         # the same bug in float32 must be invisible: only the run in its dtype can catch it
