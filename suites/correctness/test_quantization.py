@@ -58,7 +58,6 @@ EXACT_KERNELS = ("sdpa", "eager", "flex")
 
 PROBE_TOKENS = 256  # tokens of the evaluation text for the logits / per-layer comparison
 GREEDY_TOKENS = 24
-LAYER_COSINE = 0.99  # cumulative per-layer cosine, recorded (min_layer_cosine); local errors decide
 POLICY = GatePolicy()
 
 
@@ -205,7 +204,9 @@ def test_quantized_logits_match_baseline(
     base_bytes, q_bytes = weight_bytes(attnlab_model.model), weight_bytes(quantized.model)
 
     result.record(metrics, settings=quantized.settings, from_cache=quantized.from_cache)
-    metrics.record("min_layer_cosine", result.layers.min_cosine, threshold=LAYER_COSINE)
+    # recorded, not gated: a healthy 4-bit method leaves the cumulative cosine far below any fixed floor;
+    # the per-layer local errors decide
+    metrics.record("min_layer_cosine", result.layers.min_cosine)
     metrics.record("perplexity", ppl, tokens=cand["score"].tokens)
     metrics.record("perplexity_baseline", ppl_ref)
     metrics.record("perplexity_delta", ppl - ppl_ref)
