@@ -13,7 +13,7 @@ from pytest_attnlab.generation import LOGIT_ATOL, decode_loop, hf_generate
 from pytest_attnlab.prompts import ids_for, load_prompts
 
 MAX_NEW_TOKENS = 24
-CACHE_TOKENS, BATCH_TOKENS = 8, 6  # decode steps of the cache and padded-batch checks
+CACHE_TOKENS, BATCH_TOKENS = 8, 4  # decode steps of the cache and padded-batch checks
 GOLDEN = Path(__file__).with_name("golden") / "smollm2-135m-instruct.json"
 # Same kernels, same order of operations: logits differ only by kernel choice between a full and an
 # incremental forward. Per dtype, the largest absolute logit difference tolerated.
@@ -91,13 +91,14 @@ def test_generate_matches_golden_reference(attnlab_model, prompt, greedy_runs, m
 
 
 def decode_prompts(loaded) -> list[torch.Tensor]:
-    """Three prompts of different lengths (5, 18 and 44 tokens with the embedded tokenizer; 8, 20 and
-    40 synthetic ids without one): the padded batch and the cache check's prompt."""
+    """Two prompts of different lengths (5 and 18 tokens with the embedded tokenizer, 8 and 20 synthetic
+    ids without one): the padded batch (13 pads on the short one), and the cache check's prompt (the
+    longer)."""
     if loaded.tokenizer is None:
-        prompts = load_prompts()[:3]
-        return [ids_for(loaded, p, n) for p, n in zip(prompts, (8, 20, 40), strict=True)]
+        prompts = load_prompts()[:2]
+        return [ids_for(loaded, p, n) for p, n in zip(prompts, (8, 20), strict=True)]
     encoded = sorted((ids_for(loaded, p) for p in load_prompts()), key=lambda ids: ids.shape[1])
-    return [encoded[0], encoded[len(encoded) // 2], encoded[-1]]
+    return [encoded[0], encoded[len(encoded) // 2]]
 
 
 def pad_id(loaded) -> int:
