@@ -91,8 +91,8 @@ def test_generate_matches_golden_reference(attnlab_model, prompt, greedy_runs, m
 
 
 def decode_prompts(loaded) -> list[torch.Tensor]:
-    """Two prompts of different lengths (5 and 18 tokens with the embedded tokenizer, 8 and 20 synthetic
-    ids without one): the padded batch (13 pads on the short one), and the cache check's prompt (the
+    """Two prompts of different lengths (5 and 26 tokens with the embedded tokenizer, 8 and 20 synthetic
+    ids without one): the padded batch (21 pads on the short one), and the cache check's prompt (the
     longer)."""
     if loaded.tokenizer is None:
         prompts = load_prompts()[:2]
