@@ -77,6 +77,7 @@ REGISTRIES = {
     "exporters": "pytest_attnlab.quant.export:EXPORT_FORMATS",
     "mutants": "pytest_attnlab.quant.mutants:MUTANTS",
     "report_writers": "pytest_attnlab.reports.plugin:REPORT_WRITERS",
+    "decode_mutants": "pytest_attnlab.selftest.decode_mutants:DECODE_MUTANTS",
 }
 
 

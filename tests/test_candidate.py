@@ -142,7 +142,8 @@ def _rows(pytester: pytest.Pytester) -> list[dict[str, str]]:
 def test_a_finetune_passes_with_quant_finetune(pytester: pytest.Pytester, reference, root: Path) -> None:
     result = _suite(pytester, reference, _finetune(reference, root / "finetune", scale=1e-3))
     assert result.ret == 0, result.stdout.str()[-4000:]
-    assert result.parseoutcomes()["passed"] == 4
+    assert result.assert_outcomes(passed=2, skipped=2) is None
+    result.stdout.fnmatch_lines(["*greedy agreement recorded, not gated: finetune: no integer weight grid*"])
     rows = _rows(pytester)
     assert {r["quant"] for r in rows} == {"finetune"} and {r["model"] for r in rows} == {reference.spec.label}
     metrics = {r["metric"] for r in rows}
@@ -165,6 +166,19 @@ def test_a_quantized_candidate_passes_the_calibrated_gate(pytester, reference, e
     rows = _rows(pytester)
     assert {r["quant"] for r in rows} == {fmt}
     assert any(r["metric"] == "local_error_ratio" and json.loads(r["extra"])["reference_method"] for r in rows)
+
+
+def test_next_token_choices_are_held_to_the_grids_rtn(pytester, reference, exported, root) -> None:
+    faithful = exported[("rtn-int4-g64-sym", "gptq")][0]
+    result = _suite(pytester, reference, faithful, "-k", "greedy_agreement or perplexity_delta")
+    result.assert_outcomes(passed=1, skipped=1, deselected=2)
+    result.stdout.fnmatch_lines(["*the perplexity delta recorded, not gated: untrained weights*"])
+    rows = {r["metric"]: r for r in _rows(pytester)}
+    assert float(rows["greedy_agreement"]["value"]) >= float(rows["greedy_agreement"]["threshold"]) > 0.5
+    folder = _nibbles_backwards(faithful, 1, root / "gptq-nibbles-layer1")
+    result = _suite(pytester, reference, folder, "-k", "test_candidate_greedy_agreement")
+    assert result.ret == 1, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*gptq agrees with the reference on *% of next tokens; rtn-int4-g64-sym on *"])
 
 
 def test_a_packing_bug_in_one_gptq_layer_fails_and_is_named(pytester, reference, exported, root) -> None:

@@ -2,7 +2,8 @@
 
 Shapes decide performance, not trained values, so GPU work uses the exact Qwen2.5 configs shipped
 in `configs/`. The tiny Qwen2 exercises Qwen2-only code paths (q/k/v bias, tied embeddings) in
-milliseconds on CPU. Random models borrow the embedded tokenizer (its ids fit every vocabulary here).
+milliseconds on CPU; its biases are drawn, not zero (`randomise_biases`). Random models borrow the
+embedded tokenizer (its ids fit every vocabulary here).
 """
 
 from __future__ import annotations
@@ -62,6 +63,22 @@ def config_of(name: str, **overrides: Any) -> Any:
     return config
 
 
+def randomise_biases(model: Any, std: float) -> int:
+    """Draw every linear bias (Qwen2's q/k/v) from N(0, std), the weights' own init: about 1/sqrt(fan_in)
+    of the projection's output for a unit-RMS input (12 % for tiny-qwen2). `from_config` zeroes
+    biases, which would make a dropped-bias bug invisible. Returns how many."""
+    import torch
+
+    count = 0
+    with torch.no_grad():
+        for module in model.modules():
+            bias = getattr(module, "bias", None)
+            if isinstance(module, torch.nn.Linear) and bias is not None:
+                bias.normal_(0.0, std)
+                count += 1
+    return count
+
+
 def build(
     name: str,
     *,
@@ -83,6 +100,7 @@ def build(
             model = AutoModelForCausalLM.from_config(
                 config, dtype=dtype or torch.float32, attn_implementation=attn_implementation
             )
+        randomise_biases(model, float(getattr(config, "initializer_range", 0.02)))
     finally:
         torch.random.set_rng_state(generator_state)
     return model.eval()

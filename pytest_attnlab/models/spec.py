@@ -42,6 +42,20 @@ def _sources() -> Any:
     return MODEL_SOURCES
 
 
+def unreadable_weights(folder: Path) -> str | None:
+    """Why a *.safetensors file in `folder` cannot be read, or None: each header is parsed and checked
+    against the file's size (no tensor is loaded, torch is not imported)."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(file, framework="numpy"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            return f"{file.name} cannot be read ({str(exc).strip().splitlines()[0]})"
+    return None
+
+
 def parse_model(value: str) -> ModelSpec:
     value = value.strip()
     if value in EMBEDDED_ALIASES:
@@ -61,6 +75,9 @@ def parse_model(value: str) -> ModelSpec:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelSpecError(f"{value!r} is a folder without config.json (save it with save_pretrained)")
+        broken = unreadable_weights(path)
+        if broken:
+            raise ModelSpecError(f"{value!r}: {broken} (a truncated or corrupt download? save or fetch it again)")
         return ModelSpec("local", str(path.resolve()), path.resolve().name)
     if HUB_ID.match(value) and not value.startswith((".", "/", "~")):
         return ModelSpec("hub", value, value)

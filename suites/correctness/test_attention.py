@@ -29,14 +29,24 @@ class Measured:
 
     @property
     def cosine_floor(self) -> float:
-        """The loss (1 - cosine) may grow by half, plus rounding."""
-        return 1.0 - 1.5 * (1.0 - self.logits_cosine) - 1e-6
+        """The cosine may fall below its measured value by half its loss (1 - cosine) or by MAX_DROP,
+        whichever is smaller, plus rounding: always inside [-1, 1]."""
+        return self.logits_cosine - min(0.5 * (1.0 - self.logits_cosine), MAX_DROP) - 1e-6
 
     @property
     def perplexity_ceiling(self) -> float:
         return 1.1 * self.perplexity
 
 
+#: The most a variant's logits cosine may fall below its measured value. Control (embedded model, 512
+#: tokens): the same variant in bfloat16 instead of float32 moves it by 0.002 to 0.015 (linear_elu
+#: -0.4461 -> -0.4408, block_sparse_b32_k4 0.8570 -> 0.8420), so 0.05 is over three times rounding
+#: drift. What it catches: a variant grown grossly worse. What it cannot: a bug of a few percent in one
+#: layer under a lossy variant (the middle layer's o_proj x1.05 moves linear_elu's cosine by < 1e-4,
+#: mqa's by 1e-3, sliding_window_64's by 3e-4; the exact kernels keep the run's gate, where that bug is
+#: visible). Half the loss, the rule for variants near 1, stays tighter there (sliding_window_64_sink4:
+#: 0.027).
+MAX_DROP = 0.05
 #: The floors of test_attention_variant_quality, on the embedded model in float32 (flex was skipped on
 #: CPU there: it keeps the exact kernels' gate). The training-free approximations lose a lot (that is
 #: the finding, not a bug); the floor stops them losing more.

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from pytest_attnlab.decode_checks import cached_decode_matches_full_forward, padded_batch_matches_single
 from pytest_attnlab.generation import LOGIT_ATOL, decode_loop, hf_generate
-from pytest_attnlab.prompts import ids_for
+from pytest_attnlab.prompts import ids_for, load_prompts
 
 MAX_NEW_TOKENS = 24
+CACHE_TOKENS, BATCH_TOKENS = 8, 4  # decode steps of the cache and padded-batch checks
 GOLDEN = Path(__file__).with_name("golden") / "smollm2-135m-instruct.json"
 # Same kernels, same order of operations: logits differ only by kernel choice between a full and an
 # incremental forward. Per dtype, the largest absolute logit difference tolerated.
@@ -86,3 +88,39 @@ def test_generate_matches_golden_reference(attnlab_model, prompt, greedy_runs, m
         f"first mismatch at token {next((i for i in range(n) if got[i] != expected[i]), n)}: "
         f"{attnlab_model.tokenizer.decode(got)!r} vs golden {attnlab_model.tokenizer.decode(expected)!r}"
     )
+
+
+def decode_prompts(loaded) -> list[torch.Tensor]:
+    """Two prompts of different lengths (5 and 26 tokens with the embedded tokenizer, 8 and 20 synthetic
+    ids without one): the padded batch (21 pads on the short one), and the cache check's prompt (the
+    longer)."""
+    if loaded.tokenizer is None:
+        prompts = load_prompts()[:2]
+        return [ids_for(loaded, p, n) for p, n in zip(prompts, (8, 20), strict=True)]
+    encoded = sorted((ids_for(loaded, p) for p in load_prompts()), key=lambda ids: ids.shape[1])
+    return [encoded[0], encoded[len(encoded) // 2]]
+
+
+def pad_id(loaded) -> int:
+    """The tokenizer's pad token, else its eos, else the config's; padding is masked, so any id works."""
+    tok = loaded.tokenizer
+    for candidate in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None), _eos(loaded)):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def test_cached_decode_equals_full_forward(attnlab_model, metrics):
+    """Every decode step through the KV cache gives the logits of one full forward over the same tokens."""
+    verdict = cached_decode_matches_full_forward(attnlab_model.model, decode_prompts(attnlab_model)[1], CACHE_TOKENS)
+    metrics.record("cache_max_logit_diff", verdict.value, "logit", threshold=verdict.threshold)
+    assert verdict.passed, verdict.describe()
+
+
+def test_left_padded_batch_equals_alone(attnlab_model, metrics):
+    """A left-padded batch of prompts of different lengths gives each prompt what it gets alone."""
+    verdict = padded_batch_matches_single(
+        attnlab_model.model, decode_prompts(attnlab_model), BATCH_TOKENS, pad_id(attnlab_model)
+    )
+    metrics.record("padded_batch_max_logit_diff", verdict.value, "logit", threshold=verdict.threshold)
+    assert verdict.passed, verdict.describe()

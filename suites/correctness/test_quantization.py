@@ -186,7 +186,8 @@ def test_quantized_logits_match_baseline(
     base_bytes, q_bytes = weight_bytes(attnlab_model.model), weight_bytes(quantized.model)
 
     result.record(metrics, settings=quantized.settings, from_cache=quantized.from_cache)
-    # informational: the cumulative cosine compounds every layer's rounding; the local errors decide
+    # recorded, not gated: a healthy 4-bit method leaves the cumulative cosine far below any fixed floor;
+    # the per-layer local errors decide
     metrics.record("min_layer_cosine", result.layers.min_cosine)
     metrics.record("perplexity", ppl, tokens=cand["score"].tokens)
     metrics.record("perplexity_baseline", ppl_ref)

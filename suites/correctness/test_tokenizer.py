@@ -58,8 +58,14 @@ def test_special_tokens(attnlab_model, metrics):
         assert 0 <= token_id < model.config.vocab_size
     metrics.table("special tokens", rows)
     eos = model.generation_config.eos_token_id
-    eos_ids = eos if isinstance(eos, list) else [eos]
-    assert tok.eos_token_id in eos_ids, "generation stops on a token that is not the tokenizer's eos"
+    eos_ids = [e for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    assert eos_ids, (
+        f"generation never stops: the checkpoint sets no eos_token_id (generation_config or config), so "
+        f"generate runs to max_new_tokens; the tokenizer's eos is {tok.eos_token!r} (id {tok.eos_token_id})"
+    )
+    assert tok.eos_token_id in eos_ids, (
+        f"generation stops on {eos_ids}, not on the tokenizer's eos {tok.eos_token!r} (id {tok.eos_token_id})"
+    )
     assert len(tok) <= model.config.vocab_size
 
 

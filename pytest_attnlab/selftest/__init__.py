@@ -1,0 +1,1 @@
+"""The gate's self-test: planted bugs that the correctness suite must catch."""

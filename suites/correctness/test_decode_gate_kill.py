@@ -1,0 +1,125 @@
+"""Planted decode-time bugs vs the checks that exist to catch them (what a batch-1 float32 prefill
+cannot see): every mutant of `selftest.decode_mutants.DECODE_MUTANTS` is planted into the model under
+test (in place, undone after), the checks it names in `killed_by` run on it (the same functions
+test_generation.py and test_layer_diff.py assert), and each must fail. A mutant that survives fails
+its test, and the kill rate counts every registered mutant: one that cannot be planted fails too.
+
+A bug that lives in one dtype (RoPE angles in bfloat16) is planted in a copy of the model in that
+dtype, and must also be harmless in float32 (proof that the bfloat16 run is what catches it). A
+dropped q/k/v bias needs a model with biases: on one without (the embedded SmolLM2) it is planted in
+random:tiny-qwen2, whose biases are drawn (models.random_models). Rows carry `selftest=<mutant>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from test_generation import BATCH_TOKENS, CACHE_TOKENS, decode_prompts, pad_id
+
+from pytest_attnlab import probe
+from pytest_attnlab.decode_checks import (
+    LAYER_THRESHOLDS,
+    Verdict,
+    cached_decode_matches_full_forward,
+    late_inputs,
+    layer_diff_verdict,
+    padded_batch_matches_single,
+)
+from pytest_attnlab.prompts import ids_for, load_prompts
+from pytest_attnlab.registry import register_all
+from pytest_attnlab.selftest.decode_mutants import DECODE_MUTANTS, DecodeMutant, NotApplicable, has_qkv_bias
+
+BIASED_STAND_IN = "random:tiny-qwen2"
+LOGITS_COSINE = 0.95  # --attnlab-logits-cosine's default: the self-test holds bugs to the seeds' gate
+
+
+def _cached_decode(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
+    with mutant.planted(loaded.model):
+        return cached_decode_matches_full_forward(loaded.model, decode_prompts(loaded)[1], CACHE_TOKENS)
+
+
+def _padded_batch(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
+    with mutant.planted(loaded.model):
+        return padded_batch_matches_single(loaded.model, decode_prompts(loaded), BATCH_TOKENS, pad_id(loaded))
+
+
+def _layer_diff(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
+    """test_layer_diff's check: late in context (positions 1000...) vs the float32 reference, with the
+    candidate dtype's layer thresholds (a float32 candidate: rounding level)."""
+    prompts = load_prompts()
+    ids = torch.cat([ids_for(loaded, prompts[-1], 32), ids_for(loaded, prompts[0], 24)], dim=1)
+    inputs = late_inputs(ids)
+    ref = probe.capture(reference.model, inputs)  # before planting: the reference may be the same model
+    cos, rel = LAYER_THRESHOLDS[loaded.dtype]
+    with mutant.planted(loaded.model):
+        cand = probe.capture(loaded.model, inputs)
+    return layer_diff_verdict(probe.diff(ref, cand, cos_threshold=cos, rel_threshold=rel), LOGITS_COSINE)
+
+
+#: check name (a mutant's killed_by) -> the check on (mutant, loaded model, float32 reference)
+CHECKS: dict[str, Callable[[DecodeMutant, Any, Any], Verdict]] = {
+    "cached_decode": _cached_decode,
+    "padded_batch": _padded_batch,
+    "layer_diff": _layer_diff,
+}
+
+
+@pytest.fixture(scope="module")
+def kills() -> dict[str, bool]:
+    """mutant name -> killed, filled by each mutant's test, read by the kill-rate test."""
+    return {}
+
+
+def _models(mutant: DecodeMutant, attnlab_model: Any, model_factory: Any) -> tuple[Any, Any, str]:
+    """(model to plant in, its float32 reference, why it is not the model under test or "")."""
+    spec, why = None, ""
+    if mutant.needs_bias and not has_qkv_bias(attnlab_model.model):
+        spec, why = BIASED_STAND_IN, f"{attnlab_model.spec.label} has no q/k/v bias"
+    reference = model_factory(spec, dtype=torch.float32)
+    dtype = mutant.dtype or (attnlab_model.dtype if spec is None else torch.float32)
+    return model_factory(spec, dtype=dtype), reference, why
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per registered mutant, a conftest.py's too (the registration hooks fire first)."""
+    if "name" in metafunc.fixturenames:
+        register_all(metafunc.config)
+        metafunc.parametrize("name", DECODE_MUTANTS.names())
+
+
+def test_decode_bug_is_killed(name: str, attnlab_model: Any, model_factory: Any, kills: dict, metrics: Any) -> None:
+    mutant = DECODE_MUTANTS.get(name)
+    kills[name] = False
+    loaded, reference, stand_in = _models(mutant, attnlab_model, model_factory)
+    metrics.update_context(**loaded.context(), selftest=name, bug=mutant.description)
+    try:
+        verdicts = [CHECKS[check](mutant, loaded, reference) for check in mutant.killed_by]
+    except NotApplicable as exc:
+        pytest.fail(f"decode bug {name!r} cannot be planted in {loaded.spec.label}: {exc}")
+    for v in verdicts:
+        metrics.record(v.metric, v.value, threshold=v.threshold, check=v.check, stand_in=stand_in)
+        metrics.record("check_passed", float(v.passed), check=v.check, verdict=v.describe())
+    survived = [v.describe() for v in verdicts if v.passed]
+    if mutant.dtype is not None and mutant.dtype != torch.float32:
+        # the same bug in float32 must be invisible: only the run in its dtype can catch it
+        in_float32 = [CHECKS[check](mutant, reference, reference) for check in mutant.killed_by]
+        for v in in_float32:
+            metrics.record(f"{v.metric}_float32", v.value, threshold=v.threshold, check=v.check)
+        seen = [v.describe() for v in in_float32 if not v.passed]
+        assert not seen, f"{name} is meant to live in {mutant.dtype} only, yet float32 shows it: {seen}"
+    kills[name] = not survived
+    assert not survived, f"decode bug {name!r} ({mutant.description}) SURVIVED: {survived}"
+
+
+def test_decode_kill_rate(kills: dict[str, bool], metrics: Any) -> None:
+    """Every registered decode mutant ran and was killed (run with them: `-k decode_gate_kill`)."""
+    if not kills:
+        pytest.skip("no decode mutant ran in this session (select them too: -k decode_gate_kill)")
+    missing = [n for n in DECODE_MUTANTS.names() if n not in kills]
+    rate = sum(kills.values()) / len(DECODE_MUTANTS)
+    metrics.record("decode_mutant_kill_rate", rate, "fraction", threshold=1.0, mutants=len(DECODE_MUTANTS))
+    assert not missing, f"not run (deselected?): {missing}; each registered mutant counts"
+    assert rate == 1.0, f"survivors: {[n for n, killed in kills.items() if not killed]}"
