@@ -121,7 +121,7 @@ def _traits_reason(model: nn.Module, name: str) -> str | None:
     except UnknownLayout as exc:
         return f"{name}: {exc}"
     if traits:
-        found = "; ".join(f"{what} ({trait})" for trait, what in traits.items())
+        found = "; ".join(f"{trait}: {what}" for trait, what in traits.items())
         return f"{name} cannot represent this model's attention, it would build a different model: {found}"
     attn = next(iter(m for n, m in model.named_modules() if n.endswith("self_attn")), None)
     missing = [a for a in ("head_dim", "scaling", "layer_idx") if not hasattr(attn, a)]
