@@ -114,11 +114,11 @@ def _traits_reason(model: nn.Module, name: str) -> str | None:
     """The latent attention is softmax(q k^T * scaling) v, RoPE on whole heads, keys rebuilt at positions
     0..T-1 of the whole cache, q and k straight from their projections: a model whose attention does
     more (anatomy.attention_traits) would get a different model, so it is refused with what it has."""
-    from pytest_attnlab.models.anatomy import UnknownLayout, attention_traits
+    from pytest_attnlab.models.anatomy import attention_traits
 
     try:
         traits = attention_traits(model)
-    except UnknownLayout as exc:
+    except ValueError as exc:  # no decoder stack, or a layout anatomy does not know (UnknownLayout)
         return f"{name}: {exc}"
     if traits:
         found = "; ".join(f"{trait}: {what}" for trait, what in traits.items())
