@@ -68,3 +68,35 @@ def test_bf16_local_errors_are_the_weights_own(monkeypatch: pytest.MonkeyPatch, 
         assert worst < 0.03, (measured, exact)
     else:
         assert worst > 0.1, (measured, exact)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("half", [True, False], ids=["upcast", "planted-bug-half-precision-pass"])
+def test_gemma2_first_q_proj_bug_is_named_in_cuda_bf16(monkeypatch: pytest.MonkeyPatch, half: bool) -> None:
+    """The H100 finding itself (`--attnlab-device cuda`): Gemma-2 (3 layers, hidden 128), rtn-int8 with its
+    first q_proj's input columns read in swapped pairs. In bf16 the ratio of local errors to rtn-int8's
+    must be float32's within 10 % and name layer 0 above the gate's 2x. Planted bug (the teacher-forced
+    pass left in bf16): further from float32's ratio than the upcast pass (1.96 vs 6.3 on the H100)."""
+    from tiny_checkpoints import scaled
+
+    from pytest_attnlab.quant.mutants import swap_column_pairs
+
+    base = build("gemma2", **scaled("gemma2", 128, 3)).cuda()
+
+    def ratio(model: torch.nn.Module) -> float:
+        rtn = Mutant("rtn", lambda m: None).quantize(_Loaded(model), None)
+        bug = Mutant("bug", swap_column_pairs([0], ["q_proj"])).quantize(_Loaded(model), None)
+        ref = probe.capture(model, IDS)
+        clean = measure(ref, probe.capture(rtn, IDS, reference=ref)).local
+        bugged = measure(ref, probe.capture(bug, IDS, reference=ref)).local
+        return bugged[0] / clean[0]
+
+    exact = ratio(copy.deepcopy(base))
+    fixed = ratio(copy.deepcopy(base).bfloat16())
+    monkeypatch.setattr(probe, "half_precision", lambda model: False)
+    planted = ratio(copy.deepcopy(base).bfloat16())
+    print(f"local ratio of the first-q_proj bug: float32 {exact:.3f}, bf16 upcast {fixed:.3f}, bf16 pass {planted:.3f}")
+    if half:
+        assert fixed > 2 and abs(fixed / exact - 1) < 0.1, (fixed, exact)
+    else:
+        assert abs(planted / exact - 1) > abs(fixed / exact - 1), (planted, fixed, exact)
