@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pytest_attnlab.metrics.similarity import cosine, max_abs_diff, relative_error
-from pytest_attnlab.probe_local import local_error, teacher_forced
+from pytest_attnlab.probe_local import half_precision, local_error, teacher_forced
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -42,6 +42,8 @@ class Capture:
     """Every decoder layer's input and output (hidden states, float32 on CPU) and the final logits.
 
     `local` is filled when captured with `reference=`: each layer's output on the reference's input.
+    A half-precision reference fills it too, with its own layers recomputed in float32 on its own
+    inputs: the local errors against it are then float32 on both sides (probe_local's docstring).
     """
 
     layers: list[torch.Tensor]
@@ -87,7 +89,8 @@ def capture(
     """Run one forward pass and capture each decoder layer's input, output and the logits.
 
     With `reference` (a capture of the reference model on the same inputs), a second,
-    teacher-forced pass records each layer's output on the reference's input (`Capture.local`).
+    teacher-forced pass records each layer's output on the reference's input (`Capture.local`): in
+    float32 where the reference's was (a half-precision reference, captured without `reference`).
     """
     if isinstance(inputs, torch.Tensor):
         inputs = {"input_ids": inputs}
@@ -96,10 +99,14 @@ def capture(
     with LayerProbe(model) as probe:
         out = model(**inputs, use_cache=False)
     result = Capture(layers=probe.outputs, logits=out.logits.detach().to("cpu", torch.float32), inputs=probe.inputs)
+    layers = decoder_layers(model)
     if reference is not None:
         if not reference.inputs:
             raise ValueError("the reference capture holds no layer inputs: capture it with probe.capture")
-        result.local = teacher_forced(model, inputs, decoder_layers(model), reference.inputs)
+        float32 = reference.local is not None  # the reference recomputed itself in float32
+        result.local = teacher_forced(model, inputs, layers, reference.inputs, float32=float32)
+    elif half_precision(model):
+        result.local = teacher_forced(model, inputs, layers, result.inputs, float32=True)
     return result
 
 
@@ -212,7 +219,8 @@ def diff(
         cumulative_ok = c >= cos_threshold and rel <= rel_threshold
         row = LayerRow(i, c, max_abs_diff(cand, ref), rel, cumulative_ok, cumulative_ok=cumulative_ok)
         if local:
-            err = local_error(reference.inputs[i], ref, candidate.local[i])  # type: ignore[index]
+            ref_out = ref if reference.local is None else reference.local[i]  # float32 (half-precision reference)
+            err = local_error(reference.inputs[i], ref_out, candidate.local[i])  # type: ignore[index]
             row.local_rel_err, row.local_cosine, row.local_tolerance = err.rel_err, err.cosine, tolerances[i]
             row.ok = err.rel_err <= tolerances[i]
         rows.append(row)

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_checkpoints import ARCHS, build, embedded_tokenizer, save
+from tiny_checkpoints import ARCHS, GPU_ARCHS, build, embedded_tokenizer, main, save
 
 from pytest_attnlab import formulas
-from pytest_attnlab.models.anatomy import anatomy, looks_untrained, text_config
+from pytest_attnlab.attention import applied, mla
+from pytest_attnlab.attention.variants import mla as mla_module
+from pytest_attnlab.models.anatomy import anatomy, attention_traits, looks_untrained, text_config
 
 REPO = Path(__file__).resolve().parents[1]
 #: a quick cut through suites/correctness: components, shapes, layer diffs, decoding, attention variants,
@@ -41,7 +43,7 @@ EXPECTED_SKIPS = {
         "the reference already runs eager attention (Gemma2ForCausalLM has no sdpa attention",
         "soft-caps its attention logits",
     ],
-    "stablelm": ["rotates every head dim; this model rotates 0.5 of 16 (partial rotary)"],
+    "stablelm": ["cannot represent this model's attention, it would build a different model: partial rotary: RoPE turns 8 of 16"],
     "gpt_neox": ["has no repeat_kv", "rebuilds separate k_proj/v_proj projections; GPTNeoXAttention"],
     "olmo": [],
 }
@@ -198,3 +200,60 @@ def test_untrained_checkpoints_are_told_from_trained_ones() -> None:
         model.model.layers[0].mlp.down_proj.weight.mul_(1.5)  # as training moves a matrix away from init
     assert not looks_untrained(model)
     assert text_config(model).initializer_range == 0.02
+
+
+@pytest.mark.parametrize(
+    ("arch", "overrides", "traits"),
+    [
+        ("llama", {}, {}),
+        ("qwen2", {}, {}),
+        ("qwen3", {}, {"extra parts": "Qwen3Attention also applies k_norm, q_norm"}),
+        ("mistral", {}, {}),  # its 4096-token window is longer than its 2048 positions: never slides
+        ("mistral", {"sliding_window": 16}, {"sliding window": "layers 0, 1 attend over the last 16 tokens"}),
+        ("gemma2", {}, {"sliding window": "layer 0 attends over the last 16 tokens", "softcap": "at 50"}),
+        ("stablelm", {}, {"partial rotary": "RoPE turns 8 of 16 head dims"}),
+        ("gpt_neox", {}, {"partial rotary": "RoPE turns 8 of 16 head dims"}),
+        ("olmo", {}, {}),
+        ("phi3", {}, {}),
+    ],
+)
+def test_attention_traits_name_what_plain_attention_lacks(arch: str, overrides: dict, traits: dict) -> None:
+    found = attention_traits(build(arch, **overrides))
+    assert set(found) == set(traits), found
+    for trait, fragment in traits.items():
+        assert fragment in found[trait], found
+
+
+@pytest.mark.parametrize("joint", [False, True], ids=["separate", "joint"])
+def test_mla_refuses_per_head_qk_norms_instead_of_building_a_wrong_model(monkeypatch, joint: bool) -> None:
+    """Qwen3 normalises each head's q and k (q_norm, k_norm); the latent attention rebuilds q and k from
+    the projections alone. It refuses, naming them. Planted bug: the refusal removed, the conversion builds
+    a model whose logits are off (the H100 saw 35 % of them off, by up to 0.71, before the refusal)."""
+    model = build("qwen3", num_hidden_layers=1)
+    rank = 64  # full rank: kv heads x head_dim = the hidden size = 64; lossless where it applies
+    variant = mla(rank, joint=joint)
+    reason = variant.unavailable(model)
+    assert reason and "it would build a different model" in reason and "k_norm, q_norm" in reason, reason
+    with pytest.raises(ValueError, match="q_norm"):
+        applied(model, variant).__enter__()
+    ids = torch.arange(20, 60)[None]
+    with torch.inference_mode():
+        dense = model(ids).logits
+        with monkeypatch.context() as patch:
+            patch.setattr(mla_module, "_traits_reason", lambda model, name: None)
+            with applied(model, variant):
+                wrong = model(ids).logits
+        assert (wrong - dense).abs().max() > 0.05, "the conversion without the refusal should be visibly wrong"
+        attn = model.model.layers[0].self_attn  # control: without the norms, the same conversion is lossless
+        attn.q_norm, attn.k_norm = torch.nn.Identity(), torch.nn.Identity()
+        assert variant.unavailable(model) is None
+        plain = model(ids).logits
+        with applied(model, variant):
+            torch.testing.assert_close(model(ids).logits, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_maker_names_the_architectures_it_knows(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["/nonexistent", "llama", "falcon"])
+    err = capsys.readouterr().err
+    assert "unknown architecture falcon; choose from " + ", ".join(GPU_ARCHS) in err

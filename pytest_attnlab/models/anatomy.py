@@ -332,6 +332,34 @@ def anatomy(model: nn.Module) -> Anatomy:
     return Anatomy(model, s, layers, rotary_embedding(model), int(s.head_dim * partial_rotary_factor(config)), tied)
 
 
+def attention_traits(model: nn.Module) -> dict[str, str]:
+    """What the model's attention does beyond softmax(q k^T * scaling) v with RoPE on whole heads over
+    every position: trait -> what and where. A conversion that rebuilds the attention refuses, naming
+    them, the traits it does not reproduce, instead of building a different model."""
+    config, parts = text_config(model), anatomy(model)
+    traits = {}
+    extra = {n: type(x.attention.module).__name__ for x in parts.layers if x.attention for n in x.attention.unmodelled}
+    if extra:
+        owner = ", ".join(sorted(set(extra.values())))
+        traits["extra parts"] = f"{owner} also applies {', '.join(sorted(extra))} (per-head q/k norms or similar)"
+    longest = getattr(config, "max_position_embeddings", None) or float("inf")
+    windows = {x.index: x.sliding_window for x in parts.layers if x.sliding_window and x.sliding_window < longest}
+    if windows:
+        sizes = ", ".join(sorted({str(w) for w in windows.values()}))
+        where = (
+            f"layers {', '.join(map(str, windows))} attend"
+            if len(windows) > 1
+            else f"layer {next(iter(windows))} attends"
+        )
+        traits["sliding window"] = f"{where} over the last {sizes} tokens"
+    cap = getattr(config, "attn_logit_softcapping", None)
+    if cap:
+        traits["softcap"] = f"attention logits soft-capped at {cap:g}"
+    if parts.rotary_dim != parts.shape.head_dim:
+        traits["partial rotary"] = f"RoPE turns {parts.rotary_dim} of {parts.shape.head_dim} head dims"
+    return traits
+
+
 def supports_sdpa(model_class: type) -> bool:
     """Whether transformers can run this model class with SDPA attention (`_supports_sdpa`)."""
     return bool(getattr(model_class, "_supports_sdpa", False))

@@ -22,7 +22,6 @@ from pytest_attnlab.attention.base import (
     dtype_bytes,
     model_shape,
     projections_reason,
-    softcap,
 )
 
 
@@ -111,16 +110,19 @@ class LatentKVAttention(nn.Module):
         return self.o_proj(out.reshape(b, t, -1).contiguous()), weights
 
 
-def _rope_reason(model: nn.Module, name: str, head_dim: int) -> str | None:
-    """The latent attention rotates whole heads with the model's rotary embedding and plain softmax:
-    partial rotary (StableLM, GPT-NeoX) and soft-capped logits (Gemma-2) it would get wrong."""
-    from pytest_attnlab.models.anatomy import partial_rotary_factor, text_config
+def _traits_reason(model: nn.Module, name: str) -> str | None:
+    """The latent attention is softmax(q k^T * scaling) v, RoPE on whole heads, keys rebuilt at positions
+    0..T-1 of the whole cache, q and k straight from their projections: a model whose attention does
+    more (anatomy.attention_traits) would get a different model, so it is refused with what it has."""
+    from pytest_attnlab.models.anatomy import attention_traits
 
-    factor = partial_rotary_factor(text_config(model))
-    if factor != 1.0:
-        return f"{name} rotates every head dim; this model rotates {factor:g} of {head_dim} (partial rotary)"
-    if softcap(model):
-        return f"{name} computes plain softmax attention; this model soft-caps its logits at {softcap(model)}"
+    try:
+        traits = attention_traits(model)
+    except ValueError as exc:  # no decoder stack, or a layout anatomy does not know (UnknownLayout)
+        return f"{name}: {exc}"
+    if traits:
+        found = "; ".join(f"{trait}: {what}" for trait, what in traits.items())
+        return f"{name} cannot represent this model's attention, it would build a different model: {found}"
     attn = next(iter(m for n, m in model.named_modules() if n.endswith("self_attn")), None)
     missing = [a for a in ("head_dim", "scaling", "layer_idx") if not hasattr(attn, a)]
     if missing:
@@ -153,7 +155,7 @@ def mla(rank: int, joint: bool = False) -> ConversionVariant:
         layout = projections_reason(model, name, ("q_proj", "k_proj", "v_proj", "o_proj"))
         if layout:
             return layout
-        return _rope_reason(model, name, s["head_dim"])
+        return _traits_reason(model, name)
 
     def run(attn: nn.Module, model: nn.Module) -> nn.Module:
         return LatentKVAttention(attn, rotary_module(model), rank, joint)
