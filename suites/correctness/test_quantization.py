@@ -43,8 +43,10 @@ from pytest_attnlab.quant.texts import eval_ids
 KNOWN_SHORTFALLS: dict[str, Shortfall] = {
     # LLM.int8() quantizes the activations too (int8 per token, outlier columns > 6.0 in float16; on
     # CPU every input is cast to float16): W8A8, against the weight-only int8 grid of its class.
+    # Recorded with quant.gate.Gate on 128 tokens (local 6.195, mean 2.933, KL 0.1545, flips 0.141 vs
+    # rtn-int8's 0.047; dc25fa0 measured the local ratio 5.43 on this suite's 256 tokens).
     "bnb-int8": Shortfall(
-        {"local_error_ratio": 5.43, "local_error_mean_ratio": 5.0, "next_token_kl": 0.05},
+        {"local_error_ratio": 5.8, "local_error_mean_ratio": 2.93, "next_token_kl": 0.155, "top1_flip_rate": 0.14},
         "LLM.int8() also quantizes activations (W8A8) against a weight-only int8 reference",
     ),
 }
