@@ -151,3 +151,9 @@ def test_ungated_reads_compares_own_verdict_and_falls_back_to_the_floor() -> Non
     assert NT._ungated({**line, "status": "within noise"}) == 0.4
     assert NT._ungated({**line, "floor": 0.03, "status": "ok"}) is None
     assert NT._ungated({"threshold": "cosine:-0.01", "floor": 0.4, "status": "ok"}) is None  # absolute: no %
+
+
+def test_benchmark_json_names_count_as_the_metrics_the_plant_moves() -> None:
+    """benchmark.json's tpot_ms is tpot: its detections count (the H200's noise stage read 'not planted' there)."""
+    assert NT._moved("tpot_ms") and NT._moved("tpot") and NT._moved("decode_tok_s")
+    assert not NT._moved("ttft_ms") and not NT._moved("prefill_tok_s")
