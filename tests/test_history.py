@@ -102,9 +102,9 @@ def test_the_newest_run_is_judged_as_compare_judges_it(tmp_path):
     assert all(c.line.detects().startswith("≥ ") for c in changes[2:])
 
 
-def _benchmark_json(path: Path, gpu: str, mbu: float, tpot_ms: float, when: str, commit: str) -> Path:
+def _benchmark_json(path: Path, gpu: str, mbu: float, tpot_ms: float, when: str, commit: str, prompt=512) -> Path:
     bench = {
-        "fullname": "suites/perf/test_generation_perf.py::test_generation[none-sdpa-p512-b1-n64-fast]",
+        "fullname": f"suites/perf/test_generation_perf.py::test_generation[none-sdpa-p{prompt}-b1-n64-fast]",
         "stats": {"min": 0.1, "median": 0.11, "max": 0.12, "data": [0.1, 0.11, 0.12]},
         "extra_info": {"path": "fast", "tpot_ms": tpot_ms, "mbu_pct": mbu, "decode_tok_s": 1e3 / tpot_ms,
                        "samples": {"tpot_ms": [tpot_ms * 0.99, tpot_ms, tpot_ms * 1.01]}},
@@ -192,3 +192,12 @@ def test_markdown_summary_lists_regressions_first(tmp_path, monkeypatch):
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| verdict")]
     assert [r.split(" | ")[0] for r in rows[:2]] == ["| REGRESSED", "| REGRESSED"] and "fast" in rows[0]
     assert summary.read_text() == text  # the job summary gets the same table
+
+
+def test_a_later_run_of_another_grid_does_not_hide_a_cell(tmp_path):
+    a = _benchmark_json(tmp_path / "a.json", "NVIDIA H200", 60.0, 2.14, "2026-12-02T10:00:00", "a", prompt=512)
+    b = _benchmark_json(tmp_path / "b.json", "NVIDIA H200", 55.0, 2.30, "2026-12-03T10:00:00", "b", prompt=128)
+    runs = load_all([a, b])
+    assert sorted(cell.split("[")[1] for _gpu, cell, _path, _values in engines(runs)) == [
+        "none-sdpa-p128-b1-n64]", "none-sdpa-p512-b1-n64]"]
+    assert len(fleet(runs)) == 2

@@ -88,7 +88,7 @@ def _fleet_table(runs: list[Run]) -> str:
     if not rows:
         return "<h2 id='fleet'>GPUs ranked per cell</h2><p>No run recorded MBU.</p>"
     header = ["cell", "path", "rank", "GPU", "MBU % (of its own roofline)", "TPOT ms"]
-    return _table("GPUs ranked per cell (newest run of each GPU)", header, rows, anchor="fleet")
+    return _table("GPUs ranked per cell (the newest run of the cell on each GPU)", header, rows, anchor="fleet")
 
 
 def _engines_table(runs: list[Run]) -> str:
@@ -96,7 +96,7 @@ def _engines_table(runs: list[Run]) -> str:
     if not rows:
         return "<h2 id='engines'>Engines side by side</h2><p>No perf cell was recorded.</p>"
     header = ["GPU", "cell", "path", *(h for _m, h, _s in ENGINE_COLUMNS)]
-    return _table("Engines side by side (newest run of each GPU)", header, rows, anchor="engines")
+    return _table("Engines side by side (the newest run of each cell on each GPU)", header, rows, anchor="engines")
 
 
 def _figure(metric: str, series: list[Series], runs: list[Run]) -> str:

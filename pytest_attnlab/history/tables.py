@@ -51,35 +51,37 @@ def newest_changes(series: list[Series], gates: list[Threshold]) -> list[Change]
     return sorted(out, key=lambda c: c.order)
 
 
-def _newest_per_gpu(runs: list[Run]) -> dict[str, Run]:
-    newest: dict[str, Run] = {}
-    for run in runs:  # oldest first: the last one seen per GPU is its newest
-        newest[run.gpu] = run
+def _newest(runs: list[Run]) -> dict[tuple[str, str, str], Run]:
+    """(GPU, cell, path) -> the newest run that measured that cell there (a later run of another grid does not
+    hide it)."""
+    newest: dict[tuple[str, str, str], Run] = {}
+    for run in runs:  # oldest first: the last one seen is the newest
+        for cell, _metric, path in run.values:
+            newest[(run.gpu, cell, path)] = run
     return newest
 
 
 def fleet(runs: list[Run]) -> list[tuple[str, str, list[tuple[str, float, float]]]]:
-    """Per cell and path: the GPUs (their newest run) ranked by MBU, best first, as (gpu, mbu %, tpot s)."""
+    """Per cell and path: the GPUs (the newest run of the cell on each) ranked by MBU, best first, as
+    (gpu, mbu %, tpot s)."""
     table: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
-    for gpu, run in _newest_per_gpu(runs).items():
-        for (cell, metric, path), value in run.values.items():
-            if metric != "mbu" or math.isnan(value.value):
-                continue
-            tpot = run.values.get((cell, "tpot", path))
-            table.setdefault((cell, path), []).append((gpu, value.value, tpot.value if tpot else math.nan))
+    for (gpu, cell, path), run in _newest(runs).items():
+        mbu, tpot = run.values.get((cell, "mbu", path)), run.values.get((cell, "tpot", path))
+        if mbu is not None and not math.isnan(mbu.value):
+            table.setdefault((cell, path), []).append((gpu, mbu.value, tpot.value if tpot else math.nan))
     return [(cell, path, sorted(rows, key=lambda r: -r[1])) for (cell, path), rows in sorted(table.items())]
 
 
 def engines(runs: list[Run]) -> list[tuple[str, str, str, list[float]]]:
-    """Per GPU (its newest run), cell and decode path: the ENGINE_COLUMNS values (nan where not recorded)."""
+    """Per GPU, cell and decode path (the newest run of each): the ENGINE_COLUMNS values (nan where not recorded)."""
     rows = []
-    for gpu, run in sorted(_newest_per_gpu(runs).items()):
-        cells = sorted({(cell, path) for (cell, _metric, path) in run.values if path})
-        for cell, path in cells:
-            values = []
-            for metric, _heading, scale in ENGINE_COLUMNS:
-                v = run.values.get((cell, metric, path))
-                values.append(v.value * scale if v else math.nan)
-            if not all(math.isnan(v) for v in values):
-                rows.append((gpu, cell, path, values))
+    for (gpu, cell, path), run in sorted(_newest(runs).items()):
+        if not path:
+            continue
+        values = []
+        for metric, _heading, scale in ENGINE_COLUMNS:
+            v = run.values.get((cell, metric, path))
+            values.append(v.value * scale if v else math.nan)
+        if not all(math.isnan(v) for v in values):
+            rows.append((gpu, cell, path, values))
     return rows
