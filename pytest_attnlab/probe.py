@@ -42,14 +42,17 @@ class Capture:
     """Every decoder layer's input and output (hidden states, float32 on CPU) and the final logits.
 
     `local` is filled when captured with `reference=`: each layer's output on the reference's input.
-    A half-precision reference fills it too, with its own layers recomputed in float32 on its own
-    inputs: the local errors against it are then float32 on both sides (probe_local's docstring).
+    `own_float32` is filled for a half-precision model captured without `reference=`: its own layers
+    recomputed in float32 on its own inputs, so that the local errors against it (as a reference) are
+    float32 on both sides (probe_local's docstring). It is never a candidate's local output: those are
+    taken on the reference's inputs.
     """
 
     layers: list[torch.Tensor]
     logits: torch.Tensor | None = None
     inputs: list[torch.Tensor] = field(default_factory=list)
     local: list[torch.Tensor] | None = None
+    own_float32: list[torch.Tensor] | None = None
 
 
 class LayerProbe:
@@ -103,10 +106,10 @@ def capture(
     if reference is not None:
         if not reference.inputs:
             raise ValueError("the reference capture holds no layer inputs: capture it with probe.capture")
-        float32 = reference.local is not None  # the reference recomputed itself in float32
+        float32 = reference.own_float32 is not None  # the reference recomputed itself in float32
         result.local = teacher_forced(model, inputs, layers, reference.inputs, float32=float32)
     elif half_precision(model):
-        result.local = teacher_forced(model, inputs, layers, result.inputs, float32=True)
+        result.own_float32 = teacher_forced(model, inputs, layers, result.inputs, float32=True)
     return result
 
 
@@ -219,7 +222,8 @@ def diff(
         cumulative_ok = c >= cos_threshold and rel <= rel_threshold
         row = LayerRow(i, c, max_abs_diff(cand, ref), rel, cumulative_ok, cumulative_ok=cumulative_ok)
         if local:
-            ref_out = ref if reference.local is None else reference.local[i]  # float32 (half-precision reference)
+            own = reference.own_float32
+            ref_out = ref if own is None else own[i]  # float32 (a half-precision reference)
             err = local_error(reference.inputs[i], ref_out, candidate.local[i])  # type: ignore[index]
             row.local_rel_err, row.local_cosine, row.local_tolerance = err.rel_err, err.cosine, tolerances[i]
             row.ok = err.rel_err <= tolerances[i]
