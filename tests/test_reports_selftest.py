@@ -64,6 +64,11 @@ def test_decode_mutant_raised(metrics):  # before its first row: listed from its
     metrics.update_context(selftest="left-pad-mask")
     raise RuntimeError("padded batch: shapes differ")
 
+def test_decode_mutant_below_resolution(metrics):  # test_decode_gate_kill's excuse: named, not killed
+    metrics.update_context(selftest="rope-angles-bf16")
+    metrics.record("logits_cosine", 0.9999, threshold=0.95)
+    pytest.xfail("layer_diff in bfloat16 cannot resolve it on this model")
+
 def test_kill_rate(metrics):
     metrics.record("mutant_kill_rate", 0.5, "fraction", threshold=1.0, mutants=4)
 """
@@ -80,6 +85,7 @@ EXPECTED = {  # planted bug -> verdict, as the section must list it
     "o_proj-15-x1.02": "survived (test failed)",
     "left-pad-mask": "survived (test failed)",
     "rope-shift": "not run (test skipped)",
+    "rope-angles-bf16": "below resolution (test xfailed)",
     "linears-x1.10": "killed (test passed)",
     "cache-position-off-by-one": "killed (selftest_killed)",
 }
@@ -123,15 +129,17 @@ def check_md_results_are_the_users(out: Path) -> None:
 
 def check_md_selftest_section(out: Path) -> None:
     md = (out / "summary.md").read_text()
-    assert "## Gate self-test: 2 of 5 planted bugs killed" in md
+    assert "## Gate self-test: 2 of 6 planted bugs killed" in md
     body = md_table(md, "Gate self-test")
     assert {c[0]: c[-1] for c in body} == EXPECTED
-    assert [c[0] for c in body][:3] == ["o_proj-15-x1.02", "left-pad-mask", "rope-shift"]  # what needs attention first
+    first = ["o_proj-15-x1.02", "left-pad-mask", "rope-shift", "rope-angles-bf16"]  # what needs attention first
+    assert [c[0] for c in body][:4] == first
     linears = next(c for c in body if c[0] == "linears-x1.10")
     assert linears[1] == "every linear x1.10"
     assert linears[2] == "logits_cosine 0.9652 >= 0.95: within; local_error_ratio 4.1 <= 2: CROSSED"
     assert "- mutant_kill_rate = 0.5 (gate 1)" in md
-    assert "survived: o_proj-15-x1.02, left-pad-mask; not run: rope-shift." in md  # in the conclusions
+    conclusion = "survived: o_proj-15-x1.02, left-pad-mask; not run: rope-shift; below resolution: rope-angles-bf16."
+    assert conclusion in md  # in the conclusions
 
 
 def check_json(out: Path) -> None:
@@ -147,17 +155,18 @@ def check_html(out: Path) -> None:
     lines = {tuple(re.findall(r"<td[^>]*>(.*?)</td>", tr)[:3]) for tr in re.findall(r"<tr class=.*?</tr>", main)}
     assert lines == USER_LINES
     section = block[block.index('id="attnlab-selftest"') :]
-    assert "gate self-test: 2 of 5 planted bugs killed" in section
+    assert "gate self-test: 2 of 6 planted bugs killed" in section
     classes = re.findall(r'<tr class="attnlab-([\w-]+)"><td>([^<]*)</td>', section)
     assert classes == [("survived", "o_proj-15-x1.02"), ("survived", "left-pad-mask"), ("not-run", "rope-shift"),
-                       ("killed", "linears-x1.10"), ("killed", "cache-position-off-by-one")]  # fmt: skip
+                       ("below-resolution", "rope-angles-bf16"), ("killed", "linears-x1.10"),
+                       ("killed", "cache-position-off-by-one")]  # fmt: skip
 
 
 CHECKS = [check_md_results_are_the_users, check_md_selftest_section, check_json, check_html]
 
 
 def test_run_outcomes(run: Run) -> None:
-    assert "2 failed, 5 passed, 1 skipped" in run[1].stdout, run[1].stdout[-3000:]
+    assert "2 failed, 5 passed, 1 skipped, 1 xfailed" in run[1].stdout, run[1].stdout[-3000:]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -323,8 +332,8 @@ def test_report_renders_the_selftest_apart_in_chromium(run: Run, tmp_path: Path)
         pytest.skip("chromium not installed (apt-get install -y chromium): the rendered-page check only")
     page = browser.render(run[0] / "report.html", tmp_path / "report.png")
     assert page.verdicts("model x quant x attention") == ["pass", "pass"]
-    assert page.verdicts("gate self-test: 2 of 5 planted bugs killed") == [
-        "survived", "survived", "not-run", "killed", "killed",
+    assert page.verdicts("gate self-test: 2 of 6 planted bugs killed") == [
+        "survived", "survived", "not-run", "below-resolution", "killed", "killed",
     ]  # fmt: skip
     assert page.screenshot is not None and page.screenshot.read_bytes()[:4] == b"\x89PNG"
 

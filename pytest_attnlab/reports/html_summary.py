@@ -13,7 +13,9 @@ from pytest_attnlab.reports.html import table_html
 from pytest_attnlab.reports.perf_table import SPREAD_NOTE, perf_grid, perf_lines
 from pytest_attnlab.reports.rows import summarize, summary_grid
 
-_VERDICT_COLOUR = {"pass": "#dfd", "fail": "#fdd", "killed": "#dfd", "survived": "#fdd", "not-run": "#ffd"}
+_VERDICT_COLOUR = {
+    "pass": "#dfd", "fail": "#fdd", "killed": "#dfd", "survived": "#fdd", "not-run": "#ffd", "below-resolution": "#ffd",
+}  # fmt: skip
 
 
 def _img(b64: str, title: str) -> str:

@@ -106,7 +106,8 @@ class ReportsState:
             if isinstance(context, dict):
                 self.contexts.setdefault(report.nodeid, context)
         elif report.when == "call" or (report.when == "setup" and report.skipped):
-            self.outcomes.setdefault(report.nodeid, report.outcome)
+            xfailed = report.skipped and hasattr(report, "wasxfail")  # a planted bug below resolution, say
+            self.outcomes.setdefault(report.nodeid, "xfailed" if xfailed else report.outcome)
             context = getattr(report, "attnlab_context", None)  # a skipped planted bug still counts
             if report.skipped and isinstance(context, dict):
                 self.contexts.setdefault(report.nodeid, context)

@@ -54,7 +54,7 @@ NOTE = (
     "Bugs planted on purpose to prove the gates, kept apart from the results. A bug is killed when its gate"
     " fails on it (its selftest_killed row, else its test passed); its figures are those of the broken model."
 )
-VERDICTS = ("survived", "not run", "killed")  # section order: what needs attention first
+VERDICTS = ("survived", "not run", "below resolution", "killed")  # section order: what needs attention first
 
 
 def selftest_name(context: Mapping[str, Any] | None) -> str | None:
@@ -112,7 +112,7 @@ class SelftestLine:
     """One planted bug: its verdict, where the verdict comes from, and its gate figures."""
 
     name: str
-    verdict: str  # killed / survived / not run
+    verdict: str  # killed / survived / below resolution / not run
     source: str  # "selftest_killed" or the test outcome the verdict was read from
     nodeids: tuple[str, ...]
     description: str = ""
@@ -145,7 +145,7 @@ class Partition:
     def headline(self) -> str:
         """'K of N planted bugs killed', with the survivors and those that did not run named."""
         text = f"{self.killed} of {len(self.lines)} planted bugs killed"
-        for verdict in ("survived", "not run"):
+        for verdict in VERDICTS[:-1]:
             names = [ln.name for ln in self.lines if ln.verdict == verdict]
             if names:
                 text += f"; {verdict}: " + ", ".join(names)
@@ -171,7 +171,9 @@ def _verdict(rows: Sequence[MetricRow], nodeids: Sequence[str], outcomes: Mappin
     if flags:
         return ("killed" if all(v >= 1 for v in flags) else "survived"), KILLED_METRIC
     seen = {outcomes.get(n, "") for n in nodeids}
-    for outcome, verdict in (("failed", "survived"), ("passed", "killed"), ("skipped", "not run")):
+    # xfailed: the test names the check that cannot resolve the bug on this model (test_decode_gate_kill)
+    pairs = (("failed", "survived"), ("passed", "killed"), ("xfailed", "below resolution"), ("skipped", "not run"))
+    for outcome, verdict in pairs:
         if outcome in seen:
             return verdict, f"test {outcome}"
     return "not run", "no test outcome"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -42,6 +42,14 @@ class DecodeMutant:
     killed_by: tuple[str, ...]  # names in test_decode_gate_kill's CHECKS
     dtype: torch.dtype | None = None  # the dtype the bug lives in (None: any)
     needs_bias: bool = False  # planted in a model with q/k/v biases (random:tiny-qwen2 when the model has none)
+    #: the same bug in a float32 model, free of the half dtype's rounding: its true size on this model
+    #: (None: `plant` itself, a bug that does not depend on the dtype)
+    float32_form: Callable[[nn.Module], Undo] | None = None
+
+    def in_float32(self) -> DecodeMutant:
+        """This bug as planted into a float32 model to measure its own size (test_decode_gate_kill: a bug
+        that a half-precision check misses is excused only where that size is under the check's bound)."""
+        return replace(self, plant=self.float32_form or self.plant, dtype=None)
 
     @contextmanager
     def planted(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -97,21 +105,28 @@ def pad_mask_off_by_one(model: nn.Module) -> Undo:
     return model.get_decoder().register_forward_pre_hook(unmask, with_kwargs=True).remove
 
 
-def rope_angles_in_activation_dtype(model: nn.Module) -> Undo:
+def rope_angles_in_activation_dtype(model: nn.Module, angle_dtype: torch.dtype | None = None) -> Undo:
     """The RoPE angles position x inv_freq and their cos/sin computed in the activations' dtype, not
     float32 (the missing upcast of transformers' RotaryEmbedding): bit-identical in float32; in bfloat16
-    an angle of 50 rad is off by up to 0.1 rad."""
+    an angle of 50 rad is off by up to 0.1 rad. `angle_dtype` forces the angles' dtype (bfloat16 angles
+    in a float32 model: the bug's own size, without bfloat16's rounding elsewhere)."""
     rotary = rotary_embedding(model)
 
     def angles(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         x = args[0] if args else kwargs["x"]
+        dtype = angle_dtype or x.dtype
         positions = _position_ids(args, kwargs)
-        freqs = positions[..., None].to(x.dtype) * module.inv_freq.to(x.device, x.dtype)
+        freqs = positions[..., None].to(dtype) * module.inv_freq.to(x.device, dtype)
         emb = torch.cat((freqs, freqs), dim=-1)
         scaling = getattr(module, "attention_scaling", 1.0)
         return (emb.cos() * scaling).to(x.dtype), (emb.sin() * scaling).to(x.dtype)
 
     return rotary.register_forward_hook(angles, with_kwargs=True).remove
+
+
+def rope_angles_in_bfloat16(model: nn.Module) -> Undo:
+    """rope-angles-bf16's float32 form: the angles rounded to bfloat16, everything else float32."""
+    return rope_angles_in_activation_dtype(model, torch.bfloat16)
 
 
 def middle_layer_qkv_bias_dropped(model: nn.Module) -> Undo:
@@ -165,6 +180,7 @@ for _mutant in (
         rope_angles_in_activation_dtype,
         ("layer_diff",),
         dtype=torch.bfloat16,
+        float32_form=rope_angles_in_bfloat16,
     ),
     DecodeMutant(
         "qkv-bias-dropped",

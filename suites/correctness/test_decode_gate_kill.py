@@ -8,11 +8,19 @@ A bug that lives in one dtype (RoPE angles in bfloat16) is planted in a copy of 
 dtype, and must also be harmless in float32 (proof that the bfloat16 run is what catches it). A
 dropped q/k/v bias needs a model with biases: on one without (the embedded SmolLM2) it is planted in
 random:tiny-qwen2, whose biases are drawn (models.random_models). Rows carry `selftest=<mutant>`.
+
+Where a half-precision check misses a bug, the bug's own size decides: its float32 form
+(`DecodeMutant.in_float32`) in the float32 reference, by the same check. Seen there but within the
+half-precision check's own bound, the bug is below what that dtype can resolve on this model (tiny random
+checkpoints, whose near-uniform attention and logits of 0.2 hardly notice a position off by one: 0.003
+logits, where bfloat16 rounds them by 0.006): the test xfails naming the check and both figures. Unseen
+even in float32, or beyond the bound and still missed: it fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -36,31 +44,32 @@ BIASED_STAND_IN = "random:tiny-qwen2"
 LOGITS_COSINE = 0.95  # --attnlab-logits-cosine's default: the self-test holds bugs to the seeds' gate
 
 
-def _cached_decode(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
+def _cached_decode(mutant: DecodeMutant, loaded: Any, reference: Any, judged_as: Any = None) -> Verdict:
     with mutant.planted(loaded.model):
         return cached_decode_matches_full_forward(loaded.model, decode_prompts(loaded)[1], CACHE_TOKENS)
 
 
-def _padded_batch(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
+def _padded_batch(mutant: DecodeMutant, loaded: Any, reference: Any, judged_as: Any = None) -> Verdict:
     with mutant.planted(loaded.model):
         return padded_batch_matches_single(loaded.model, decode_prompts(loaded), BATCH_TOKENS, pad_id(loaded))
 
 
-def _layer_diff(mutant: DecodeMutant, loaded: Any, reference: Any) -> Verdict:
+def _layer_diff(mutant: DecodeMutant, loaded: Any, reference: Any, judged_as: Any = None) -> Verdict:
     """test_layer_diff's check: late in context (positions 1000...) vs the float32 reference, with the
-    candidate dtype's layer thresholds (a float32 candidate: rounding level)."""
+    candidate dtype's layer thresholds (a float32 candidate: rounding level), or `judged_as`'s."""
     prompts = load_prompts()
     ids = torch.cat([ids_for(loaded, prompts[-1], 32), ids_for(loaded, prompts[0], 24)], dim=1)
     inputs = late_inputs(ids)
     ref = probe.capture(reference.model, inputs)  # before planting: the reference may be the same model
-    cos, rel = LAYER_THRESHOLDS[loaded.dtype]
+    cos, rel = LAYER_THRESHOLDS[judged_as or loaded.dtype]
     with mutant.planted(loaded.model):
         cand = probe.capture(loaded.model, inputs)
     return layer_diff_verdict(probe.diff(ref, cand, cos_threshold=cos, rel_threshold=rel), LOGITS_COSINE)
 
 
-#: check name (a mutant's killed_by) -> the check on (mutant, loaded model, float32 reference)
-CHECKS: dict[str, Callable[[DecodeMutant, Any, Any], Verdict]] = {
+#: check name (a mutant's killed_by) -> the check on (mutant, loaded model, float32 reference, the dtype whose
+#: thresholds judge it: None for the loaded model's; the control-bounded checks derive theirs from the run)
+CHECKS: dict[str, Callable[..., Verdict]] = {
     "cached_decode": _cached_decode,
     "padded_batch": _padded_batch,
     "layer_diff": _layer_diff,
@@ -68,9 +77,27 @@ CHECKS: dict[str, Callable[[DecodeMutant, Any, Any], Verdict]] = {
 
 
 @pytest.fixture(scope="module")
-def kills() -> dict[str, bool]:
-    """mutant name -> killed, filled by each mutant's test, read by the kill-rate test."""
+def kills() -> dict[str, bool | None]:
+    """mutant name -> killed (None: below the run dtype's resolution on this model), filled by each
+    mutant's test, read by the kill-rate test."""
     return {}
+
+
+def _below_resolution(mutant: DecodeMutant, check: str, missed: Verdict, reference: Any, dtype: Any) -> str:
+    """Why a bug that `check` missed in `dtype` is excused ("": it is not): its float32 form, in the float32
+    reference, is seen by the check (float32 thresholds) yet within the bound the `dtype` run had."""
+    twin = mutant.in_float32()
+    own = CHECKS[check](twin, reference, reference)
+    if own.passed:
+        return ""  # not seen even in float32: the check is blind to it here
+    size = replace(CHECKS[check](twin, reference, reference, judged_as=dtype), threshold=missed.threshold)
+    if not size.passed:
+        return ""  # big enough for the dtype's bound, and still missed
+    dt = str(dtype).removeprefix("torch.")
+    return (
+        f"{check} in {dt} cannot resolve it on this model: in float32 the bug's own size is {own.metric} "
+        f"{own.value:.4g} ({own.describe()}), within the {dt} run's bound {missed.threshold:.4g}"
+    )
 
 
 def _models(mutant: DecodeMutant, attnlab_model: Any, model_factory: Any) -> tuple[Any, Any, str]:
@@ -110,16 +137,31 @@ def test_decode_bug_is_killed(name: str, attnlab_model: Any, model_factory: Any,
             metrics.record(f"{v.metric}_float32", v.value, threshold=v.threshold, check=v.check)
         seen = [v.describe() for v in in_float32 if not v.passed]
         assert not seen, f"{name} is meant to live in {mutant.dtype} only, yet float32 shows it: {seen}"
+    missed = [(check, v) for check, v in zip(mutant.killed_by, verdicts, strict=True) if v.passed]
+    excuses = [
+        _below_resolution(mutant, c, v, reference, loaded.dtype) for c, v in missed if loaded.dtype != torch.float32
+    ]
+    if missed and len(excuses) == len(missed) and all(excuses):
+        kills[name] = None
+        metrics.record("below_resolution", 1.0, check=",".join(c for c, _ in missed), why="; ".join(excuses))
+        pytest.xfail(f"decode bug {name!r} is below this model's resolution: {'; '.join(excuses)}")
     kills[name] = not survived
     assert not survived, f"decode bug {name!r} ({mutant.description}) SURVIVED: {survived}"
 
 
-def test_decode_kill_rate(kills: dict[str, bool], metrics: Any) -> None:
-    """Every registered decode mutant ran and was killed (run with them: `-k decode_gate_kill`)."""
+def test_decode_kill_rate(kills: dict[str, bool | None], metrics: Any) -> None:
+    """Every registered decode mutant ran and was killed (run with them: `-k decode_gate_kill`); one below
+    the model's resolution (its test xfailed, naming the check) is out of the rate, and named here."""
     if not kills:
         pytest.skip("no decode mutant ran in this session (select them too: -k decode_gate_kill)")
     missing = [n for n in DECODE_MUTANTS.names() if n not in kills]
-    rate = sum(kills.values()) / len(DECODE_MUTANTS)
-    metrics.record("decode_mutant_kill_rate", rate, "fraction", threshold=1.0, mutants=len(DECODE_MUTANTS))
+    unresolved = [n for n, killed in kills.items() if killed is None]
+    seen = len(DECODE_MUTANTS) - len(unresolved)
+    rate = sum(k is True for k in kills.values()) / seen if seen else 0.0
+    metrics.record(
+        "decode_mutant_kill_rate", rate, "fraction", threshold=1.0, mutants=seen, below_resolution=len(unresolved)
+    )
     assert not missing, f"not run (deselected?): {missing}; each registered mutant counts"
-    assert rate == 1.0, f"survivors: {[n for n, killed in kills.items() if not killed]}"
+    assert rate == 1.0, f"survivors: {[n for n, killed in kills.items() if killed is False]}"
+    if unresolved:
+        pytest.xfail(f"{seen} of {len(DECODE_MUTANTS)} decode bugs killed; below this model's resolution: {unresolved}")
