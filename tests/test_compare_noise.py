@@ -16,7 +16,7 @@ import pytest
 from pytest_attnlab.compare import main
 from pytest_attnlab.compare import noise as noise_file
 from pytest_attnlab.compare.loaders import from_benchmark_json
-from pytest_attnlab.compare.stats import min_p, rank_test_p, relative_change_interval, t_quantile
+from pytest_attnlab.compare.stats import gate_verdict, min_p, rank_test_p, relative_change_interval, t_quantile
 from pytest_attnlab.metrics.row import COLUMNS, MetricRow
 
 
@@ -190,3 +190,18 @@ def test_h200_replay_per_gated_cell() -> None:
     assert sum(c.false_alarms for c in bare.cells.values()) > 15
 
 
+
+
+def test_the_measuring_gates_fail_beyond_pass_within_and_say_when_they_cannot_decide() -> None:
+    """suites/perf/test_measurement_quality.py's 1 % gates (fixture timing error, monitor overhead) read every
+    round: a fixture that adds 3 % to each round fails, a clean one with 0.2 % spread passes, and rounds that
+    drift by a few % between sets (as on the H100 and H200) are undecided, not a coin toss."""
+    raw = rounds(0.175, 0.002, 11, 10)
+    assert gate_verdict(raw, [x * 1.03 for x in rounds(0.175, 0.002, 12, 10)], 1.0)[0] == "beyond"  # planted 3 %
+    assert gate_verdict(raw, [x * 0.97 for x in rounds(0.175, 0.002, 13, 10)], 1.0)[0] == "beyond"  # 3 % missing
+    assert gate_verdict(raw, rounds(0.175, 0.002, 14, 10), 1.0)[0] == "within"
+    drift = rounds(0.170, 0.002, 15, 5) + rounds(0.180, 0.002, 16, 5)  # two sets 6 % apart
+    kind, point, lo, hi = gate_verdict(raw, drift, 1.0)
+    assert kind == "undecided" and lo < 1.0 < hi, (point, lo, hi)
+    # one-sided (monitor overhead): a faster run with the monitor on is no overhead
+    assert gate_verdict(raw, [x * 0.97 for x in rounds(0.175, 0.002, 13, 10)], 1.0, two_sided=False)[0] == "within"

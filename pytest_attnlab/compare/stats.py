@@ -69,3 +69,19 @@ def equal_spread(groups: Sequence[Sequence[float]], alpha: float = 0.01) -> bool
     if not all(spreads):
         return False
     return float(sps.levene(*groups, center="median").pvalue) > alpha
+
+
+def gate_verdict(
+    base: Sequence[float], current: Sequence[float], gate_pct: float, *, two_sided: bool = True
+) -> tuple[str, float, float, float]:
+    """(verdict, change %, interval low %, interval high %) of median(current) vs median(base) against a gate
+    of `gate_pct` %: "within" where the whole 95 % interval is inside the gate, "beyond" where it is wholly
+    outside (above +gate, or below -gate when `two_sided`), else "undecided": the rounds' spread is wider
+    than the gate, so these samples can neither pass nor fail it."""
+    point = 100.0 * (float(np.median(current)) / float(np.median(base)) - 1)
+    lo, hi = (100.0 * x for x in relative_change_interval(base, current))
+    if lo >= gate_pct or (two_sided and hi <= -gate_pct):
+        return "beyond", point, lo, hi
+    if hi < gate_pct and (not two_sided or lo > -gate_pct):
+        return "within", point, lo, hi
+    return "undecided", point, lo, hi
