@@ -201,3 +201,19 @@ def test_a_later_run_of_another_grid_does_not_hide_a_cell(tmp_path):
     assert sorted(cell.split("[")[1] for _gpu, cell, _path, _values in engines(runs)) == [
         "none-sdpa-p128-b1-n64]", "none-sdpa-p512-b1-n64]"]
     assert len(fleet(runs)) == 2
+
+
+def test_a_verdict_without_the_noise_between_runs_says_it_reads_rounds_only(tmp_path):
+    """Two runs: a series has no noise between runs yet, so a REGRESSED read from one run's rounds says so (two
+    identical .ci/gpu runs on the H200, 2026-12-05, read 18 such "regressions" of 5-13 % in TTFT and prefill);
+    with six runs the same step is judged against the series' noise, with no qualifier. The ok lines fold away."""
+    two = stepped(tmp_path / "two", IDENTICAL[:2], first=1, factor=1.3)
+    assert history(*two, "-o", tmp_path / "two.html", "--markdown", tmp_path / "two.md")[0] == 0
+    text = (tmp_path / "two.md").read_text()
+    assert "on rounds only: under 3 earlier runs, the noise between runs is unknown" in text.splitlines()[0]
+    assert "| REGRESSED (rounds only) | tpot |" in text
+    page = (tmp_path / "two.html").read_text()
+    assert "REGRESSED (rounds only)" in page and "series ok</summary>" in page
+    six = stepped(tmp_path / "six", IDENTICAL, first=5, factor=1.3)
+    assert history(*six, "-o", tmp_path / "six.html", "--markdown", tmp_path / "six.md")[0] == 0
+    assert "rounds only" not in (tmp_path / "six.md").read_text().splitlines()[0]

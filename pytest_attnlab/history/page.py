@@ -44,6 +44,29 @@ def _runs_table(runs: list[Run]) -> str:
     return _table(f"Runs ({len(runs)})", ["#", "time", "commit", "GPU", "source"], rows, anchor="runs")
 
 
+#: a verdict read from one run's rounds alone: the series has too few runs for its between-run noise
+ROUNDS_ONLY = "rounds only"
+
+
+def verdict(c: Change) -> str:
+    """The line's status, with what it detects when UNGATED, and "rounds only" where no noise between runs is
+    known (fewer than 3 earlier runs): such a verdict sees the spread within one run, not between processes."""
+    if c.line.status == "UNGATED":
+        return f"UNGATED (detects {c.line.detects()})"
+    if c.line.floor is None and c.line.status in ("REGRESSED", "not significant"):
+        return f"{c.line.status} ({ROUNDS_ONLY})"
+    return c.line.status
+
+
+def headline(changes: list[Change]) -> str:
+    regressed = [c for c in changes if c.line.status == "REGRESSED"]
+    blind = sum(c.line.floor is None for c in regressed)
+    text = f"{len(regressed)} regressed of {len(changes)} series"
+    if blind:
+        text += f" ({blind} on {ROUNDS_ONLY}: under 3 earlier runs, the noise between runs is unknown)"
+    return text
+
+
 def _changes_table(changes: list[Change]) -> str:
     if not changes:
         return "<h2 id='newest'>Newest run against the one before</h2><p>No series has two runs yet.</p>"
@@ -51,30 +74,32 @@ def _changes_table(changes: list[Change]) -> str:
     for c in changes:
         base, cur = c.line.values if c.line.base and c.line.current else (math.nan, math.nan)
         floor = c.line.floor
-        status = f"UNGATED (detects {c.line.detects()})" if c.line.status == "UNGATED" else c.line.status
         rows.append([c.series.metric, c.series.cell, c.series.label, _fmt(base), _fmt(cur), c.line.change(),
-                     "-" if floor is None else f"{floor * 100:.1f}%", status])  # fmt: skip
+                     "-" if floor is None else f"{floor * 100:.1f}%", verdict(c)])  # fmt: skip
         classes.append(c.line.status.replace(" ", "-"))
-    regressed = sum(c.line.status == "REGRESSED" for c in changes)
-    title = f"Newest run against the one before: {regressed} regressed of {len(changes)} series"
+    title = f"Newest run against the one before: {headline(changes)}"
     header = ["metric", "cell", "GPU · path", "before", "newest", "change", "noise floor", "verdict"]
-    return _table(title, header, rows, classes, anchor="newest")
+    shown = [n for n, c in enumerate(changes) if c.line.status != "ok"]  # the ok ones fold away, below them
+    table = _table(title, header, [rows[n] for n in shown], [classes[n] for n in shown], anchor="newest")
+    ok = [n for n in range(len(changes)) if n not in set(shown)]
+    if not ok:
+        return table
+    folded = _table("", header, [rows[n] for n in ok], [classes[n] for n in ok]).removeprefix("<h2></h2>")
+    return f"{table}<details><summary>{len(ok)} series ok</summary>{folded}</details>"
 
 
 def markdown(runs: list[Run], changes: list[Change], limit: int = 40) -> str:
     """The newest run against the one before as a Markdown table, regressions first (a CI job summary)."""
     newest = runs[-1] if runs else None
-    regressed = sum(c.line.status == "REGRESSED" for c in changes)
     head = (f"### History: {len(runs)} runs; newest {newest.name if newest else '-'} ({newest.gpu if newest else '-'})"
-            f" against the one before: {regressed} regressed of {len(changes)} series\n\n")  # fmt: skip
+            f" against the one before: {headline(changes)}\n\n")  # fmt: skip
     if not changes:
         return head + "No series has two runs yet.\n"
     lines = ["| verdict | metric | cell | GPU · path | before | newest | change |", "|---|---|---|---|---|---|---|"]
     for c in changes[:limit]:
         base, cur = c.line.values if c.line.base and c.line.current else (math.nan, math.nan)
-        status = f"UNGATED (detects {c.line.detects()})" if c.line.status == "UNGATED" else c.line.status
         cell = c.series.cell.split("::")[-1]
-        lines.append(f"| {status} | {c.series.metric} | {cell} | {c.series.label} | {_fmt(base)} | {_fmt(cur)} | "
+        lines.append(f"| {verdict(c)} | {c.series.metric} | {cell} | {c.series.label} | {_fmt(base)} | {_fmt(cur)} | "
                      f"{c.line.change()} |")  # fmt: skip
     more = f"\n{len(changes) - limit} more series in history.html.\n" if len(changes) > limit else ""
     return head + "\n".join(lines) + "\n" + more
