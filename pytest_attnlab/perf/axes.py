@@ -1,5 +1,6 @@
 """The quantizer and attention axes of the perf grid: the resolved --attnlab-quant / --attnlab-attn
-selections, and how a cell applies them (`quantized(loaded, name)`, `applied(model, name)`)."""
+selections, and how a cell applies its attention variant (`applied(model, name)`); a cell's quantizer is
+`QuantSettings.quantize`, the run's --attnlab-quant-cache with it."""
 
 from __future__ import annotations
 
@@ -10,23 +11,12 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.options import selection
-from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
+from pytest_attnlab.registry import BASELINE_ATTENTION
 
 
 def names(config: pytest.Config, axis: str) -> list[str]:
     """Values of the `quant` or `attn` axis, as the run resolved them."""
     return list(selection(config)[axis])
-
-
-def quantized(loaded: Any, name: str) -> Any:
-    if name == BASELINE_QUANT:
-        return loaded
-    from pytest_attnlab.quant import QuantizerUnavailable, quantize
-
-    try:
-        return quantize(loaded, name)
-    except QuantizerUnavailable as exc:  # its library is missing here: the message names the extra
-        pytest.skip(str(exc))
 
 
 @contextlib.contextmanager

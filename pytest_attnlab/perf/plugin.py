@@ -68,12 +68,12 @@ class PerfState:
         return self._peaks
 
     def model(self, spec: str, quant: str) -> Any:
-        from pytest_attnlab.perf import axes
         from pytest_attnlab.perf.loading import load
+        from pytest_attnlab.quant.plugin import settings_of
 
         key = (spec, quant)
-        if key not in self.models:
-            self.models[key] = axes.quantized(load(self.attnlab, spec or None), quant)
+        if key not in self.models:  # --attnlab-quant-cache holds here as in the correctness suite
+            self.models[key] = settings_of(self.config).quantize(load(self.attnlab, spec or None), quant)
         return self.models[key]
 
 

@@ -19,6 +19,7 @@ class QuantSettings:
     thresholds: dict[str, float] = field(default_factory=dict)
     cache: str = "on"
     default_threshold: float = 0.95
+    _rebuilt: set[tuple] = field(default_factory=set, repr=False, compare=False)  # (id(loaded), name) rebuilt
 
     def gate(self, name: str, quantizer: Any = None) -> float:
         """The logits-cosine gate for `name`: --attnlab-quant-threshold, else the method's own, else
@@ -27,6 +28,22 @@ class QuantSettings:
             return self.thresholds[name]
         own = getattr(quantizer, "min_cosine", None)
         return own if own is not None else self.default_threshold
+
+    def quantize(self, loaded: Any, name: str) -> Any:
+        """`loaded` quantized by `name` under --attnlab-quant-cache (off: quantize anew and store nothing;
+        rebuild: the stored copy is dropped once per model and quantizer in the run): the one place every
+        area quantizes a case (quantized_model, the perf grid, the backends). A method that cannot run here
+        skips the test with the reason (the pip extra to install)."""
+        from pytest_attnlab.quant import QuantizerUnavailable, quantize
+        from pytest_attnlab.quant.cache import invalidate_for
+
+        if self.cache == "rebuild" and (id(loaded), name) not in self._rebuilt and name != BASELINE_QUANT:
+            invalidate_for(loaded, name)
+            self._rebuilt.add((id(loaded), name))
+        try:
+            return quantize(loaded, name, cache=self.cache != "off")
+        except QuantizerUnavailable as exc:
+            pytest.skip(str(exc))
 
 
 QUANT_KEY = pytest.StashKey[QuantSettings]()
@@ -132,23 +149,9 @@ def quant_settings(pytestconfig: pytest.Config) -> QuantSettings:
 
 @pytest.fixture(scope="session")
 def quantize_model(quant_settings: QuantSettings) -> Any:
-    """`quantize_model(loaded, name)` -> LoadedModel: `pytest_attnlab.quant.quantize` with the run's
-    cache mode; skips the test with the reason (the pip extra to install) when the method cannot run."""
-    from pytest_attnlab.quant import QuantizerUnavailable, quantize
-    from pytest_attnlab.quant.cache import invalidate_for
-
-    rebuilt: set[tuple] = set()
-
-    def run(loaded: Any, name: str) -> Any:
-        if quant_settings.cache == "rebuild" and (id(loaded), name) not in rebuilt:
-            invalidate_for(loaded, name)
-            rebuilt.add((id(loaded), name))
-        try:
-            return quantize(loaded, name, cache=quant_settings.cache != "off")
-        except QuantizerUnavailable as exc:
-            pytest.skip(str(exc))
-
-    return run
+    """`quantize_model(loaded, name)` -> LoadedModel: `QuantSettings.quantize`, the run's cache mode with it;
+    skips the test with the reason (the pip extra to install) when the method cannot run."""
+    return quant_settings.quantize
 
 
 @pytest.fixture

@@ -58,13 +58,10 @@ def _at_dtype(model, dtype: str):
     return copy.deepcopy(model).to(getattr(torch, dtype))
 
 
-def test_backend_agrees_with_hf(attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings, metrics):
-    from pytest_attnlab.quant import QuantizerUnavailable, quantize
-
-    try:
-        reference = quantize(attnlab_model, backend_quant)
-    except QuantizerUnavailable as exc:
-        pytest.skip(str(exc))
+def test_backend_agrees_with_hf(
+    attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings, quantize_model, metrics
+):
+    reference = quantize_model(attnlab_model, backend_quant)
     cand_model = _candidate(attnlab_backend, backend_quant, attnlab_model, reference.model)
     metrics.update_context(**reference.context(), backend=attnlab_backend)
     prompts = _prompts(attnlab_model)
