@@ -6,7 +6,7 @@ Torch and transformers load only when a test uses `attention_patch` or the optio
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("attention_patch", names, indirect=True, ids=names)
 
 
+@contextmanager
+def applied_or_skip(model: Any, variant: Any) -> Iterator[Any]:
+    """`variant` (a name or a variant) swapped into `model` (an nn.Module or a LoadedModel) for the block: the
+    one way every area applies a case's attention variant (attention_patch, the perf grid, the quantization
+    suite). The baseline is a no-op; a variant that cannot run on this model (its own check, or a refusal at
+    install) skips the test with its reason. An error inside the block is not caught."""
+    if variant == BASELINE_ATTENTION:
+        yield None
+        return
+    from pytest_attnlab.attention import applied
+
+    module = model if hasattr(model, "forward") else model.model
+    with ExitStack() as stack:
+        try:
+            result = stack.enter_context(applied(module, variant))
+        except (ValueError, NotImplementedError) as exc:
+            pytest.skip(str(exc))
+        yield result
+
+
 @dataclass
 class AttentionPatch:
     """What `attention_patch` gives a test: the variant and `apply(model)` (skips if it cannot run)."""
@@ -91,13 +111,7 @@ class AttentionPatch:
 
     @contextmanager
     def apply(self, model: Any) -> Iterator[Any]:
-        from pytest_attnlab.attention import applied
-
-        module = model if hasattr(model, "forward") else model.model
-        reason = self.variant.unavailable(module)
-        if reason:
-            pytest.skip(reason)
-        with applied(module, self.variant) as result:
+        with applied_or_skip(model, self.variant) as result:
             yield result
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_attnlab.options import selection
 from pytest_attnlab.perf import options as perf_options
 from pytest_attnlab.registry import BASELINE_QUANT
 
@@ -93,14 +94,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wanted = [f for f in GRID_FIXTURES if f in metafunc.fixturenames]
     if not wanted:
         return
-    from pytest_attnlab.perf import axes
-
     state = metafunc.config.stash[PERF_STATE_KEY]
     s = state.settings
+    chosen = selection(metafunc.config)  # the quantizer and attention axes, as the run resolved them
     axis = {
         "perf_model_name": (list(s.models) or [""], lambda v: v.replace("random:", "") or "model"),
-        "perf_quant": (axes.names(metafunc.config, "quant"), str),
-        "perf_attn": (axes.names(metafunc.config, "attn"), str),
+        "perf_quant": (list(chosen["quant"]), str),
+        "perf_attn": (list(chosen["attn"]), str),
         "perf_prompt_len": (list(s.prompt_lens), _ids("p")),
         "perf_batch": (list(s.batch), _ids("b")),
         "perf_new_tokens": (list(s.new_tokens), _ids("n")),
@@ -160,7 +160,7 @@ def generation_benchmark(request: pytest.FixtureRequest, metrics: Any) -> Any:
     warmup + timed rounds through pytest-benchmark's `benchmark.pedantic`; TTFT, TPOT, ITL p50/p90/p99,
     tok/s, MBU/MFU and peak memory go to `benchmark.extra_info` and metrics.csv. Returns a Measurement.
     `generation_benchmark.measure(...)` measures without pytest-benchmark."""
-    from pytest_attnlab.perf import axes
+    from pytest_attnlab.attention.plugin import applied_or_skip
     from pytest_attnlab.perf.bench import GenerationBenchmark
 
     state = request.config.stash[PERF_STATE_KEY]
@@ -177,7 +177,7 @@ def generation_benchmark(request: pytest.FixtureRequest, metrics: Any) -> Any:
         peaks=state.peaks,
         benchmark=benchmark,
         recorder=metrics,
-        attention=axes.applied,
+        attention=applied_or_skip,
         plant_slowdown=s.plant_slowdown,
         slo=s.slo,
     )

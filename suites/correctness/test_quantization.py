@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 
+from pytest_attnlab.attention.plugin import applied_or_skip
 from pytest_attnlab.prompts import skip_without_tokenizer
 from pytest_attnlab.quant import QUANTIZERS
 from pytest_attnlab.quant.evaluate import argmax_agreement, common_prefix, greedy_tokens, score_text
@@ -109,13 +110,7 @@ def _installed(model: Any, attention: str) -> ExitStack:
     """`attention` installed on `model` (undone when the returned stack closes); a variant that
     refuses the model at install skips the test. Nothing else is caught."""
     stack = ExitStack()
-    if attention != "sdpa":
-        from pytest_attnlab.attention import applied
-
-        try:
-            stack.enter_context(applied(model, attention))
-        except (ValueError, NotImplementedError) as exc:
-            pytest.skip(f"{attention} refuses this model at install: {exc}")
+    stack.enter_context(applied_or_skip(model, attention))
     return stack
 
 
