@@ -60,11 +60,11 @@ def test_shipped_qwen25_configs_have_real_shapes() -> None:
 
 
 def test_local_folder_saved_with_save_pretrained_loads_identically(tmp_path) -> None:
-    from pytest_attnlab.models.loader import embedded_tokenizer
+    from pytest_attnlab.models import embedded
 
     model = random_models.build("tiny-qwen2", seed=3)
     model.save_pretrained(tmp_path)
-    embedded_tokenizer().save_pretrained(tmp_path)
+    embedded.tokenizer().save_pretrained(tmp_path)
     loaded = load_model(parse_model(str(tmp_path)), LoadOptions("cpu", torch.float32, "sdpa"))
     ids = loaded.tokenizer("hello there", return_tensors="pt")["input_ids"]
     with torch.inference_mode():

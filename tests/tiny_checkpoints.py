@@ -100,7 +100,7 @@ def embedded_tokenizer() -> Any:
     import pytest
 
     from pytest_attnlab.models import embedded
-    from pytest_attnlab.models.loader import embedded_tokenizer as load
+    from pytest_attnlab.models.embedded import tokenizer as load
 
     try:
         return load()
@@ -118,7 +118,7 @@ def scaled(arch: str, hidden: int, layers: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from pytest_attnlab.models.loader import embedded_tokenizer as load
+    from pytest_attnlab.models.embedded import tokenizer as load
 
     parser = argparse.ArgumentParser(description="Save tiny random checkpoints (embedded tokenizer).")
     parser.add_argument("out", type=Path, help="folder that gets one sub-folder per architecture")

@@ -97,6 +97,15 @@ def dense_kv(model: nn.Module) -> KVCacheInfo:
     return KVCacheInfo(2 * s["kv_heads"] * s["head_dim"] * s["layers"] * dtype_bytes(model))
 
 
+
+def set_implementation(model: nn.Module, key: str) -> None:
+    """Point the model (and every sub-config) at attention implementation `key`."""
+    model.set_attn_implementation(key)
+    for sub in model.modules():  # sub-models whose config is not reached through `sub_configs`
+        config = getattr(sub, "config", None)
+        if config is not None and getattr(config, "_attn_implementation", key) != key:
+            config._attn_implementation_internal = key
+
 @dataclass
 class KernelVariant:
     """An attention function run by the model's own layers through `AttentionInterface`.
@@ -136,8 +145,6 @@ class KernelVariant:
         return None
 
     def install(self, model: nn.Module) -> Undo:
-        from pytest_attnlab.attention.swap import set_implementation
-
         if self.fn is not None:
             _register(self.key, self.fn, self.mask)
         previous = model.config._attn_implementation

@@ -10,15 +10,7 @@ from typing import Any
 from torch import nn
 
 from pytest_attnlab.attention.base import AttentionVariant, KVCacheInfo, attention_modules, dense_kv
-
-
-def set_implementation(model: nn.Module, key: str) -> None:
-    """Point the model (and every sub-config) at attention implementation `key`."""
-    model.set_attn_implementation(key)
-    for sub in model.modules():  # sub-models whose config is not reached through `sub_configs`
-        config = getattr(sub, "config", None)
-        if config is not None and getattr(config, "_attn_implementation", key) != key:
-            config._attn_implementation_internal = key
+from pytest_attnlab.attention.builtin import ATTENTION
 
 
 def attention_params(model: nn.Module) -> int:
@@ -65,8 +57,6 @@ class Applied:
 
 def resolve(variant: AttentionVariant | str) -> AttentionVariant:
     if isinstance(variant, str):
-        from pytest_attnlab.attention import ATTENTION
-
         return ATTENTION.get(variant)
     return variant
 

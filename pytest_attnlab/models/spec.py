@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pytest_attnlab.models import embedded
+from pytest_attnlab.models.loader import MODEL_SOURCES
 from pytest_attnlab.models.random_models import RANDOM_CONFIGS
 
 EMBEDDED_ALIASES = ("embedded", embedded.NAME)
@@ -34,12 +34,6 @@ class ModelSpec:
 
 class ModelSpecError(ValueError):
     pass
-
-
-def _sources() -> Any:
-    from pytest_attnlab.models.loader import MODEL_SOURCES  # it imports this module
-
-    return MODEL_SOURCES
 
 
 def unreadable_weights(folder: Path) -> str | None:
@@ -69,7 +63,7 @@ def parse_model(value: str) -> ModelSpec:
             )
         return ModelSpec("random", name, value)
     source, sep, ref = value.partition(":")
-    if sep and source in _sources():
+    if sep and source in MODEL_SOURCES:
         return ModelSpec(source, ref, value)
     path = Path(value).expanduser()
     if path.is_dir():

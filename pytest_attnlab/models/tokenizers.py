@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_attnlab.models import embedded
+
 EMBEDDED = "embedded"
 #: ordinary English a real tokenizer turns into ordinary (non-special) tokens
 PROBE = "The quick brown fox jumps over the lazy dog."
@@ -55,9 +57,7 @@ def load(ref: str) -> Any:
 def borrow(source: str) -> Any:
     """The tokenizer of `source`: "embedded" (SmolLM2's) or a folder with tokenizer files."""
     if source == EMBEDDED:
-        from pytest_attnlab.models.loader import embedded_tokenizer
-
-        return embedded_tokenizer()
+        return embedded.tokenizer()
     tokenizer = load(source)
     if isinstance(tokenizer, NoTokenizer):
         raise ValueError(f"--attnlab-tokenizer {source}: {tokenizer.reason}")

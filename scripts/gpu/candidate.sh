@@ -15,7 +15,8 @@ python3 - "$WORK" "$FMT" "$QUANT" <<'EOF' || exit 1
 import sys
 from pathlib import Path
 
-from pytest_attnlab.models.loader import embedded_tokenizer, load_model
+from pytest_attnlab.models.embedded import tokenizer as embedded_tokenizer
+from pytest_attnlab.models.loader import load_model
 from pytest_attnlab.models.spec import parse_model
 from pytest_attnlab.quant import quantize
 from pytest_attnlab.quant.export import export
