@@ -223,7 +223,7 @@ AREAS = (
     "pytest_attnlab.reports.plugin:OPTIONS",
     "pytest_attnlab.quant.plugin:OPTIONS",
     "pytest_attnlab.attention.plugin:OPTIONS",
-    "pytest_attnlab.backends.options:ALL_OPTIONS",
+    "pytest_attnlab.paths.options:PATH_OPTIONS",
     "pytest_attnlab.perf.options:PERF_OPTIONS",
 )
 SELECTION_KEY = pytest.StashKey[dict[str, Any]]()

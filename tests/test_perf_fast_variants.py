@@ -354,7 +354,7 @@ def test_options_reach_the_fast_path(pytester, monkeypatch):
 
 
 def test_inductor_cache_values(monkeypatch, tmp_path):
-    from pytest_attnlab.perf.options import resolve_inductor_cache as resolve
+    from pytest_attnlab.paths.options import resolve_inductor_cache as resolve
 
     monkeypatch.setenv("ATTNLAB_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)

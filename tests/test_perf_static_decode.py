@@ -9,7 +9,7 @@ import torch
 from pytest_attnlab.generation import decode_loop, hf_generate
 from pytest_attnlab.paths import FastPath, PathOptions
 from pytest_attnlab.paths import static_decode as sd
-from pytest_attnlab.perf.options import FAST_ATTENTION
+from pytest_attnlab.paths.options import FAST_ATTENTION
 
 
 def test_option_choices_match_implementations():

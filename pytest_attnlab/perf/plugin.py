@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.options import selection
+from pytest_attnlab.paths.plugin import path_state
 from pytest_attnlab.perf import options as perf_options
 from pytest_attnlab.registry import BASELINE_QUANT
 
@@ -56,10 +57,8 @@ class PerfState:
         return self._settings
 
     def path(self, name: str) -> Any:
-        """The run's decode-path object `name`, from the one cache the backends' fixtures share."""
-        from pytest_attnlab.backends.plugin import BACKENDS_KEY
-
-        return self.config.stash[BACKENDS_KEY].path(name)
+        """The run's decode-path object `name`, from the paths plugin's one cache (the backends' too)."""
+        return path_state(self.config).path(name)
 
     def peaks(self) -> Any:
         if self._peaks is None:

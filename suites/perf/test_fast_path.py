@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from pytest_attnlab.paths import FastPath, PathOptions
+from pytest_attnlab.paths.options import FAST_ATTENTION
 from pytest_attnlab.perf.bench import make_prompt
-from pytest_attnlab.perf.options import FAST_ATTENTION
 
 #: per dtype (atol, rtol) for per-step logits of the static path vs HF with the same tokens fed
 LOGIT_TOL = {torch.float32: (2e-4, 2e-4), torch.bfloat16: (0.25, 0.05), torch.float16: (0.05, 0.01)}
@@ -99,7 +99,7 @@ def _fast_path(options: PathOptions, model, batch: int, prompt_len: int, new_tok
 
 
 @pytest.mark.parametrize("batch", [1, 2], ids=["b1", "b2"])
-def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, metrics, batch):
+def test_fast_matches_hf_greedy_on_trained_model(model_factory, path_options, metrics, batch):
     from pytest_attnlab.generation import hf_generate
     from pytest_attnlab.models.embedded import EmbeddedModelMissing
     from pytest_attnlab.prompts import load_prompts
@@ -108,7 +108,7 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
         loaded = model_factory("embedded")
     except EmbeddedModelMissing as exc:
         pytest.skip(str(exc))
-    options = PathOptions.from_settings(perf_settings)
+    options = path_options
     metrics.update_context(**options.context())
     prompts = [p.encode(loaded.tokenizer)[0] for p in load_prompts()[:batch]]
     width = min(len(p) for p in prompts)
@@ -147,7 +147,7 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, perf_settings, m
 
 @pytest.mark.parametrize("spec", ["random:tiny-qwen2", "model"])
 @pytest.mark.parametrize("attention", FAST_ATTENTION)
-def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, perf_settings, metrics, spec, attention):
+def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, path_options, metrics, spec, attention):
     if spec == "model" and attnlab_settings.model.source != "random":
         pytest.skip("--attnlab-model is not a random shape (the trained model is checked token for token)")
     from pytest_attnlab.generation import decode_loop
@@ -155,7 +155,7 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pe
     from pytest_attnlab.perf.loading import load
 
     loaded = load(attnlab_session, None if spec == "model" else spec)
-    options = PathOptions.from_settings(perf_settings)
+    options = path_options
     metrics.update_context(**{**options.context(), "fast_attention": attention})
     model = loaded.model
     ids = make_prompt(model.config.vocab_size, 2, 24, loaded.device)
@@ -208,13 +208,14 @@ def test_fast_variant(
     perf_batch,
     perf_new_tokens,
     perf_settings,
+    path_options,
     generation_benchmark,
     metrics,
 ):
     """TTFT, TPOT, MBU... of the chosen variant through the generation benchmark, plus the first
     step's compile time (compile_s, with what the inductor cache did), the weight conversion's and,
     when asked, a profile of the timed step (profile_step_wall, profile_busy, profile_share_*...)."""
-    options = PathOptions.from_settings(perf_settings)
+    options = path_options
     context = options.context()
     metrics.update_context(**{**perf_model.context(), **context})
     m = generation_benchmark(

@@ -1,0 +1,241 @@
+"""The decode paths' own options: which paths run (`--attnlab-backend`, which perf's `--attnlab-perf-path`
+follows), the fast path's variant (`--attnlab-perf-compile`, `-compile-scope`, `-fast-*`, `-inductor-cache`)
+and the vLLM engine's (`--attnlab-vllm-*`). `paths.plugin` builds the run's one PathCache from them; perf
+and backends read that, never each other. Typed converters raise pytest.UsageError; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from pytest_attnlab import options as core_options
+from pytest_attnlab.options import OptionSpec
+
+#: vLLM's KV-cache dtypes that make sense for a user to pick (vllm.config.cache.CacheDType).
+KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
+#: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.
+VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
+_BOOL = {**dict.fromkeys(("1", "true", "on", "yes"), True), **dict.fromkeys(("0", "false", "off", "no"), False)}
+
+
+def _quant_format(value: str) -> str:
+    value = value.strip()
+    if value == "auto":  # the default needs no registry (whose exporters import torch)
+        return value
+    from pytest_attnlab.quant.export import AUTO, EXPORT_FORMATS
+
+    if value not in EXPORT_FORMATS:
+        raise pytest.UsageError(
+            f"--attnlab-vllm-quant-format: invalid value {value!r}; choose from: {AUTO}, "
+            + ", ".join(EXPORT_FORMATS.names())
+        )
+    return value
+
+
+def _bool(flag: str) -> Any:
+    def parse(value: str) -> bool:
+        try:
+            return _BOOL[value.strip().lower()]
+        except KeyError:
+            raise pytest.UsageError(
+                f"{flag}: invalid value {value!r}; choose from: on, off (or true/false, 1/0)"
+            ) from None
+
+    return parse
+
+
+def _int(flag: str, minimum: int) -> Any:
+    return core_options.parse_number(flag, int, "an integer", lambda n: n >= minimum, f"must be >= {minimum}")
+
+
+def _fraction(flag: str) -> Any:
+    return core_options.parse_number(flag, float, "a number in (0, 1]", lambda x: 0 < x <= 1, "must be in (0, 1]")
+
+
+def _positive(flag: str) -> Any:
+    return core_options.parse_number(flag, float, "a number of GiB", lambda x: x > 0, "must be > 0")
+
+
+BACKEND_OPTION = OptionSpec(
+    "backend",
+    "",
+    core_options.parse_names("--attnlab-backend", "decode_paths", tail=" (or all)"),
+    "NAMES",
+    "backends (decode paths) the perf and cross-backend correctness suites run through: a comma list of "
+    "hf (HF generate), fast (static KV decode step), vllm (vLLM offline engine, paged KV), or all. "
+    "Sets --attnlab-perf-path (empty: the perf path option decides; correctness uses all).",
+)
+
+VLLM_OPTIONS = [
+    OptionSpec(
+        "vllm-enforce-eager",
+        "on",
+        _bool("--attnlab-vllm-enforce-eager"),
+        "on|off",
+        "run vLLM without CUDA graphs / torch.compile (on: starts faster; off: as vLLM serves, for timings).",
+    ),
+    OptionSpec(
+        "vllm-gpu-memory-utilization",
+        "0.5",
+        _fraction("--attnlab-vllm-gpu-memory-utilization"),
+        "FRAC",
+        "share of GPU memory vLLM may take for weights + KV cache (ignored on CPU).",
+    ),
+    OptionSpec(
+        "vllm-max-model-len",
+        "1024",
+        _int("--attnlab-vllm-max-model-len", 16),
+        "N",
+        "longest prompt + output vLLM plans its KV cache for.",
+    ),
+    OptionSpec(
+        "vllm-tensor-parallel-size",
+        "1",
+        _int("--attnlab-vllm-tensor-parallel-size", 1),
+        "N",
+        "GPUs to shard the model over (tensor parallelism).",
+    ),
+    OptionSpec(
+        "vllm-kv-cache-dtype",
+        "auto",
+        core_options.parse_choice("--attnlab-vllm-kv-cache-dtype", KV_CACHE_DTYPES),
+        "DTYPE",
+        "KV-cache storage dtype: " + ", ".join(KV_CACHE_DTYPES) + " (auto: the model dtype).",
+    ),
+    OptionSpec(
+        "vllm-dtype",
+        "auto",
+        core_options.parse_choice("--attnlab-vllm-dtype", VLLM_DTYPES),
+        "DTYPE",
+        "engine dtype: " + ", ".join(VLLM_DTYPES) + " (auto: the resolved --attnlab-dtype, as the HF reference).",
+    ),
+    OptionSpec(
+        "vllm-kv-cache-gb",
+        "1",
+        _positive("--attnlab-vllm-kv-cache-gb"),
+        "GIB",
+        "KV-cache size in GiB on CPU (vLLM's kv_cache_memory_bytes; GPUs use the utilization share).",
+    ),
+    OptionSpec(
+        "vllm-quant-format",
+        "auto",
+        _quant_format,
+        "FORMAT",
+        "checkpoint format a quantized model is exported to for vLLM: auto, compressed-tensors, gptq, awq "
+        "(auto: GPTQ for gptq-*, AWQ for awq-*, else compressed-tensors).",
+    ),
+]
+
+def _paths_choice(flag: str, name: str) -> Any:
+    """parse_choice over paths.base's tuple `name`, imported on first use (torch-free)."""
+
+    def parse(value: str) -> str:
+        from pytest_attnlab.paths import base
+
+        return core_options.parse_choice(flag, getattr(base, name))(value)
+
+    return parse
+
+
+#: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
+FAST_ATTENTION = ("sdpa", "math", "triton")
+
+
+INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
+
+
+def _inductor_cache(value: str) -> str:
+    from pathlib import Path
+
+    value = value.strip()
+    if not value or (value not in INDUCTOR_CACHE_CHOICES[:2] and Path(value).is_file()):
+        choices = ", ".join(INDUCTOR_CACHE_CHOICES)
+        raise pytest.UsageError(f"--attnlab-perf-inductor-cache: invalid value {value!r}; choose from: {choices}")
+    return value
+
+
+def resolve_inductor_cache(value: str) -> str:
+    """The directory for inductor's caches: auto is $TORCHINDUCTOR_CACHE_DIR when set, else
+    <attnlab cache>/inductor; torch is "" (torch's own default, a temp dir); else the path."""
+    import os
+
+    from pytest_attnlab.models.cache import cache_root
+
+    if value == "torch":
+        return ""
+    if value == "auto":
+        return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_root() / "inductor")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+FAST_OPTIONS = [
+    OptionSpec(
+        "perf-compile",
+        "none",
+        _paths_choice("--attnlab-perf-compile", "COMPILE_MODES"),
+        "MODE",
+        "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs.",
+    ),
+    OptionSpec(
+        "perf-fast-attention",
+        "math",
+        core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION),
+        "NAME",
+        "the fast path's decode attention over the static cache: sdpa (fused kernel), math "
+        "(matmul-softmax-matmul, fused by --attnlab-perf-compile) or triton (split-KV Triton kernels; CUDA only).",
+    ),
+    OptionSpec(
+        "perf-compile-scope",
+        "step",
+        _paths_choice("--attnlab-perf-compile-scope", "COMPILE_SCOPES"),
+        "SCOPE",
+        "what --attnlab-perf-compile compiles: step (the whole decode step, one graph) or layer (one "
+        "decoder layer, one graph reused by every layer: a fraction of the compile time).",
+    ),
+    OptionSpec(
+        "perf-fast-weights",
+        "fused",
+        _paths_choice("--attnlab-perf-fast-weights", "FAST_WEIGHTS"),
+        "LAYOUT",
+        "the fast path's q/k/v and gate/up weights: fused (one GEMV each) or separate (the model's five).",
+    ),
+    OptionSpec(
+        "perf-fast-quant",
+        "none",
+        _paths_choice("--attnlab-perf-fast-quant", "FAST_QUANT"),
+        "FORMAT",
+        "the fast path's decoder weights: none (the model dtype), int4-g128 or int4-g32 (RTN int4 per group, "
+        "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA).",
+    ),
+    OptionSpec(
+        "perf-fast-gemv",
+        "torch",
+        _paths_choice("--attnlab-perf-fast-gemv", "FAST_GEMV"),
+        "KERNELS",
+        "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4), triton (the plugin's Triton GEMV "
+        "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU) or triton-fused "
+        "(at batch 1 those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds).",
+    ),
+    OptionSpec(
+        "perf-inductor-cache",
+        "auto",
+        _inductor_cache,
+        "DIR",
+        "where torch.compile keeps its FX-graph and autotune caches across runs: auto "
+        "($TORCHINDUCTOR_CACHE_DIR, else <attnlab cache>/inductor), torch (its temp dir) or a directory.",
+    ),
+]
+
+#: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
+#: [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl (paths/triton_gemv.Config)
+GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(pdl|nopdl)?$")
+
+
+PATH_OPTIONS = [BACKEND_OPTION, *FAST_OPTIONS, *VLLM_OPTIONS]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    core_options.add_options(parser, PATH_OPTIONS)
