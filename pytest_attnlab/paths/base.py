@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,15 @@ FAST_QUANT = ("none", "int4-g128", "int4-g32")
 #: the fast path's decode GEMVs: torch (cuBLAS / tinygemm), triton (paths/triton_gemv.py, CUDA only) or
 #: triton-fused (the same kernels taking the norms, RoPE, cache writes and residual adds at batch 1)
 FAST_GEMV = ("torch", "triton", "triton-fused")
+#: keys of decode_attention.DECODE_ATTENTION (listed here so option parsing needs no torch)
+FAST_ATTENTION = ("sdpa", "math", "triton")
+#: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
+#: [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl (paths/triton_gemv.Config)
+GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(pdl|nopdl)?$")
+#: vLLM's KV-cache dtypes that make sense for a user to pick (vllm.config.cache.CacheDType).
+KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
+#: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.
+VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,15 @@ and backends read that, never each other. Typed converters raise pytest.UsageErr
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
 from pytest_attnlab import options as core_options
 from pytest_attnlab.options import OptionSpec
+from pytest_attnlab.paths import base
+from pytest_attnlab.paths.base import FAST_ATTENTION, KV_CACHE_DTYPES, VLLM_DTYPES
 
-#: vLLM's KV-cache dtypes that make sense for a user to pick (vllm.config.cache.CacheDType).
-KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
-#: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.
-VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
 _BOOL = {**dict.fromkeys(("1", "true", "on", "yes"), True), **dict.fromkeys(("0", "false", "off", "no"), False)}
 
 
@@ -130,18 +127,10 @@ VLLM_OPTIONS = [
 ]
 
 def _paths_choice(flag: str, name: str) -> Any:
-    """parse_choice over paths.base's tuple `name`, imported on first use (torch-free)."""
-
-    def parse(value: str) -> str:
-        from pytest_attnlab.paths import base
-
-        return core_options.parse_choice(flag, getattr(base, name))(value)
-
-    return parse
+    """parse_choice over paths.base's tuple `name`."""
+    return core_options.parse_choice(flag, getattr(base, name))
 
 
-#: keys of static_decode.DECODE_ATTENTION (listed here so option parsing needs no torch)
-FAST_ATTENTION = ("sdpa", "math", "triton")
 
 
 INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
@@ -229,9 +218,6 @@ FAST_OPTIONS = [
     ),
 ]
 
-#: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
-#: [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl (paths/triton_gemv.Config)
-GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(pdl|nopdl)?$")
 
 
 PATH_OPTIONS = [BACKEND_OPTION, *FAST_OPTIONS, *VLLM_OPTIONS]

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pytest_attnlab.paths.options import GEMV_CONFIG
+from pytest_attnlab.paths.base import GEMV_CONFIG
 
 #: rows of x the kernels take
 MAX_ROWS = 8

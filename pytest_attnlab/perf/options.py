@@ -15,7 +15,7 @@ import pytest
 
 from pytest_attnlab import options as core_options
 from pytest_attnlab.options import OptionSpec
-from pytest_attnlab.paths.options import GEMV_CONFIG
+from pytest_attnlab.paths.base import GEMV_CONFIG
 from pytest_attnlab.perf.slo import Slo, parse_slo
 
 #: batch-size levels, as the small / medium / large configs of the seed benchmark (seed 003)

@@ -89,8 +89,10 @@ def render(
     )
 
 
-def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any, skipped: bool = False) -> None:
-    """Per-test PNG extras: plots from this test's rows, and its monitor timelines (REPORT_DIR/monitor/).
+def add_plot_extras(
+    report: pytest.TestReport, nodeid: str, rows: list[MetricRow], core: Any, skipped: bool = False
+) -> None:
+    """Per-test PNG extras: plots from this test's `rows`, and its monitor timelines (REPORT_DIR/monitor/).
 
     A skipped test gets none: what its monitor sampled before the skip is not a measurement."""
     if skipped:
@@ -99,17 +101,14 @@ def add_plot_extras(report: pytest.TestReport, item: pytest.Item, core: Any, ski
         from pytest_html import extras
     except ImportError:
         return
-    from pytest_attnlab.session import RECORDER_KEY
-
     if not plots.available():
         return
-    rows = list(getattr(item.stash.get(RECORDER_KEY, None), "rows", []))  # this test's rows, as recorded
     items = list(getattr(report, "extras", []))
     for title, fn in plots.PER_TEST_PLOTS.items():
         b64 = fn(rows) if rows else None
         if b64:
             items.append(extras.png(b64, name=title))
-    for name, columns in monitor.load_timelines(core.layout, item.nodeid):
+    for name, columns in monitor.load_timelines(core.layout, nodeid):
         b64 = plots.monitor_timeline(columns, f"monitor timeline ({name})")
         if b64:
             items.append(extras.png(b64, name=f"monitor: {name}"))

@@ -256,9 +256,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.attnlab_context = _failed_context(item, core)
     if report.when == "teardown":
         from pytest_attnlab.reports import html_summary
+        from pytest_attnlab.session import RECORDER_KEY
 
         skipped = item.nodeid in item.config.stash[STATE_KEY].skipped
-        html_summary.add_plot_extras(report, item, core, skipped=skipped)
+        rows = list(getattr(item.stash.get(RECORDER_KEY, None), "rows", []))  # this test's rows, as recorded
+        html_summary.add_plot_extras(report, item.nodeid, rows, core, skipped=skipped)
     return report
 
 
