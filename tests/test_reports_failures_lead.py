@@ -7,14 +7,12 @@ in) and the same check must fail on it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from report_runs import Run, md_table, run_files
 
 from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports import perf_table, plots, quality_plot, rows
@@ -97,21 +95,12 @@ from pytest_attnlab.reports import html_summary, perf_table, rows
 rows.failed_without_rows = lambda *a: []  # only tests that recorded rows count for a line
 perf_table.cell_of = lambda r: (r.backend, "", "", "")  # perf lines per path only: cells averaged together
 _extras = html_summary.add_plot_extras
-html_summary.add_plot_extras = lambda report, item, core, skipped=False: _extras(report, item, core)
+html_summary.add_plot_extras = lambda report, nodeid, rows, core, skipped=False: _extras(report, nodeid, rows, core)
 """
 
-Run = tuple[Path, subprocess.CompletedProcess[str]]
-
-
 def _run(root: Path, *plugins: str) -> Run:
-    (root / "test_run.py").write_text(RUN)
-    (root / "test_broken.py").write_text(BROKEN_MODULE)
-    (root / "planted_bugs.py").write_text(PLANTED)
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--continue-on-collection-errors",
-           "--attnlab-report-dir", "out", "--attnlab-model", "smollm2-135m-instruct", *plugins]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=False, env=env)
-    return root / "out", proc
+    files = {"test_run.py": RUN, "test_broken.py": BROKEN_MODULE, "planted_bugs.py": PLANTED}
+    return run_files(root, files, "--continue-on-collection-errors", *plugins)
 
 
 @pytest.fixture(scope="module")
@@ -124,17 +113,9 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return _run(tmp_path_factory.mktemp("planted"), "-p", "planted_bugs")
 
 
-def md_lines(md: str, section: str) -> list[list[str]]:
-    """The body cells of the first markdown table under `## section`."""
-    after = md[md.index(f"## {section}") :].splitlines()
-    start = next(i for i, ln in enumerate(after) if ln.startswith("|"))
-    end = next((i for i, ln in enumerate(after[start:], start) if not ln.startswith("|")), len(after))
-    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in after[start + 2 : end]]
-
-
 def check_md_failed_lines(out: Path) -> None:
     md = (out / "summary.md").read_text()
-    body = md_lines(md, "Results")
+    body = md_table(md, "Results")
     by_line = {tuple(cells[:3]): cells[-1] for cells in body}
     for key in FAILING:
         assert by_line.get(key, "").startswith("fail"), (key, by_line)
@@ -159,7 +140,7 @@ def check_html_failed_lines(out: Path) -> None:
 def check_perf_cells(out: Path) -> None:
     md = (out / "summary.md").read_text()
     assert "TTFT" not in md[md.index("## Results") : md.index("## Perf")]  # never averaged over cells
-    body = md_lines(md, "Perf (per decode path and cell)")
+    body = md_table(md, "Perf (per decode path and cell)")
     cells = [tuple(c[3:7]) for c in body]
     assert sorted(cells) == sorted((p, "1", n, "8") for p in ("hf", "fast") for n in ("16", "64"))
     hf16 = next(c for c in body if tuple(c[3:7]) == ("hf", "1", "16", "8"))

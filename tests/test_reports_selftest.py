@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from report_runs import Run, md_table, run_files
 
 from pytest_attnlab.metrics.row import MetricRow
 from pytest_attnlab.reports import html_summary, plots, selftest, summary
@@ -90,17 +88,8 @@ EXPECTED = {  # planted bug -> verdict, as the section must list it
     "cache-position-off-by-one": "killed (selftest_killed)",
 }
 
-Run = tuple[Path, subprocess.CompletedProcess[str]]
-
-
 def _run(root: Path, *plugins: str) -> Run:
-    (root / "test_run.py").write_text(RUN)
-    (root / "planted_bugs.py").write_text(PLANTED)
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--html", "out/report.html",
-           "--attnlab-report-dir", "out", "--attnlab-model", "smollm2-135m-instruct", *plugins]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=False, env=env)
-    return root / "out", proc
+    return run_files(root, {"test_run.py": RUN, "planted_bugs.py": PLANTED}, "--html", "out/report.html", *plugins)
 
 
 @pytest.fixture(scope="module")
@@ -111,14 +100,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return _run(tmp_path_factory.mktemp("planted"), "-p", "planted_bugs")
-
-
-def md_table(md: str, heading: str) -> list[list[str]]:
-    """The body cells of the first markdown table under the `## heading...` line."""
-    after = md[md.index(f"## {heading}") :].splitlines()
-    start = next(i for i, ln in enumerate(after) if ln.startswith("|"))
-    end = next((i for i, ln in enumerate(after[start:], start) if not ln.startswith("|")), len(after))
-    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in after[start + 2 : end]]
 
 
 def check_md_results_are_the_users(out: Path) -> None:
