@@ -12,10 +12,10 @@ import functools
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pytest_attnlab.attention.base import KernelVariant
-from pytest_attnlab.attention.variants.dense import combine, masked_attention, positions, repeat_kv
+from pytest_attnlab.attention.variants.dense import as_attention, combine, masked_attention, positions, repeat_kv
 
 
 def _pool(x: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
@@ -123,22 +123,11 @@ def block_sparse(block: int, topk: int) -> KernelVariant:
         raise ValueError(f"block_sparse: block must be >= 1 and topk >= 0 (got {block}, {topk})")
     name = f"block_sparse_b{block}_k{topk}"
 
-    def attend(
-        module: nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: Any,
-        scaling: float | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
+    def attend(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Any, scaling: Any, **kw) -> Tensor:
         q_len, k_len = query.shape[2], key.shape[2]
-        use_flex = query.is_cuda and q_len == k_len and q_len % block == 0 and attention_mask is None
-        use_flex = use_flex and kernel_tiles(block)["BLOCK_M"] >= 16
-        if use_flex:
-            return flex_path(query, key, value, block, topk, scaling), None
-        keep = combine(dense_keep(query, key, block, topk), attention_mask)
-        return masked_attention(query, key, value, keep, scaling), None
+        use_flex = query.is_cuda and q_len == k_len and q_len % block == 0 and mask is None
+        if use_flex and kernel_tiles(block)["BLOCK_M"] >= 16:
+            return flex_path(query, key, value, block, topk, scaling)
+        return masked_attention(query, key, value, combine(dense_keep(query, key, block, topk), mask), scaling)
 
-    attend.__name__ = name
-    return KernelVariant(name, fn=attend, params={"block": block, "topk": topk})
+    return KernelVariant(name, fn=as_attention(name, attend), params={"block": block, "topk": topk})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,3 +40,14 @@ def masked_attention(
         query, repeat_kv(key, heads), repeat_kv(value, heads), attn_mask=keep, scale=scaling
     )
     return out.transpose(1, 2).contiguous()
+
+
+def as_attention(name: str, body: Callable[..., torch.Tensor]) -> Callable[..., tuple[torch.Tensor, None]]:
+    """`body(module, q, k, v, mask, scaling, **kwargs) -> out` as transformers' attention function `name`:
+    `(module, query, key, value, attention_mask, scaling=None, **kwargs) -> (out, None)` (no weights)."""
+
+    def attend(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: Any = None, **kw: Any):
+        return body(module, query, key, value, attention_mask, scaling, **kw), None
+
+    attend.__name__ = name
+    return attend

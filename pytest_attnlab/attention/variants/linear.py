@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from pytest_attnlab.attention.base import KernelVariant, KVCacheInfo, model_shape
-from pytest_attnlab.attention.variants.dense import repeat_kv
+from pytest_attnlab.attention.variants.dense import as_attention, repeat_kv
 from pytest_attnlab.registry import Registry
 
 FeatureMap = Callable[[torch.Tensor], torch.Tensor]
@@ -115,16 +115,8 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
     name = f"linear_{feature}" + ("" if form == "chunked" else f"_{form}")
     extra = {"chunk": chunk} if form == "chunked" else {}
 
-    def attend(
-        module: nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: Any,
-        scaling: float | None = None,
-        position_ids: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
+    def attend(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Any, scaling: Any, **kw) -> Tensor:
+        position_ids = kw.get("position_ids")
         heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
         fq = fmap(query.float())
         fk = fmap(repeat_kv(key, heads).float())
@@ -143,9 +135,7 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
             prefix = State(fk[:, :, :p].transpose(-1, -2) @ v[:, :, :p], fk[:, :, :p].sum(2), p) if p else None
             out, state = run(fq, fk[:, :, p:], v[:, :, p:], prefix, **extra)
         module.__dict__["_attnlab_state"] = state
-        return out.to(query.dtype).transpose(1, 2).contiguous(), None
-
-    attend.__name__ = name
+        return out.to(query.dtype).transpose(1, 2).contiguous()
 
     def kv(model: nn.Module) -> KVCacheInfo:
         s = model_shape(model)
@@ -154,7 +144,8 @@ def linear_attention(feature: str = "elu", form: str = "chunked", chunk: int = 6
         per_layer = s["heads"] * (f * s["head_dim"] + f) * 4  # float32 state
         return KVCacheInfo(0, state_bytes=per_layer * s["layers"], note="with LinearStateCache")
 
-    return KernelVariant(name, fn=attend, mask=None, kv=kv, params={"feature": feature, "form": form, **extra})
+    params = {"feature": feature, "form": form, **extra}
+    return KernelVariant(name, fn=as_attention(name, attend), mask=None, kv=kv, params=params)
 
 
 def linear_state_cache(config: Any = None) -> Any:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pytest_attnlab.attention.base import KernelVariant, KVCacheInfo, dense_kv
-from pytest_attnlab.attention.variants.dense import combine, masked_attention, positions
+from pytest_attnlab.attention.variants.dense import as_attention, combine, masked_attention, positions
 
 
 def window_mask(q_len: int, k_len: int, window: int, sinks: int, device: torch.device) -> torch.Tensor:
@@ -28,21 +28,11 @@ def sliding_window(window: int, sinks: int = 0) -> KernelVariant:
         raise ValueError(f"sliding_window: window must be >= 1 and sinks >= 0 (got {window}, {sinks})")
     name = f"sliding_window_{window}" + (f"_sink{sinks}" if sinks else "")
 
-    def attend(
-        module: nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: Any,
-        scaling: float | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
+    def attend(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Any, scaling: Any, **kw) -> Tensor:
         keep = window_mask(query.shape[2], key.shape[2], window, sinks, query.device)[None, None]
-        return masked_attention(query, key, value, combine(keep, attention_mask), scaling), None
-
-    attend.__name__ = name
+        return masked_attention(query, key, value, combine(keep, mask), scaling)
 
     def kv(model: nn.Module) -> KVCacheInfo:
         return KVCacheInfo(dense_kv(model).bytes_per_token, cap_tokens=window + sinks)
 
-    return KernelVariant(name, fn=attend, kv=kv, params={"window": window, "sinks": sinks})
+    return KernelVariant(name, fn=as_attention(name, attend), kv=kv, params={"window": window, "sinks": sinks})
