@@ -156,10 +156,6 @@ class LayerDiff:
     def min_cosine(self) -> float:
         return min(r.cosine for r in self.rows)
 
-    @property
-    def max_local_rel_err(self) -> float | None:
-        return max(r.local_rel_err for r in self.rows) if self.local else None  # type: ignore[type-var]
-
     def table(self) -> list[dict[str, Any]]:
         out = []
         for r in self.rows:

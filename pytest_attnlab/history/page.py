@@ -44,17 +44,13 @@ def _runs_table(runs: list[Run]) -> str:
     return _table(f"Runs ({len(runs)})", ["#", "time", "commit", "GPU", "source"], rows, anchor="runs")
 
 
-#: a verdict read from one run's rounds alone: the series has too few runs for its between-run noise
-ROUNDS_ONLY = "rounds only"
-
-
 def verdict(c: Change) -> str:
     """The line's status, with what it detects when UNGATED, and "rounds only" where no noise between runs is
     known (fewer than 3 earlier runs): such a verdict sees the spread within one run, not between processes."""
     if c.line.status == "UNGATED":
         return f"UNGATED (detects {c.line.detects()})"
     if c.line.floor is None and c.line.status in ("REGRESSED", "not significant"):
-        return f"{c.line.status} ({ROUNDS_ONLY})"
+        return f"{c.line.status} (rounds only)"
     return c.line.status
 
 
@@ -63,7 +59,7 @@ def headline(changes: list[Change]) -> str:
     blind = sum(c.line.floor is None for c in regressed)
     text = f"{len(regressed)} regressed of {len(changes)} series"
     if blind:
-        text += f" ({blind} on {ROUNDS_ONLY}: under 3 earlier runs, the noise between runs is unknown)"
+        text += f" ({blind} on rounds only: under 3 earlier runs, the noise between runs is unknown)"
     return text
 
 

@@ -20,13 +20,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((x @ y) / denom)
 
 
-def rowwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine per last-dim vector (e.g. per token of a logits tensor), float64."""
-    x = a.detach().to("cpu", torch.float64)
-    y = b.detach().to("cpu", torch.float64)
-    return torch.nn.functional.cosine_similarity(x, y, dim=-1)
-
-
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     x, y = _pair(a, b)
     return float((x - y).abs().max()) if x.numel() else 0.0

@@ -28,10 +28,6 @@ class PathState:
         self._paths: Any = None
 
     @property
-    def attnlab(self) -> Any:
-        return self.config.stash[SESSION_KEY]
-
-    @property
     def values(self) -> dict[str, Any]:
         """This area's resolved options, by name without the vllm- prefix (underscores)."""
         values = selection(self.config)
@@ -48,7 +44,7 @@ class PathState:
         v = self.values
         dtype = v["dtype"]
         if dtype == "auto":
-            dtype = str(self.attnlab.settings.resolved_dtype()).removeprefix("torch.")
+            dtype = str(self.config.stash[SESSION_KEY].settings.resolved_dtype()).removeprefix("torch.")
         names = ("enforce_eager", "gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "kv_cache_dtype")
         return EngineSettings(**{k: v[k] for k in (*names, "kv_cache_gb")}, dtype=dtype)
 

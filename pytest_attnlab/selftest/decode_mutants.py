@@ -47,8 +47,7 @@ class DecodeMutant:
     float32_form: Callable[[nn.Module], Undo] | None = None
 
     def in_float32(self) -> DecodeMutant:
-        """This bug as planted into a float32 model to measure its own size (test_decode_gate_kill: a bug
-        that a half-precision check misses is excused only where that size is under the check's bound)."""
+        """This bug as planted into a float32 model, to measure its own size (test_decode_gate_kill)."""
         return replace(self, plant=self.float32_form or self.plant, dtype=None)
 
     @contextmanager

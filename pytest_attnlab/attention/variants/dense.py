@@ -43,8 +43,7 @@ def masked_attention(
 
 
 def as_attention(name: str, body: Callable[..., torch.Tensor]) -> Callable[..., tuple[torch.Tensor, None]]:
-    """`body(module, q, k, v, mask, scaling, **kwargs) -> out` as transformers' attention function `name`:
-    `(module, query, key, value, attention_mask, scaling=None, **kwargs) -> (out, None)` (no weights)."""
+    """`body(module, q, k, v, mask, scaling, **kw) -> out` as transformers' attention function `name` (no weights)."""
 
     def attend(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: Any = None, **kw: Any):
         return body(module, query, key, value, attention_mask, scaling, **kw), None
