@@ -99,6 +99,12 @@ def parse_number(
     return parse
 
 
+def parse_int(flag: str, minimum: int, *, auto: bool = False) -> Any:
+    """A whole number >= `minimum` (`auto`: or the literal auto)."""
+    expected = "an integer or auto" if auto else "an integer"
+    return parse_number(flag, int, expected, lambda n: n >= minimum, f"must be >= {minimum}", auto=auto)
+
+
 @dataclass(frozen=True)
 class OptionSpec:
     """One `--attnlab-NAME` flag with its ini key `attnlab_NAME`, default and converter."""
@@ -220,6 +226,7 @@ def parse_names(flag: str, key: str, baseline: str = "", lead: tuple[str, ...] =
 #: each area's OptionSpec list ("module:attribute"), resolved together by `selection`
 AREAS = (
     "pytest_attnlab.options:OPTIONS",
+    "pytest_attnlab.experiments.plugin:OPTIONS",
     "pytest_attnlab.reports.plugin:OPTIONS",
     "pytest_attnlab.quant.plugin:OPTIONS",
     "pytest_attnlab.attention.plugin:OPTIONS",

@@ -18,6 +18,7 @@ from pytest_attnlab.status_line import StatusLine
 
 # Each feature area owns a sub-plugin with its options and fixtures.
 pytest_plugins = [
+    "pytest_attnlab.experiments.plugin",
     "pytest_attnlab.paths.plugin",
     "pytest_attnlab.quant.plugin",
     "pytest_attnlab.attention.plugin",

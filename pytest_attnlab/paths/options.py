@@ -44,10 +44,6 @@ def _bool(flag: str) -> Any:
     return parse
 
 
-def _int(flag: str, minimum: int) -> Any:
-    return core_options.parse_number(flag, int, "an integer", lambda n: n >= minimum, f"must be >= {minimum}")
-
-
 def _fraction(flag: str) -> Any:
     return core_options.parse_number(flag, float, "a number in (0, 1]", lambda x: 0 < x <= 1, "must be in (0, 1]")
 
@@ -84,14 +80,14 @@ VLLM_OPTIONS = [
     OptionSpec(
         "vllm-max-model-len",
         "1024",
-        _int("--attnlab-vllm-max-model-len", 16),
+        core_options.parse_int("--attnlab-vllm-max-model-len", 16),
         "N",
         "longest prompt + output vLLM plans its KV cache for.",
     ),
     OptionSpec(
         "vllm-tensor-parallel-size",
         "1",
-        _int("--attnlab-vllm-tensor-parallel-size", 1),
+        core_options.parse_int("--attnlab-vllm-tensor-parallel-size", 1),
         "N",
         "GPUs to shard the model over (tensor parallelism).",
     ),

@@ -62,9 +62,7 @@ def _int_list(flag: str, *, names: dict[str, int] | None = None) -> Any:
 
 
 def _int(flag: str, minimum: int) -> Any:
-    return core_options.parse_number(
-        flag, int, "an integer or auto", lambda n: n >= minimum, f"must be >= {minimum}", auto=True
-    )
+    return core_options.parse_int(flag, minimum, auto=True)
 
 
 def _monitor(value: str) -> str:

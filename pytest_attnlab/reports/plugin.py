@@ -1,7 +1,7 @@
 """pytest hooks, options and fixtures of the report writers (loaded by pytest_attnlab.plugin).
 
-Summary table and plots in report.html, summary.md + experiment JSON, Prometheus output,
-`--attnlab-config` experiments and per-GPU xdist workers.
+Summary table and plots in report.html, summary.md + experiment JSON, Prometheus output and per-GPU xdist
+workers (`--attnlab-config` is the experiments plugin's).
 """
 
 from __future__ import annotations
@@ -16,24 +16,8 @@ import pytest
 
 from pytest_attnlab import options as opts
 from pytest_attnlab import xdist_gpu
-from pytest_attnlab.experiments import EXPERIMENT_KEY, ExperimentConfig, ExperimentConfigError, check_names
-from pytest_attnlab.experiments import load as load_experiment
+from pytest_attnlab.experiments import EXPERIMENT_KEY
 from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT, Registry
-
-
-def parse_config_file(value: str) -> ExperimentConfig | None:
-    """The experiment file, its technique names checked against the registries (the hooks ran first)."""
-    if not value:
-        return None
-    from pytest_attnlab.attention import ATTENTION
-    from pytest_attnlab.quant import QUANTIZERS
-
-    try:
-        experiment = load_experiment(value)
-        check_names(experiment, {"quantizers": [BASELINE_QUANT, *QUANTIZERS.names()], "attention": ATTENTION.names()})
-    except ExperimentConfigError as exc:
-        raise pytest.UsageError(f"--attnlab-config: {exc}") from None
-    return experiment
 
 
 def parse_port(value: str) -> int | None:
@@ -51,14 +35,6 @@ def parse_port(value: str) -> int | None:
 
 
 OPTIONS = [
-    opts.OptionSpec(
-        "config",
-        "",
-        parse_config_file,
-        "FILE",
-        "experiment YAML (techniques, batch levels, generation parameters, iterations) expanded into the "
-        "`attnlab_case` test parameters; examples in experiments/.",
-    ),
     opts.OptionSpec(
         "prometheus-textfile",
         "",
@@ -164,7 +140,6 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and _opt(config, "xdist-gpus") == "auto":
         state.pinned_gpu = xdist_gpu.pin(workerinput)  # before anything initialises CUDA
-    config.stash.setdefault(EXPERIMENT_KEY, None)  # the option layer's selection sets it
     port = _opt(config, "prometheus-port")
     if port is not None:
         if port and workerinput is not None:
@@ -206,41 +181,6 @@ def pytest_configure_node(node: Any) -> None:
     config = node.config
     if _opt(config, "xdist-gpus") == "auto" and _device_option(config) != "cpu":
         node.workerinput[xdist_gpu.WORKERINPUT_KEY] = xdist_gpu.visible_gpus()
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = []
-    experiment = config.stash.get(EXPERIMENT_KEY, None)
-    if experiment is not None:
-        lines.append(
-            f"attnlab experiment: {experiment.experiment_name} ({experiment.source}), {len(experiment.cases())} cases"
-        )
-    return lines
-
-
-# -- experiments ---------------------------------------------------------------------------------
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "attnlab_case" in metafunc.fixturenames:
-        experiment = metafunc.config.stash.get(EXPERIMENT_KEY, None) or ExperimentConfig()
-        cases = experiment.cases()
-        metafunc.parametrize("attnlab_case", cases, ids=[c.id for c in cases], indirect=True)
-
-
-@pytest.fixture(scope="session")
-def attnlab_experiment(pytestconfig: pytest.Config) -> ExperimentConfig | None:
-    """The parsed `--attnlab-config` (an ExperimentConfig), or None when no file was given."""
-    return pytestconfig.stash.get(EXPERIMENT_KEY, None)
-
-
-@pytest.fixture
-def attnlab_case(request: pytest.FixtureRequest) -> Any:
-    """One ExperimentCase (quant, attention, backend, batch size, generation params) of the experiment.
-
-    Tests that request it run once per case of `--attnlab-config` (one default case without it).
-    """
-    return request.param
 
 
 # -- outcomes, per-test plots, the HTML summary ---------------------------------------------------
