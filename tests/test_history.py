@@ -217,3 +217,12 @@ def test_a_verdict_without_the_noise_between_runs_says_it_reads_rounds_only(tmp_
     six = stepped(tmp_path / "six", IDENTICAL, first=5, factor=1.3)
     assert history(*six, "-o", tmp_path / "six.html", "--markdown", tmp_path / "six.md")[0] == 0
     assert "rounds only" not in (tmp_path / "six.md").read_text().splitlines()[0]
+
+
+def test_engines_markdown_puts_the_paths_side_by_side(tmp_path):
+    """`--engines FILE`: docs/backends.md's table, one row per GPU x cell x path of the newest runs."""
+    assert history(*IDENTICAL[:2], "-o", tmp_path / "h.html", "--engines", tmp_path / "engines.md")[0] == 0
+    lines = (tmp_path / "engines.md").read_text().splitlines()
+    assert lines[0].startswith("| GPU | cell | path | TTFT ms | TPOT ms | decode tok/s |")
+    paths = {ln.split(" | ")[2] for ln in lines[2:]}
+    assert paths == {"hf", "fast"} and all(ln.startswith("| NVIDIA H200 |") for ln in lines[2:])

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=Path, metavar="FILE",
                    help="also write the newest run against the one before as Markdown, regressions first (a CI "
                         "job summary); appended to $GITHUB_STEP_SUMMARY when that is set")  # fmt: skip
+    p.add_argument("--engines", type=Path, metavar="FILE",
+                   help="also write the engines side by side as Markdown (docs/backends.md's table)")
     return p
 
 
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         if os.environ.get("GITHUB_STEP_SUMMARY"):
             with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
                 fh.write(text)
+    if args.engines:
+        args.engines.write_text(page.engines_markdown(runs), encoding="utf-8")
     marks = [(s, p) for s in series for p in s.marks]
     regressed = [c for c in changes if c.line.status == "REGRESSED"]
     print(f"history: {len(runs)} runs, {len(series)} series, {len(marks)} changes beyond noise, "

@@ -112,6 +112,14 @@ def _fleet_table(runs: list[Run]) -> str:
     return _table("GPUs ranked per cell (the newest run of the cell on each GPU)", header, rows, anchor="fleet")
 
 
+def engines_markdown(runs: list[Run]) -> str:
+    """The engines side by side (the newest run of each cell on each GPU) as a Markdown table."""
+    lines = ["| GPU | cell | path | " + " | ".join(h for _m, h, _s in ENGINE_COLUMNS) + " |", "|---" * 9 + "|"]
+    for gpu, cell, path, values in engines(runs):
+        lines.append(f"| {gpu} | {cell.split('::')[-1]} | {path} | " + " | ".join(_fmt(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _engines_table(runs: list[Run]) -> str:
     rows = [[gpu, cell, path, *(_fmt(v) for v in values)] for gpu, cell, path, values in engines(runs)]
     if not rows:
