@@ -225,4 +225,4 @@ def test_engines_markdown_puts_the_paths_side_by_side(tmp_path):
     lines = (tmp_path / "engines.md").read_text().splitlines()
     assert lines[0].startswith("| GPU | cell | path | TTFT ms | TPOT ms | decode tok/s |")
     paths = {ln.split(" | ")[2] for ln in lines[2:]}
-    assert paths == {"hf", "fast"} and all(ln.startswith("| NVIDIA H200 |") for ln in lines[2:])
+    assert paths == {"hf", "fast"} and len({ln.split(" | ")[0] for ln in lines[2:]}) == 1  # one GPU, these runs
