@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from pytest_attnlab.models import embedded
-from pytest_attnlab.models.loader import LoadedModel, LoadOptions, embedded_tokenizer
+from pytest_attnlab.models.embedded import tokenizer as embedded_tokenizer
+from pytest_attnlab.models.loader import LoadedModel, LoadOptions
 from pytest_attnlab.models.random_models import build
 from pytest_attnlab.models.spec import parse_model
 from pytest_attnlab.quant import QUANTIZERS, quantize
