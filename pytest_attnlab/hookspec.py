@@ -19,6 +19,15 @@ def pytest_attnlab_register_models(random_configs: Any, model_sources: Any) -> N
 
 
 @pytest.hookspec
+def pytest_attnlab_options() -> Any:
+    """Hand in a list of `pytest_attnlab.options.OptionSpec`: each area does (the core, experiments, paths,
+    quant, attention, perf, reports), and a plugin may too. `options.selection` resolves all of them, once,
+    into one dict (option name -> value) that every area reads. Declare the flags in your own
+    `pytest_addoption` with `options.add_options(parser, specs)`.
+    """
+
+
+@pytest.hookspec
 def pytest_attnlab_metric_recorded(row: Any) -> None:
     """Called with every MetricRow right after it is written to metrics.csv.
 

@@ -223,30 +223,36 @@ def parse_names(flag: str, key: str, baseline: str = "", lead: tuple[str, ...] =
     return parse
 
 
-#: each area's OptionSpec list ("module:attribute"), resolved together by `selection`
-AREAS = (
-    "pytest_attnlab.options:OPTIONS",
-    "pytest_attnlab.experiments.plugin:OPTIONS",
-    "pytest_attnlab.reports.plugin:OPTIONS",
-    "pytest_attnlab.quant.plugin:OPTIONS",
-    "pytest_attnlab.attention.plugin:OPTIONS",
-    "pytest_attnlab.paths.options:PATH_OPTIONS",
-    "pytest_attnlab.perf.options:PERF_OPTIONS",
-)
+def explicitly_used(config: pytest.Config) -> bool:
+    """An `--attnlab-*` option (command line or PYTEST_ADDOPTS) or an `attnlab_*` ini key was given."""
+    dests = [k for k in vars(config.option) if k.startswith("attnlab_")]
+    return any(getattr(config.option, k) is not None or _ini(config, k) for k in dests)
+
+
+def _ini(config: pytest.Config, name: str) -> Any:
+    try:
+        return config.getini(name)  # every attnlab option's ini key is its dest
+    except ValueError:
+        return None
+
+
 SELECTION_KEY = pytest.StashKey[dict[str, Any]]()
 PLAN_KEY = pytest.StashKey[dict[str, str]]()  # option name -> the experiment's value
 
 
 def selection(config: pytest.Config) -> dict[str, Any]:
-    """Every `--attnlab-*` option, resolved once (option name -> value), after the registration hooks.
-    An `--attnlab-config` experiment plans the options the command line leaves open (its techniques:
-    quant, attn, backend; its model; its `options:`); the backend selection is the perf path's too."""
+    """Every `--attnlab-*` option that the areas hand in (hook `pytest_attnlab_options`), resolved once
+    (option name -> value), after the registration hooks where any option is given (with none, every value
+    is its default: no name to check, and a plain run imports no torch). An `--attnlab-config` experiment
+    plans the options the command line leaves open (its techniques: quant, attn, backend; its model; its
+    `options:`); the backend selection is the perf path's too."""
     if SELECTION_KEY not in config.stash:
         from pytest_attnlab.experiments import EXPERIMENT_KEY
-        from pytest_attnlab.registry import load, register_all
+        from pytest_attnlab.registry import register_all
 
-        register_all(config)
-        specs = [opt for area in AREAS for opt in load(area)]
+        if explicitly_used(config):
+            register_all(config)
+        specs = [opt for area in reversed(config.hook.pytest_attnlab_options()) for opt in area]  # core first
         by_name = {o.name: o for o in specs}
         experiment = resolve(config, by_name["config"])
         config.stash[PLAN_KEY] = experiment.planned_options() if experiment is not None else {}

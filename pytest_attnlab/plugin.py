@@ -11,9 +11,10 @@ import pytest
 from pytest_attnlab import hookspec, oom
 from pytest_attnlab.experiments import EXPERIMENT_KEY
 from pytest_attnlab.metrics import tolerance
-from pytest_attnlab.options import add_options, selection
+from pytest_attnlab.options import OPTIONS, OptionSpec, add_options, explicitly_used, selection
+from pytest_attnlab.registry import register_all
 from pytest_attnlab.reports import html as html_report
-from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY, AttnlabSession, explicitly_used, uses_attnlab
+from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY, AttnlabSession, uses_attnlab
 from pytest_attnlab.status_line import StatusLine
 
 # Each feature area owns a sub-plugin with its options and fixtures.
@@ -34,6 +35,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+def pytest_attnlab_options() -> list[OptionSpec]:
+    return OPTIONS
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -96,7 +101,7 @@ def check_candidate(settings: Any) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
     attnlab = session.config.stash[SESSION_KEY]
     if any(uses_attnlab(item) for item in items):
-        selection(session.config)  # the registration hooks fire before a test loads a model
+        register_all(session.config)  # the registration hooks fire before a test loads a model
         if not attnlab.active:
             attnlab.activate_late(session)
 

@@ -39,8 +39,8 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
-        values = {o.dest.removeprefix("attnlab_"): opts.resolve(config, o) for o in opts.OPTIONS}
-        return cls(**values)
+        values = opts.selection(config)
+        return cls(**{o.dest.removeprefix("attnlab_"): values[o.name] for o in opts.OPTIONS})
 
     def resolved_device(self) -> str:
         import torch
@@ -61,19 +61,6 @@ class Settings:
         if name == "auto":
             name = _DTYPES_BY_DEVICE[self.resolved_device().split(":")[0]]
         return getattr(torch, name)
-
-
-def explicitly_used(config: pytest.Config) -> bool:
-    """An `--attnlab-*` option (command line or PYTEST_ADDOPTS) or an `attnlab_*` ini key was given."""
-    dests = [k for k in vars(config.option) if k.startswith("attnlab_")]
-    return any(getattr(config.option, k) is not None or _ini(config, k) for k in dests)
-
-
-def _ini(config: pytest.Config, name: str) -> Any:
-    try:
-        return config.getini(name)  # every attnlab option's ini key is its dest
-    except ValueError:
-        return None
 
 
 def uses_attnlab(item: pytest.Item) -> bool:
@@ -105,7 +92,7 @@ class AttnlabSession:
         self.steps: list[StepTime] = []
         #: True once the run uses pytest-attnlab (an --attnlab-* option or ini key, or a test using one
         #: of its fixtures); until then the plugin writes nothing and imports no torch.
-        self.active = explicitly_used(config)
+        self.active = opts.explicitly_used(config)
         self.early_reports: list[pytest.TestReport] = []  # xdist controller, until active
         self._pytest_session: pytest.Session | None = None
 

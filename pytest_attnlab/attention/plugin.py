@@ -56,6 +56,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser, OPTIONS)
 
 
+def pytest_attnlab_options() -> list[OptionSpec]:
+    return OPTIONS
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(

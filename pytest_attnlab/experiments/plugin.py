@@ -44,6 +44,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     opts.add_options(parser, OPTIONS)
 
 
+def pytest_attnlab_options() -> list[opts.OptionSpec]:
+    return OPTIONS
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash.setdefault(EXPERIMENT_KEY, None)  # the option layer's selection sets it
 

@@ -122,11 +122,10 @@ VLLM_OPTIONS = [
     ),
 ]
 
+
 def _paths_choice(flag: str, name: str) -> Any:
     """parse_choice over paths.base's tuple `name`."""
     return core_options.parse_choice(flag, getattr(base, name))
-
-
 
 
 INDUCTOR_CACHE_CHOICES = ("auto", "torch", "a directory")
@@ -215,9 +214,4 @@ FAST_OPTIONS = [
 ]
 
 
-
 PATH_OPTIONS = [BACKEND_OPTION, *FAST_OPTIONS, *VLLM_OPTIONS]
-
-
-def add_options(parser: pytest.Parser) -> None:
-    core_options.add_options(parser, PATH_OPTIONS)

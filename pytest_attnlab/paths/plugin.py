@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.models.cache import cache_root
-from pytest_attnlab.options import selection
+from pytest_attnlab.options import OptionSpec, add_options, selection
 from pytest_attnlab.paths.base import DECODE_PATHS, PathOptions
 from pytest_attnlab.paths.cache import PathCache
-from pytest_attnlab.paths.options import PATH_OPTIONS, add_options, resolve_inductor_cache
+from pytest_attnlab.paths.options import PATH_OPTIONS, resolve_inductor_cache
 from pytest_attnlab.session import SESSION_KEY
 
 PATHS_KEY = pytest.StashKey["PathState"]()
@@ -89,7 +89,11 @@ def path_options(pytestconfig: pytest.Config) -> PathOptions:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser)
+    add_options(parser, PATH_OPTIONS)
+
+
+def pytest_attnlab_options() -> list[OptionSpec]:
+    return PATH_OPTIONS
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -239,7 +239,3 @@ class PerfSettings:
         same = ("models", "prompt_lens", "batch", "new_tokens", "rounds", "warmup", "monitor", "plant_slowdown")
         same += ("profile_steps", "gemv_configs", "slo")
         return cls(**{k: v[k] for k in same}, paths=v["path"], monitor_interval_s=v["monitor_interval"] / 1e3)
-
-
-def add_options(parser: pytest.Parser) -> None:
-    core_options.add_options(parser, PERF_OPTIONS)

@@ -51,10 +51,10 @@ parse_quant = parse_names("--attnlab-quant", "quantizers", BASELINE_QUANT, lead=
 
 
 def parse_thresholds(value: str) -> dict[str, float]:
-    from pytest_attnlab.quant import QUANTIZERS
-
     out: dict[str, float] = {}
     for item in filter(None, (p.strip() for p in value.split(","))):
+        from pytest_attnlab.quant import QUANTIZERS  # torch: only for a value given
+
         name, sep, cos = item.partition("=")
         name = name.strip()
         if not sep or name not in QUANTIZERS:
@@ -97,6 +97,10 @@ OPTIONS = [
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser, OPTIONS)
+
+
+def pytest_attnlab_options() -> list[OptionSpec]:
+    return OPTIONS
 
 
 @pytest.hookimpl(trylast=True)

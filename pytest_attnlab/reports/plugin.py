@@ -114,12 +114,12 @@ def first_error(report: pytest.TestReport | pytest.CollectReport) -> str:
     return f"{phase}: {line[:300]}"
 
 
-def _opt(config: pytest.Config, name: str) -> Any:
-    return opts.resolve(config, next(o for o in OPTIONS if o.name == name))
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     opts.add_options(parser, OPTIONS)
+
+
+def pytest_attnlab_options() -> list[opts.OptionSpec]:
+    return OPTIONS
 
 
 def _core_session(config: pytest.Config) -> Any:
@@ -138,9 +138,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(state, "attnlab_reports_state")
     workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None and _opt(config, "xdist-gpus") == "auto":
+    if workerinput is not None and opts.selection(config)["xdist-gpus"] == "auto":
         state.pinned_gpu = xdist_gpu.pin(workerinput)  # before anything initialises CUDA
-    port = _opt(config, "prometheus-port")
+    port = opts.selection(config)["prometheus-port"]
     if port is not None:
         if port and workerinput is not None:
             port += 1 + xdist_gpu.worker_index(workerinput["workerid"])
@@ -164,14 +164,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # -- xdist: one worker per GPU -------------------------------------------------------------------
 
 
-def _device_option(config: pytest.Config) -> str:
-    return opts.resolve(config, next(o for o in opts.OPTIONS if o.name == "device"))
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: one worker per visible GPU unless the run is on CPU; None leaves xdist's CPU count."""
-    if _opt(config, "xdist-gpus") == "off" or _device_option(config) == "cpu":
+    if opts.selection(config)["xdist-gpus"] == "off" or opts.selection(config)["device"] == "cpu":
         return None
     return len(xdist_gpu.visible_gpus()) or None
 
@@ -179,7 +175,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     config = node.config
-    if _opt(config, "xdist-gpus") == "auto" and _device_option(config) != "cpu":
+    if opts.selection(config)["xdist-gpus"] == "auto" and opts.selection(config)["device"] != "cpu":
         node.workerinput[xdist_gpu.WORKERINPUT_KEY] = xdist_gpu.visible_gpus()
 
 
@@ -245,7 +241,7 @@ def _write_summary(config: pytest.Config, rows: list[Any]) -> list[Path]:
 
 
 def _write_prometheus(config: pytest.Config, rows: list[Any]) -> list[Path]:
-    textfile = _opt(config, "prometheus-textfile")
+    textfile = opts.selection(config)["prometheus-textfile"]
     if textfile is None:
         return []
     from pytest_attnlab.reports.prometheus import write_textfile
