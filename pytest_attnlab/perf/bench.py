@@ -229,18 +229,25 @@ class GenerationBenchmark:
         warmup: int | None = None,
         attention: str = "sdpa",
     ) -> Measurement:
+        def loop(fn: Any, args: tuple, rounds: int, warmup: int) -> None:
+            for _ in range(warmup + rounds):
+                fn(*args)
+
+        return self._measure(loop, loaded, prompt_len, batch, new_tokens, path, rounds, warmup, attention)
+
+    def _measure(self, repeat: Any, loaded: Any, prompt_len: int, batch: int, new_tokens: int, path: str,
+                 rounds: int | None, warmup: int | None, attention: str) -> Measurement:  # fmt: skip
+        """One cell: `repeat(round, args, rounds, warmup)` runs the warmup rounds, then the timed ones."""
         rounds = self.rounds if rounds is None else rounds
         warmup = self.warmup if warmup is None else warmup
         with self._attention(loaded, attention):
             model, impl, ids = self._cell(loaded, path, batch, prompt_len, new_tokens)
             runs: list[Run] = []
             out: list[Any] = [None]
-            for _ in range(warmup):
-                self._round(impl, ids, new_tokens, [], out)
             memory.reset(self.device)
-            for _ in range(rounds):
-                self._round(impl, ids, new_tokens, runs, out)
-        return self._measurement(model, path, impl, batch, prompt_len, new_tokens, runs, out[0])
+            repeat(self._round, (impl, ids, new_tokens, runs, out), rounds, warmup)
+            synchronize(self.device)
+        return self._measurement(model, path, impl, batch, prompt_len, new_tokens, runs[-rounds:], out[0])
 
     def __call__(
         self,
@@ -257,24 +264,12 @@ class GenerationBenchmark:
     ) -> Measurement:
         if self.benchmark is None:
             raise RuntimeError("generation_benchmark needs pytest-benchmark: pip install pytest-benchmark")
-        rounds = self.rounds if rounds is None else rounds
-        warmup = self.warmup if warmup is None else warmup
         self.benchmark.group = f"{context.get('group', '')}p{prompt_len}-b{batch}-n{new_tokens}"
-        with self._attention(loaded, attention):
-            model, impl, ids = self._cell(loaded, path, batch, prompt_len, new_tokens)
-            runs: list[Run] = []
-            out: list[Any] = [None]
-            memory.reset(self.device)
-            self.benchmark.pedantic(
-                self._round,
-                args=(impl, ids, new_tokens, runs, out),
-                rounds=rounds,
-                warmup_rounds=warmup,
-                iterations=1,
-            )
-            synchronize(self.device)
-        timed = runs[-rounds:]  # pytest-benchmark's warmup rounds come first
-        m = self._measurement(model, path, impl, batch, prompt_len, new_tokens, timed, out[0])
+
+        def pedantic(fn: Any, args: tuple, rounds: int, warmup: int) -> None:  # warmup rounds come first
+            self.benchmark.pedantic(fn, args=args, rounds=rounds, warmup_rounds=warmup, iterations=1)
+
+        m = self._measure(pedantic, loaded, prompt_len, batch, new_tokens, path, rounds, warmup, attention)
         info = m.extra_info()
         overhead = self._timer_overhead(m)
         if overhead is not None:
