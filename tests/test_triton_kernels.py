@@ -172,7 +172,7 @@ def test_split_kv_decode_attention_matches_softmax_over_the_visible_positions():
 def test_triton_step_matches_the_torch_step_on_a_tiny_model():
     """The fast path's decode step with the Triton options (their CUDA check bypassed, the interpreter
     standing in for the GPU) against the torch step, float16: logits within float16 rounding. With
-    triton-fused each layer runs fused_layer_forward (four fused GEMVs and the attention)."""
+    triton-fused each layer runs layer_forward's fused branch (four fused GEMVs and the attention)."""
     interpret("""
     from pytest_attnlab.models import random_models
     from pytest_attnlab.paths import static_decode as sd, fast_weights as FW

@@ -112,27 +112,17 @@ class TritonDense:
 
 class TritonFusedDense(TritonDense):
     """`TritonDense` whose kernels also take their neighbours' work at one row (--attnlab-perf-fast-gemv
-    triton-fused): static_decode.fused_layer_forward runs a decode layer as four of these kernels and
+    triton-fused): static_decode.layer_forward runs a one-token decode layer as four of these kernels and
     the attention (RMSNorm in the q/k/v and gate/up GEMVs' prologue; RoPE and both cache writes in the
     q/k/v GEMV's epilogue; the residual adds in the o and down GEMVs' epilogue)."""
 
-    #: rows of x the fused kernels below take (static_decode.fused_layer_forward's condition)
+    #: rows of x the fused kernels below take (static_decode.layer_forward's fused condition)
     fused_rows = K.DENSE_MAX_ROWS
 
-    def norm_qkv_rope_cache(
-        self,
-        x: torch.Tensor,
-        norm: torch.Tensor,
-        eps: float,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        pos: torch.Tensor,
-        k_cache: torch.Tensor,
-        v_cache: torch.Tensor,
-        heads: int,
-    ) -> torch.Tensor:
-        """q [heads * head_dim] of RoPE(RMSNorm(x) @ Wq.T + bq); RoPE(k) and v written to the caches at pos."""
-        return gemv_qkv_rope_cache(x, norm, eps, self.weight, self.bias, cos, sin, pos, k_cache, v_cache, heads)
+    def norm_qkv_rope_cache(self, x: torch.Tensor, norm: torch.Tensor, eps: float, *rope_cache: object) -> torch.Tensor:
+        """q [heads * head_dim] of RoPE(RMSNorm(x) @ Wq.T + bq); RoPE(k) and v written to the caches at pos.
+        rope_cache: cos, sin, pos, k_cache, v_cache, heads (gemv_qkv_rope_cache's)."""
+        return gemv_qkv_rope_cache(x, norm, eps, self.weight, self.bias, *rope_cache)
 
     def add_to(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual + self(x)."""

@@ -8,7 +8,7 @@ no weight is copied and HF `generate` keeps working on the same storage; `"separ
 per HF linear. `quant="int4-g<N>"` packs the decoder linears as RTN int4 (the lm_head stays dense,
 as the plugin's rtn quantizers leave it). `gemv` picks the kernels (fast_weights.GEMV_FORMATS): torch's
 (cuBLAS, tinygemm) or the Triton GEMVs, whose gate/up kernel also applies silu(gate) * up; with
-`triton-fused` a one-token decode layer at batch 1 runs `fused_layer_forward` (four fused GEMV kernels).
+`triton-fused` a one-token decode layer at batch 1 runs `layer_forward`'s fused branch (four fused GEMV kernels).
 Supported: LlamaForCausalLM and Qwen2ForCausalLM (q/k/v bias) with default RoPE, no sliding window.
 
 Casts: RMSNorm keeps HF's two (float32 statistics, rounded to the model dtype before the weight),
@@ -290,9 +290,15 @@ def layer_forward(
     mask: Any,
 ) -> torch.Tensor:
     b, t, _ = x.shape
-    if mask is not None and all(b * t <= getattr(lin, "fused_rows", 0) for lin in (L.qkv, L.o, L.gate_up, L.down)):
-        return fused_layer_forward(sm, L, k_cache, v_cache, x, pos, cos, sin, mask)
     hq, hkv, d = sm.heads, sm.kv_heads, sm.head_dim
+    if mask is not None and all(b * t <= getattr(lin, "fused_rows", 0) for lin in (L.qkv, L.o, L.gate_up, L.down)):
+        # one token at batch 1 where every linear has the fused kernels (fast_triton.TritonFusedDense): four GEMV
+        # kernels and the attention, the norms, RoPE, the cache writes and the residual adds done inside the GEMVs
+        # with HF's roundings
+        q = L.qkv.norm_qkv_rope_cache(x, L.in_norm, sm.eps, cos, sin, pos, k_cache, v_cache, hq)  # type: ignore[attr-defined]
+        o = DECODE_ATTENTION[sm.decode_attention](q.view(1, hkv, hq // hkv, d), k_cache, v_cache, mask, sm.scaling)
+        h = L.o.add_to(o.reshape(b, 1, hq * d), x)  # type: ignore[attr-defined]
+        return L.down.add_to(L.gate_up.norm_silu_mul(h, L.post_norm, sm.eps), h)  # type: ignore[attr-defined]
     qkv = L.qkv(rms_norm(x, L.in_norm, sm.eps)).view(b, t, hq + 2 * hkv, d)
     qk = rope(qkv[:, :, : hq + hkv], cos, sin)
     q, k = qk[:, :, :hq].transpose(1, 2), qk[:, :, hq:].transpose(1, 2)
@@ -306,27 +312,6 @@ def layer_forward(
         o = DECODE_ATTENTION[sm.decode_attention](qg, k_cache, v_cache, mask, sm.scaling).reshape(b, hq, t, d)
     x = x + L.o(o.transpose(1, 2).reshape(b, t, hq * d))
     return x + L.down(silu_mul(L.gate_up, rms_norm(x, L.post_norm, sm.eps)))
-
-
-def fused_layer_forward(
-    sm: StaticModel,
-    L: Layer,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    x: torch.Tensor,
-    pos: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    mask: Any,
-) -> torch.Tensor:
-    """layer_forward's decode step for one token at batch 1, when every linear has the fused kernels
-    (fast_triton.TritonFusedDense): four GEMV kernels and the attention, the norms, RoPE, the cache
-    writes and the residual adds done inside the GEMVs with HF's roundings."""
-    hq, hkv, d = sm.heads, sm.kv_heads, sm.head_dim
-    q = L.qkv.norm_qkv_rope_cache(x, L.in_norm, sm.eps, cos, sin, pos, k_cache, v_cache, hq)  # type: ignore[attr-defined]
-    o = DECODE_ATTENTION[sm.decode_attention](q.view(1, hkv, hq // hkv, d), k_cache, v_cache, mask, sm.scaling)
-    h = L.o.add_to(o.reshape(x.shape[0], 1, hq * d), x)  # type: ignore[attr-defined]
-    return L.down.add_to(L.gate_up.norm_silu_mul(h, L.post_norm, sm.eps), h)  # type: ignore[attr-defined]
 
 
 def forward(sm: StaticModel, cache: StaticCache, ids: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:
