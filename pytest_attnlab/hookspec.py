@@ -22,8 +22,8 @@ def pytest_attnlab_register_models(random_configs: Any, model_sources: Any) -> N
 def pytest_attnlab_options() -> Any:
     """Hand in a list of `pytest_attnlab.options.OptionSpec`: each area does (the core, experiments, paths,
     quant, attention, perf, reports), and a plugin may too. `options.selection` resolves all of them, once,
-    into one dict (option name -> value) that every area reads. Declare the flags in your own
-    `pytest_addoption` with `options.add_options(parser, specs)`.
+    into one dict (option name -> value) that every area reads. In a plugin module,
+    `pytest_addoption, pytest_attnlab_options = options.area_hooks(SPECS)` declares the flags and hands them in.
     """
 
 

@@ -174,10 +174,10 @@ OPTIONS = [
 ]
 
 
-def add_options(parser: pytest.Parser, options: list[OptionSpec] | None = None) -> None:
-    """Add each OptionSpec (default: the core ones) as a flag in the `attnlab` group and an ini key."""
+def add_options(parser: pytest.Parser, options: list[OptionSpec]) -> None:
+    """Add each OptionSpec as a flag in the `attnlab` group and an ini key."""
     group = parser.getgroup("attnlab", "pytest-attnlab: LLM correctness and performance")
-    for opt in OPTIONS if options is None else options:
+    for opt in options:
         group.addoption(
             opt.flag,
             dest=opt.dest,
@@ -186,6 +186,19 @@ def add_options(parser: pytest.Parser, options: list[OptionSpec] | None = None) 
             help=f"{opt.help} Ini key: {opt.ini}. Default: {opt.default!r}",
         )
         parser.addini(opt.ini, help=opt.help, default=None)
+
+
+def area_hooks(specs: list[OptionSpec]) -> tuple[Callable[..., None], Callable[[], list[OptionSpec]]]:
+    """An area plugin's two option hooks, `pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)`:
+    its flags and ini keys, and its specs handed to `selection`."""
+
+    def pytest_addoption(parser: pytest.Parser) -> None:
+        add_options(parser, specs)
+
+    def pytest_attnlab_options() -> list[OptionSpec]:
+        return specs
+
+    return pytest_addoption, pytest_attnlab_options
 
 
 def resolve(config: pytest.Config, opt: OptionSpec) -> Any:

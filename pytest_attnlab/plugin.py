@@ -11,7 +11,7 @@ import pytest
 from pytest_attnlab import hookspec, oom
 from pytest_attnlab.experiments import EXPERIMENT_KEY
 from pytest_attnlab.metrics import tolerance
-from pytest_attnlab.options import OPTIONS, OptionSpec, add_options, explicitly_used, selection
+from pytest_attnlab.options import OPTIONS, area_hooks, explicitly_used, selection
 from pytest_attnlab.registry import register_all
 from pytest_attnlab.reports import html as html_report
 from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY, AttnlabSession, uses_attnlab
@@ -33,12 +33,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspec)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser)
-
-
-def pytest_attnlab_options() -> list[OptionSpec]:
-    return OPTIONS
+pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)
 
 
 @pytest.hookimpl(tryfirst=True)

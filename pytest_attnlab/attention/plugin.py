@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_attnlab.options import OptionSpec, add_options, parse_names, selection
+from pytest_attnlab.options import OptionSpec, area_hooks, parse_names, selection
 from pytest_attnlab.registry import BASELINE_ATTENTION
 
 parse_attn = parse_names("--attnlab-attn", "attention", BASELINE_ATTENTION)
@@ -52,12 +52,7 @@ OPTIONS = [
 ]
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser, OPTIONS)
-
-
-def pytest_attnlab_options() -> list[OptionSpec]:
-    return OPTIONS
+pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)
 
 
 @pytest.hookimpl(trylast=True)

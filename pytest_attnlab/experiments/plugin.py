@@ -40,12 +40,7 @@ OPTIONS = [
 ]
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    opts.add_options(parser, OPTIONS)
-
-
-def pytest_attnlab_options() -> list[opts.OptionSpec]:
-    return OPTIONS
+pytest_addoption, pytest_attnlab_options = opts.area_hooks(OPTIONS)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.models.cache import cache_root
-from pytest_attnlab.options import OptionSpec, add_options, selection
+from pytest_attnlab.options import area_hooks, selection
 from pytest_attnlab.paths.base import DECODE_PATHS, PathOptions
 from pytest_attnlab.paths.cache import PathCache
 from pytest_attnlab.paths.options import PATH_OPTIONS, resolve_inductor_cache
@@ -88,12 +88,7 @@ def path_options(pytestconfig: pytest.Config) -> PathOptions:
     return path_state(pytestconfig).options()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser, PATH_OPTIONS)
-
-
-def pytest_attnlab_options() -> list[OptionSpec]:
-    return PATH_OPTIONS
+pytest_addoption, pytest_attnlab_options = area_hooks(PATH_OPTIONS)
 
 
 def pytest_configure(config: pytest.Config) -> None:

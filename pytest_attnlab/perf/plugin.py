@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_attnlab.options import OptionSpec, add_options, selection
+from pytest_attnlab.options import area_hooks, selection
 from pytest_attnlab.paths.plugin import path_state
 from pytest_attnlab.perf import options as perf_options
 from pytest_attnlab.registry import BASELINE_QUANT
@@ -77,12 +77,7 @@ class PerfState:
         return self.models[key]
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser, perf_options.PERF_OPTIONS)
-
-
-def pytest_attnlab_options() -> list[OptionSpec]:
-    return perf_options.PERF_OPTIONS
+pytest_addoption, pytest_attnlab_options = area_hooks(perf_options.PERF_OPTIONS)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_attnlab.options import SELECTION_KEY, OptionSpec, add_options, parse_choice, parse_names, selection
+from pytest_attnlab.options import SELECTION_KEY, OptionSpec, area_hooks, parse_choice, parse_names, selection
 from pytest_attnlab.registry import BASELINE_QUANT
 
 
@@ -95,12 +95,7 @@ OPTIONS = [
 ]
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser, OPTIONS)
-
-
-def pytest_attnlab_options() -> list[OptionSpec]:
-    return OPTIONS
+pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)
 
 
 @pytest.hookimpl(trylast=True)

@@ -114,12 +114,7 @@ def first_error(report: pytest.TestReport | pytest.CollectReport) -> str:
     return f"{phase}: {line[:300]}"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    opts.add_options(parser, OPTIONS)
-
-
-def pytest_attnlab_options() -> list[opts.OptionSpec]:
-    return OPTIONS
+pytest_addoption, pytest_attnlab_options = opts.area_hooks(OPTIONS)
 
 
 def _core_session(config: pytest.Config) -> Any:
