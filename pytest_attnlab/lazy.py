@@ -1,4 +1,4 @@
-"""Lazy package exports (PEP 562): a package names each export and the module it lives in, and the
+"""Lazy package exports (PEP 562): a package names each module and the exports it holds, and the
 module is imported on first access, so importing the package (as the pytest plugin does) imports no torch."""
 
 from __future__ import annotations
@@ -8,12 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 
-def exports(package: str, where: dict[str, str]) -> Callable[[str], Any]:
-    """A module `__getattr__` that resolves `name` from `where[name]` (a module path) on first use."""
+def exports(package: str, where: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """A module `__getattr__` and `__all__` from `where` (module path, relative to `package` with a leading
+    dot -> its exported names, space separated): each name is resolved from its module on first use."""
+    modules = {name: module for module, names in where.items() for name in names.split()}
 
     def __getattr__(name: str) -> Any:
-        if name not in where:
+        if name not in modules:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(where[name]), name)
+        return getattr(importlib.import_module(modules[name], package), name)
 
-    return __getattr__
+    return __getattr__, sorted(modules)

@@ -15,25 +15,17 @@ from __future__ import annotations
 from pytest_attnlab.lazy import exports
 
 # Loaded on first use (PEP 562), so that loading the attention sub-plugin imports no torch.
-_EXPORTS = {
-    "ATTENTION": "pytest_attnlab.attention.builtin",
-    "Applied": "pytest_attnlab.attention.swap",
-    "AttentionVariant": "pytest_attnlab.attention.base",
-    "ConversionVariant": "pytest_attnlab.attention.base",
-    "KVCacheInfo": "pytest_attnlab.attention.base",
-    "KernelVariant": "pytest_attnlab.attention.base",
-    "applied": "pytest_attnlab.attention.swap",
-    "block_sparse": "pytest_attnlab.attention.variants.block_sparse",
-    "eager": "pytest_attnlab.attention.variants.baselines",
-    "flex": "pytest_attnlab.attention.variants.baselines",
-    "gqa": "pytest_attnlab.attention.variants.gqa",
-    "linear_attention": "pytest_attnlab.attention.variants.linear",
-    "linear_state_cache": "pytest_attnlab.attention.variants.linear",
-    "mla": "pytest_attnlab.attention.variants.mla",
-    "register": "pytest_attnlab.attention.builtin",
-    "sdpa": "pytest_attnlab.attention.variants.baselines",
-    "sliding_window": "pytest_attnlab.attention.variants.sliding_window",
-}
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = exports(__name__, _EXPORTS)
+__getattr__, __all__ = exports(
+    __name__,
+    {
+        ".builtin": "ATTENTION register",
+        ".swap": "Applied applied",
+        ".base": "AttentionVariant ConversionVariant KVCacheInfo KernelVariant",
+        ".variants.block_sparse": "block_sparse",
+        ".variants.baselines": "eager flex sdpa",
+        ".variants.gqa": "gqa",
+        ".variants.linear": "linear_attention linear_state_cache",
+        ".variants.mla": "mla",
+        ".variants.sliding_window": "sliding_window",
+    },
+)

@@ -12,15 +12,11 @@ from __future__ import annotations
 from pytest_attnlab.lazy import exports
 
 # Loaded on first use (PEP 562), so that loading the quant sub-plugin imports no torch.
-_EXPORTS = {
-    "BASELINE": "pytest_attnlab.quant.api",
-    "QuantizedModel": "pytest_attnlab.quant.api",
-    "QuantizerUnavailable": "pytest_attnlab.quant.api",
-    "quantize": "pytest_attnlab.quant.api",
-    "QuantContext": "pytest_attnlab.quant.base",
-    "Quantizer": "pytest_attnlab.quant.base",
-    "QUANTIZERS": "pytest_attnlab.quant.methods",
-}
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = exports(__name__, _EXPORTS)
+__getattr__, __all__ = exports(
+    __name__,
+    {
+        ".api": "BASELINE QuantizedModel QuantizerUnavailable quantize",
+        ".base": "QuantContext Quantizer",
+        ".methods": "QUANTIZERS",
+    },
+)
