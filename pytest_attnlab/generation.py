@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pytest_attnlab.hf_compat import output_cache, with_cache
+
 
 @dataclass
 class Generated:
@@ -37,8 +39,6 @@ def decode_loop(
     when every sequence has produced `eos_token_id` (batch 1 in practice; HF pads finished rows).
     """
     from transformers import DynamicCache
-
-    from pytest_attnlab.hf_compat import output_cache, with_cache
 
     device = next(model.parameters()).device
     ids = input_ids.to(device)

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from pytest_attnlab.experiments import EXPERIMENT_KEY
 from pytest_attnlab.models.spec import ModelSpec, ModelSpecError, parse_model
+from pytest_attnlab.registry import REGISTRIES, UnknownNameError, load, register_all
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
@@ -216,8 +218,6 @@ def parse_names(flag: str, key: str, baseline: str = "", lead: tuple[str, ...] =
     (None without one). An unknown name is a UsageError listing `lead` and the registered names."""
 
     def parse(value: str) -> tuple[str, ...] | None:
-        from pytest_attnlab.registry import REGISTRIES, UnknownNameError, load
-
         value = value.strip()
         if value in ("", baseline):
             return (baseline,) if baseline else None
@@ -260,9 +260,6 @@ def selection(config: pytest.Config) -> dict[str, Any]:
     plans the options the command line leaves open (its techniques: quant, attn, backend; its model; its
     `options:`); the backend selection is the perf path's too."""
     if SELECTION_KEY not in config.stash:
-        from pytest_attnlab.experiments import EXPERIMENT_KEY
-        from pytest_attnlab.registry import register_all
-
         if explicitly_used(config):
             register_all(config)
         specs = [opt for area in reversed(config.hook.pytest_attnlab_options()) for opt in area]  # core first

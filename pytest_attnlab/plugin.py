@@ -11,6 +11,7 @@ import pytest
 from pytest_attnlab import hookspec, oom
 from pytest_attnlab.experiments import EXPERIMENT_KEY
 from pytest_attnlab.metrics import tolerance
+from pytest_attnlab.models.candidate import CandidateUnavailable, mismatch
 from pytest_attnlab.options import OPTIONS, area_hooks, explicitly_used, selection
 from pytest_attnlab.registry import register_all
 from pytest_attnlab.reports import html as html_report
@@ -79,8 +80,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def check_candidate(settings: Any) -> None:
     """A candidate whose shape or tokenizer differs from the reference's is a usage error, before any test."""
-    from pytest_attnlab.models.candidate import mismatch
-
     try:
         why = mismatch(settings.model, settings.candidate, settings.tokenizer)
     except (OSError, ValueError) as exc:  # no config.json there, no network for a hub id, a bad tokenizer
@@ -108,8 +107,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """An experiment run whose tests recorded nothing says so, rather than passing as the experiment."""
-    from pytest_attnlab.experiments import EXPERIMENT_KEY
-
     experiment, attnlab = config.stash.get(EXPERIMENT_KEY, None), config.stash[SESSION_KEY]
     csv = attnlab.layout.metrics_csv
     recorded = csv.is_file() and len(csv.read_text().splitlines()) > 1
@@ -196,8 +193,6 @@ def attnlab_model(attnlab_session: AttnlabSession) -> Any:
 def attnlab_candidate(attnlab_session: AttnlabSession) -> Any:
     """The --attnlab-candidate checkpoint (a CandidateModel), loaded like --attnlab-model, which is its
     reference; skips without one, or with the extra to install when it cannot load here."""
-    from pytest_attnlab.models.candidate import CandidateUnavailable
-
     if attnlab_session.settings.candidate is None:
         pytest.skip(
             "no --attnlab-candidate: pass a checkpoint folder or Hugging Face id to compare with --attnlab-model"
@@ -245,6 +240,6 @@ def _tolerances(request: pytest.FixtureRequest) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def layer_probe() -> Any:
     """Per-layer capture and diff: `layer_probe.capture(model, ids)`, `layer_probe.diff(ref, cand)`."""
-    from pytest_attnlab import probe
+    from pytest_attnlab import probe  # torch: only once a test uses it
 
     return probe

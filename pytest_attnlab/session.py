@@ -19,10 +19,13 @@ from pytest_attnlab import options as opts
 from pytest_attnlab.metrics.csv_file import CsvWriter, merge
 from pytest_attnlab.metrics.recorder import MetricRecorder
 from pytest_attnlab.metrics.row import MetricRow
-from pytest_attnlab.models.spec import ModelSpec
+from pytest_attnlab.models.candidate import load_candidate
+from pytest_attnlab.models.loader import LoadOptions, load_model
+from pytest_attnlab.models.spec import ModelSpec, parse_model
 from pytest_attnlab.progress import StepTime
 from pytest_attnlab.reports import html
 from pytest_attnlab.reports.layout import ReportLayout
+from pytest_attnlab.xdist_gpu import cpu_thread_share
 
 _DTYPES_BY_DEVICE = {"cpu": "float32", "cuda": "bfloat16"}
 
@@ -167,8 +170,6 @@ class AttnlabSession:
     # -- models ----------------------------------------------------------------------------------
     def _share_cpu(self) -> None:
         """Under xdist on CPU, give this worker its share of the cores (before the first model runs)."""
-        from pytest_attnlab.xdist_gpu import cpu_thread_share
-
         share = cpu_thread_share(getattr(self.config, "workerinput", None))
         if share is not None:
             import torch
@@ -185,9 +186,6 @@ class AttnlabSession:
         seed: int = 0,
     ) -> Any:
         """A LoadedModel, loaded once per run for each (spec, device, dtype, attention, seed)."""
-        from pytest_attnlab.models.loader import LoadOptions, load_model
-        from pytest_attnlab.models.spec import parse_model
-
         spec = self.settings.model if spec is None else spec
         spec = parse_model(spec) if isinstance(spec, str) else spec
         key = self._key(spec, dtype=dtype, device=device, attn_implementation=attn_implementation, seed=seed)
@@ -215,9 +213,6 @@ class AttnlabSession:
 
     def candidate(self) -> Any:
         """The --attnlab-candidate checkpoint, loaded like the model under test (see models.candidate)."""
-        from pytest_attnlab.models.candidate import load_candidate
-        from pytest_attnlab.models.loader import LoadOptions
-
         if self.settings.candidate is None:
             raise ValueError("no --attnlab-candidate was given")
         key = ("candidate", *self._key(self.settings.candidate)[1:])

@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
+from pytest_attnlab.probe import decoder_layers
+
 Undo = Callable[[], None]
 
 
@@ -60,8 +62,6 @@ class KVCacheInfo:
 
 def attention_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     """(parent, attribute, attention module) for each decoder layer's self-attention."""
-    from pytest_attnlab.probe import decoder_layers
-
     found = []
     for layer in decoder_layers(model):
         for attr in ("self_attn", "attention", "attn"):

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pytest_attnlab import probe
+from pytest_attnlab.hf_compat import output_cache, with_cache
 from pytest_attnlab.metrics.similarity import cosine
 
 
@@ -72,8 +73,6 @@ def measure(model: Any, ids: torch.Tensor, reference: probe.Capture) -> Quality:
 def greedy_agreement(model: Any, ids: torch.Tensor, reference_tokens: torch.Tensor, cache: Any = None) -> float:
     """Fraction of free-running greedy tokens equal to the reference's, up to the first mismatch counted."""
     from transformers import DynamicCache
-
-    from pytest_attnlab.hf_compat import output_cache, with_cache
 
     device = next(model.parameters()).device
     cache = cache if cache is not None else DynamicCache(config=model.config)

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.options import OptionSpec, area_hooks, parse_names, selection
+from pytest_attnlab.prompts import synthetic_ids
 from pytest_attnlab.registry import BASELINE_ATTENTION
+from pytest_attnlab.session import SESSION_KEY
 
 parse_attn = parse_names("--attnlab-attn", "attention", BASELINE_ATTENTION)
 
@@ -67,8 +69,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "attention_seq_len" in metafunc.fixturenames:
         seqs = selection(metafunc.config)["attn-seq"]
         if seqs is None:
-            from pytest_attnlab.session import SESSION_KEY
-
             device = metafunc.config.stash[SESSION_KEY].settings.resolved_device()
             seqs = [128, 256] if device == "cpu" else [128, 256, 512, 1024]
         metafunc.parametrize("attention_seq_len", seqs, ids=[f"seq{n}" for n in seqs])
@@ -90,7 +90,7 @@ def applied_or_skip(model: Any, variant: Any) -> Iterator[Any]:
     if variant == BASELINE_ATTENTION:
         yield None
         return
-    from pytest_attnlab.attention import applied
+    from pytest_attnlab.attention import applied  # torch: only once a test uses it
 
     module = model if hasattr(model, "forward") else model.model
     with ExitStack() as stack:
@@ -121,7 +121,7 @@ def attention_patch(request: pytest.FixtureRequest) -> AttentionPatch:
     `with attention_patch.apply(model) as a:` runs the block with the variant swapped in; the CSV
     `attention` column of this test's `metrics` rows is set to the variant name.
     """
-    from pytest_attnlab.attention import ATTENTION
+    from pytest_attnlab.attention import ATTENTION  # torch: only once a test uses it
 
     name = getattr(request, "param", None) or selection(request.config)["attn"][0]
     if "metrics" in request.fixturenames:
@@ -133,9 +133,8 @@ def attention_patch(request: pytest.FixtureRequest) -> AttentionPatch:
 def attention_sample(attnlab_model: Any) -> Any:
     """(ids [1, 512] of the embedded prose sample on the model's device, dense reference capture);
     512 synthetic ids when the model has no tokenizer."""
-    from pytest_attnlab import probe
-    from pytest_attnlab.attention.evaluate import sample_ids
-    from pytest_attnlab.prompts import synthetic_ids
+    from pytest_attnlab import probe  # torch: only once a test uses it
+    from pytest_attnlab.attention.evaluate import sample_ids  # torch: only once a test uses it
 
     if attnlab_model.tokenizer is None:
         ids = synthetic_ids(attnlab_model.model.get_input_embeddings().num_embeddings, 512)

@@ -13,6 +13,7 @@ import pytest
 
 from pytest_attnlab.options import SELECTION_KEY, selection
 from pytest_attnlab.paths.plugin import PathState, path_state
+from pytest_attnlab.paths.vllm_engine import VLLMUnavailable
 from pytest_attnlab.registry import BASELINE_QUANT
 
 
@@ -58,8 +59,6 @@ def vllm_settings(backend_state: PathState) -> Any:
 @pytest.fixture(scope="session")
 def vllm_engine(backend_state: PathState, attnlab_model: Any) -> Any:
     """The session's `vllm.LLM` on --attnlab-model's checkpoint (skips with the install hint without vLLM)."""
-    from pytest_attnlab.paths.vllm_engine import VLLMUnavailable
-
     try:
         return backend_state.engines.for_model(attnlab_model.model)
     except VLLMUnavailable as exc:

@@ -18,7 +18,7 @@ def parse_config_file(value: str) -> ExperimentConfig | None:
     if not value:
         return None
     from pytest_attnlab.attention import ATTENTION  # the registries import torch: only when a file is given
-    from pytest_attnlab.quant import QUANTIZERS
+    from pytest_attnlab.quant import QUANTIZERS  # torch: only when a file is given
 
     try:
         experiment = load_experiment(value)

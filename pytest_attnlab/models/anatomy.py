@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pytest_attnlab.formulas import norm_kind
 from pytest_attnlab.probe import decoder_layers
 from pytest_attnlab.registry import Registry
 
@@ -292,8 +293,6 @@ def _parts(
 
 
 def _layer(index: int, layer: nn.Module, s: Shape, config: Any) -> Layer:
-    from pytest_attnlab.formulas import norm_kind
-
     out = Layer(index, layer, None, None, {}, sliding_window(config, index))
     attn, layout, parts = _parts(ATTENTION_LAYOUTS, layer, ATTENTION_ATTRS, s)
     if isinstance(parts, str):

@@ -62,7 +62,7 @@ class CandidateModel(LoadedModel):
         on load, by our reader or by its library on CPU): its speed is a float model's, not the format's."""
         import torch
 
-        from pytest_attnlab.quant.layers import target_linears
+        from pytest_attnlab.quant.layers import target_linears  # torch: only once a test uses it
 
         if self.quant == FINETUNE:
             return False
@@ -223,13 +223,13 @@ def _settle(model: Any) -> None:
 
 
 def _checkpoint_bytes(spec: ModelSpec, opts: LoadOptions) -> int | None:
-    from pytest_attnlab.models.dequantize import UnreadableCheckpoint, load_tensors, stored_bytes
+    from pytest_attnlab.models import dequantize  # torch: only once a test uses it
 
     try:
-        tensors = load_tensors(Path(spec.ref))
-    except (UnreadableCheckpoint, OSError):
+        tensors = dequantize.load_tensors(Path(spec.ref))
+    except (dequantize.UnreadableCheckpoint, OSError):
         return None  # a hub id: the module's own bytes are counted instead
-    return stored_bytes(tensors, opts.dtype)
+    return dequantize.stored_bytes(tensors, opts.dtype)
 
 
 def _dequantized(
@@ -246,18 +246,18 @@ def _dequantized(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pytest_attnlab.models.dequantize import READERS, UnreadableCheckpoint, load_tensors, stored_bytes
+    from pytest_attnlab.models import dequantize  # torch: only once a test uses it
 
-    if method not in READERS or spec.source != "local":
+    if method not in dequantize.READERS or spec.source != "local":
         hint = f"pip install 'pytest-attnlab[{extra}]'" if extra else f"install the library of {method!r}"
         raise CandidateUnavailable(
             f"candidate {spec.label} is {method}-quantized; transformers needs {', '.join(missing) or 'its library'} "
             f"to load it ({hint})" + (f"; it failed: {native_error}" if native_error else "")
         )
-    tensors = load_tensors(Path(spec.ref))
+    tensors = dequantize.load_tensors(Path(spec.ref))
     try:
-        weights = READERS.get(method)(tensors, qcfg)
-    except UnreadableCheckpoint as exc:
+        weights = dequantize.READERS.get(method)(tensors, qcfg)
+    except dequantize.UnreadableCheckpoint as exc:
         raise CandidateUnavailable(f"candidate {spec.label}: {exc}") from exc
     config = type(config).from_dict({k: v for k, v in config.to_dict().items() if k != "quantization_config"})
     attn = attention_for(config, opts.attn_implementation)
@@ -280,4 +280,4 @@ def _dequantized(
         loaded.notes["tokenizer"] = reason
     else:
         loaded.tokenizer = tokenizer
-    return loaded, stored_bytes(tensors, opts.dtype)
+    return loaded, dequantize.stored_bytes(tensors, opts.dtype)

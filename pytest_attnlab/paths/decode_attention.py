@@ -57,8 +57,8 @@ class _TritonDecode:
         if device.type != "cuda":
             return f"--attnlab-perf-fast-attention triton runs Triton kernels on CUDA; the model is on {device.type}"
         try:
-            from pytest_attnlab.paths import triton_attention
-            from pytest_attnlab.paths.fast_triton import decode_attention
+            from pytest_attnlab.paths import triton_attention  # triton: optional
+            from pytest_attnlab.paths.fast_triton import decode_attention  # triton: optional
         except ImportError as exc:
             return f"--attnlab-perf-fast-attention triton needs the triton package ({exc})"
         why = triton_attention.supported(sm.head_dim, sm.heads // sm.kv_heads)
@@ -72,7 +72,7 @@ class _TritonDecode:
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor, scale: float
     ) -> torch.Tensor:
         if self.op is None:  # called without unsupported(): an eager caller
-            from pytest_attnlab.paths.fast_triton import decode_attention
+            from pytest_attnlab.paths.fast_triton import decode_attention  # triton: optional
 
             self.op = decode_attention
         return self.op(q, k, v, visible, scale)

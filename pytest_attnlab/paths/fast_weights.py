@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from pytest_attnlab.quant import grid as G
 from pytest_attnlab.registry import Registry
 
 
@@ -88,8 +89,6 @@ class Int4:
     """y = x @ dequant(W).T + b with W [out, in] held as packed int4 codes plus scales and zeros."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group: int, act_dtype: torch.dtype) -> None:
-        from pytest_attnlab.quant import grid as G
-
         out, cols = weight.shape
         if out % 8:
             raise UnsupportedShape(f"int4: output width {out} is not a multiple of 8")
@@ -148,7 +147,7 @@ def _triton_formats(option: str, cls: str, device: torch.device) -> tuple[Callab
             f"--attnlab-perf-fast-gemv {option} runs Triton kernels on CUDA; the model is on {device.type}"
         )
     try:
-        from pytest_attnlab.paths import fast_triton
+        from pytest_attnlab.paths import fast_triton  # triton: optional
     except ImportError as exc:  # CUDA torch wheels bring triton; a source build may not
         raise UnsupportedGemv(f"--attnlab-perf-fast-gemv {option} needs the triton package ({exc})") from None
     return getattr(fast_triton, cls), Int4

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import options as core_options
+from pytest_attnlab.models.cache import cache_root
 from pytest_attnlab.options import OptionSpec
 from pytest_attnlab.paths import base
 from pytest_attnlab.paths.base import FAST_ATTENTION, KV_CACHE_DTYPES, VLLM_DTYPES
@@ -22,7 +23,7 @@ def _quant_format(value: str) -> str:
     value = value.strip()
     if value == "auto":  # the default needs no registry (whose exporters import torch)
         return value
-    from pytest_attnlab.quant.export import AUTO, EXPORT_FORMATS
+    from pytest_attnlab.quant.export import AUTO, EXPORT_FORMATS  # torch: only for a format named
 
     if value not in EXPORT_FORMATS:
         raise pytest.UsageError(
@@ -145,8 +146,6 @@ def resolve_inductor_cache(value: str) -> str:
     """The directory for inductor's caches: auto is $TORCHINDUCTOR_CACHE_DIR when set, else
     <attnlab cache>/inductor; torch is "" (torch's own default, a temp dir); else the path."""
     import os
-
-    from pytest_attnlab.models.cache import cache_root
 
     if value == "torch":
         return ""

@@ -12,6 +12,7 @@ from pytest_attnlab.options import area_hooks, selection
 from pytest_attnlab.paths.base import DECODE_PATHS, PathOptions
 from pytest_attnlab.paths.cache import PathCache
 from pytest_attnlab.paths.options import PATH_OPTIONS, resolve_inductor_cache
+from pytest_attnlab.paths.vllm_engine import EngineHolder, EngineSettings
 from pytest_attnlab.session import SESSION_KEY
 
 PATHS_KEY = pytest.StashKey["PathState"]()
@@ -39,8 +40,6 @@ class PathState:
         return self.values["backend"] or tuple(DECODE_PATHS.names())
 
     def engine_settings(self) -> Any:
-        from pytest_attnlab.paths.vllm_engine import EngineSettings  # imports torch
-
         v = self.values
         dtype = v["dtype"]
         if dtype == "auto":
@@ -51,8 +50,6 @@ class PathState:
     @property
     def engines(self) -> Any:
         if self._engines is None:
-            from pytest_attnlab.paths.vllm_engine import EngineHolder  # imports torch
-
             self._engines = EngineHolder(self.engine_settings(), cache_root() / "vllm-checkpoints")
         return self._engines
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from pytest_attnlab.generation import hf_generate
+
 
 @dataclass
 class Scored:
@@ -46,8 +48,6 @@ def stacked(steps: list[list[dict[int, float]]], tokens: torch.Tensor) -> Scored
 @torch.inference_mode()
 def hf_greedy_logprobs(model: Any, ids: torch.Tensor, new_tokens: int, k: int) -> Scored:
     """HF `generate`'s tokens and per-step raw-logit top-k: the reference, and the hf path's own."""
-    from pytest_attnlab.generation import hf_generate
-
     cfg = model.generation_config
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
     out = hf_generate(

@@ -18,6 +18,7 @@ from pytest_attnlab.paths.scoring import Scored
 from pytest_attnlab.paths.vllm_engine import (
     EngineHolder,
     EngineSettings,
+    VLLMUnavailable,
     checkpoint_bytes,
     checkpoint_for,
     import_vllm,
@@ -26,6 +27,7 @@ from pytest_attnlab.paths.vllm_engine import (
     weights_differ,
 )
 from pytest_attnlab.paths.vllm_quant import VLLMQuantUnsupported, VLLMRoute, route
+from pytest_attnlab.quant.api import quantized_from
 
 _ids = itertools.count()
 
@@ -61,9 +63,6 @@ class VLLMPath(DecodePath):
         exported checkpoint of the same weights, paths/vllm_quant.py); any other model must be its
         checkpoint's weights."""
         import pytest
-
-        from pytest_attnlab.paths.vllm_engine import VLLMUnavailable
-        from pytest_attnlab.quant.api import quantized_from
 
         limit = self.engines.settings.max_model_len
         if prompt_len + new_tokens > limit:

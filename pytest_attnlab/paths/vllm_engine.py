@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab import progress
+from pytest_attnlab.models import embedded
 from pytest_attnlab.paths.base import KV_CACHE_DTYPES, VLLM_DTYPES
 
 VLLM_EXTRA = "vllm"
@@ -147,8 +148,6 @@ _INT_BYTES = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 def checkpoint_for(model: Any, workdir: Path) -> Path:
     """A safetensors folder holding `model`'s weights: the embedded cache, the folder it was loaded
     from, or (random models) a copy saved under `workdir` once per weight set."""
-    from pytest_attnlab.models import embedded
-
     name = str(getattr(model.config, "name_or_path", "") or getattr(model, "name_or_path", ""))
     if name == embedded.NAME:
         return embedded.checkpoint()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.quant import export
 from pytest_attnlab.registry import BASELINE_QUANT, Registry
 
 #: quantizer name -> fn(on_cpu) returning LLM(...) keyword arguments; raises VLLMQuantUnsupported
@@ -108,8 +109,6 @@ def route(qmodel: Any, on_cpu: bool, dtype: str, fmt: str = "auto") -> VLLMRoute
         return VLLMRoute("plain")
     if quant in VLLM_QUANT:
         return VLLMRoute(f"in-flight {quant}", extra=VLLM_QUANT.get(quant)(on_cpu))
-    from pytest_attnlab.quant import export
-
     name, reason = export.choose(qmodel, fmt)
     reason = reason or kernel_reason(qmodel.state, on_cpu)
     if reason:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_attnlab.models.loader import LoadedModel
 from pytest_attnlab.perf import llm_metrics, memory, roofline
 from pytest_attnlab.perf import slo as slo_
 from pytest_attnlab.perf.llm_metrics import Run, Summary
@@ -29,8 +30,6 @@ _MS = ("ttft", "tpot", "e2e_latency", "itl_p50", "itl_p90", "itl_p99", "itl_max"
 
 def _unwrap(loaded: Any) -> Any:
     """The torch model of a LoadedModel, or the model itself (a CausalLM also has `.model`)."""
-    from pytest_attnlab.models.loader import LoadedModel
-
     return loaded.model if isinstance(loaded, LoadedModel) else loaded
 
 

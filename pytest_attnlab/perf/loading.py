@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_attnlab.models.spec import parse_model
+
 
 def load(session: Any, spec: str | None) -> Any:
-    from pytest_attnlab.models.spec import parse_model
-
     return session.model(parse_model(spec) if spec else session.settings.model)

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from pytest_attnlab import options as core_options
-from pytest_attnlab.options import OptionSpec
+from pytest_attnlab.options import OptionSpec, parse_model_option
 from pytest_attnlab.paths.base import GEMV_CONFIG
+from pytest_attnlab.perf.monitors import MONITORS
 from pytest_attnlab.perf.slo import Slo, parse_slo
 
 #: batch-size levels, as the small / medium / large configs of the seed benchmark (seed 003)
@@ -66,8 +67,6 @@ def _int(flag: str, minimum: int) -> Any:
 
 
 def _monitor(value: str) -> str:
-    from pytest_attnlab.perf.monitors import MONITORS
-
     return core_options.parse_choice("--attnlab-perf-monitor", ("auto", *sorted(MONITORS.names()), "none"))(value)
 
 
@@ -77,8 +76,6 @@ _interval_ms = core_options.parse_number(
 
 
 def _models(value: str) -> tuple[str, ...]:
-    from pytest_attnlab.options import parse_model_option
-
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     for name in names:
         parse_model_option(name)

@@ -14,10 +14,19 @@ from typing import Any
 
 import pytest
 
+from pytest_attnlab.attention.plugin import applied_or_skip
 from pytest_attnlab.options import area_hooks, selection
 from pytest_attnlab.paths.plugin import path_state
 from pytest_attnlab.perf import options as perf_options
+from pytest_attnlab.perf.bench import GenerationBenchmark
+from pytest_attnlab.perf.loading import load
+from pytest_attnlab.perf.machine import describe
+from pytest_attnlab.perf.monitors import MonitorUnavailable, pick
+from pytest_attnlab.perf.monitors.handle import MonitorHandle
+from pytest_attnlab.perf.roofline import device_peaks
+from pytest_attnlab.quant.plugin import settings_of
 from pytest_attnlab.registry import BASELINE_QUANT
+from pytest_attnlab.session import SESSION_KEY
 
 PERF_STATE_KEY = pytest.StashKey["PerfState"]()
 GRID_FIXTURES = (
@@ -42,8 +51,6 @@ class PerfState:
 
     @property
     def attnlab(self) -> Any:
-        from pytest_attnlab.session import SESSION_KEY
-
         return self.config.stash[SESSION_KEY]
 
     @property
@@ -62,15 +69,10 @@ class PerfState:
 
     def peaks(self) -> Any:
         if self._peaks is None:
-            from pytest_attnlab.perf.roofline import device_peaks
-
             self._peaks = device_peaks(self.device)
         return self._peaks
 
     def model(self, spec: str, quant: str) -> Any:
-        from pytest_attnlab.perf.loading import load
-        from pytest_attnlab.quant.plugin import settings_of
-
         key = (spec, quant)
         if key not in self.models:  # --attnlab-quant-cache holds here as in the correctness suite
             self.models[key] = settings_of(self.config).quantize(load(self.attnlab, spec or None), quant)
@@ -117,8 +119,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     """GPU, driver, library versions and the model under test, in every --benchmark-json."""
-    from pytest_attnlab.perf.machine import describe
-
     state = config.stash[PERF_STATE_KEY]
     if not state.attnlab.active:  # pytest-benchmark in a run that does not use attnlab
         return
@@ -158,9 +158,6 @@ def generation_benchmark(request: pytest.FixtureRequest, metrics: Any) -> Any:
     warmup + timed rounds through pytest-benchmark's `benchmark.pedantic`; TTFT, TPOT, ITL p50/p90/p99,
     tok/s, MBU/MFU and peak memory go to `benchmark.extra_info` and metrics.csv. Returns a Measurement.
     `generation_benchmark.measure(...)` measures without pytest-benchmark."""
-    from pytest_attnlab.attention.plugin import applied_or_skip
-    from pytest_attnlab.perf.bench import GenerationBenchmark
-
     state = request.config.stash[PERF_STATE_KEY]
     try:
         benchmark = request.getfixturevalue("benchmark")
@@ -187,9 +184,6 @@ def gpu_monitor(request: pytest.FixtureRequest, metrics: Any) -> Generator[Any, 
     memory used, utilisation, power, SM/memory clocks, temperature; psutil on CPU: cpu %, rss).
     `gpu_monitor.timeline` is a list of dicts; at teardown the timeline is written to
     <report-dir>/monitor/<test>.json and its peak and mean per field go to metrics.csv."""
-    from pytest_attnlab.perf.monitors import MonitorUnavailable, pick
-    from pytest_attnlab.perf.monitors.handle import MonitorHandle
-
     state = request.config.stash[PERF_STATE_KEY]
     s = state.settings
     monitor = None

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_attnlab.perf.timing import clock_for
+
 #: Ordered rules, (class, regex searched case-insensitively in the kernel or op name): the first that matches
 #: names the class; no match is OTHER. A class may have several rules, so a specific one can go first.
 KERNEL_CLASSES: tuple[tuple[str, str], ...] = (
@@ -130,8 +132,6 @@ def _activities(prof: Any, cuda: bool) -> list[tuple[str, float]]:
 
 def _timed(step: Callable[[], Any], steps: int, device: str) -> float:
     """Seconds for `steps` calls of `step`, by the device's clock (synchronised at both ends)."""
-    from pytest_attnlab.perf.timing import clock_for
-
     clock = clock_for(device, 1)
     clock.start()
     for _ in range(steps):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_attnlab.models.cache import cache_root, locked
+from pytest_attnlab.perf.timing import synchronize
 
 
 # -- model side -------------------------------------------------------------------------------
@@ -165,8 +166,6 @@ def measure_copy_bandwidth(device: str, nbytes: int, reps: int = 5) -> float:
     """Best-of `reps` device copy of `nbytes`, counting bytes read plus written."""
     import torch
 
-    from pytest_attnlab.perf.timing import synchronize
-
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -182,8 +181,6 @@ def measure_copy_bandwidth(device: str, nbytes: int, reps: int = 5) -> float:
 
 def measure_matmul_flops(device: str, n: int, dtype: Any, reps: int = 3) -> float:
     import torch
-
-    from pytest_attnlab.perf.timing import synchronize
 
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)

@@ -63,7 +63,7 @@ def quantize(
     if name == BASELINE:
         return loaded
     if registry is None:
-        from pytest_attnlab.quant import QUANTIZERS as registry
+        from pytest_attnlab.quant import QUANTIZERS as registry  # torch: only once a test uses it
     quantizer = registry.get(name)
     memo: dict[tuple, QuantizedModel] = loaded.__dict__.setdefault(_RUN_CACHE, {})
     key = (name, id(quantizer), str(cache), calibration_samples, calibration_seqlen)
@@ -82,7 +82,7 @@ def quantize(
         calibration_seqlen=calibration_seqlen,
     )
     if cache is not False:
-        from pytest_attnlab.quant.cache import entry_for
+        from pytest_attnlab.quant.cache import entry_for  # torch: only once a test uses it
 
         root = cache if isinstance(cache, Path) else None
         ctx.cache_dir = entry_for(loaded.spec, loaded.options, name, quantizer.settings(), root)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.quant.texts import calibration_ids
+
 
 class QuantizerUnavailable(RuntimeError):
     """The quantizer cannot run here; the message names the pip extra, device or shape it needs."""
@@ -37,8 +39,6 @@ class QuantContext:
     def calibration(self) -> Any:
         """Calibration ids [n, seqlen] from the embedded calibration text (not the perplexity text)."""
         if self._calibration is None:
-            from pytest_attnlab.quant.texts import calibration_ids
-
             if self.tokenizer is None:
                 raise QuantizerUnavailable(
                     "calibration needs a tokenizer; this model has none (random shapes borrow the embedded "

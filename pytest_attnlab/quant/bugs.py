@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_attnlab.models.anatomy import Rows, UnknownLayout, anatomy
+from pytest_attnlab.models.anatomy import rotary_embedding as find_rotary
 from pytest_attnlab.probe import decoder_layers
 from pytest_attnlab.quant import grid as G
 from pytest_attnlab.quant.layers import target_linears
@@ -66,8 +68,6 @@ def selected_rows(
     """The weight rows (models.anatomy.Rows) playing `projections` (q_proj, gate_proj, ...) in `layers`:
     a whole linear, or its block of a fused one (Phi-3's qkv_proj, GPT-NeoX's query_key_value).
     None: every decoder linear, whole."""
-    from pytest_attnlab.models.anatomy import Rows, UnknownLayout, anatomy
-
     if projections is None:
         return [Rows(linear, "") for linear in selected_linears(model, layers)]
     parts = anatomy(model)
@@ -250,9 +250,7 @@ def in_middle(make: Callable[[list[int]], CodeBug], description: str) -> CodeBug
 
 def rotary_embedding(model: nn.Module) -> nn.Module:
     """The model's rotary embedding module (the one holding `inv_freq`)."""
-    from pytest_attnlab.models.anatomy import rotary_embedding as find
-
-    found = find(model)
+    found = find_rotary(model)
     if found is None:
         raise NotApplicable(f"{type(model).__name__} has no rotary embedding (no module holds inv_freq)")
     return found

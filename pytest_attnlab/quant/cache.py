@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.models import embedded
 from pytest_attnlab.models.cache import build_entry, cache_root, invalidate, is_complete
+from pytest_attnlab.models.random_models import RANDOM_CONFIGS
 from pytest_attnlab.quant.packed import QuantState
 
 #: bump when the stored format or a method's algorithm changes: old entries are then ignored
@@ -21,12 +23,8 @@ def model_key(spec: Any, options: Any) -> dict[str, Any]:
     shape's config + seed, a folder's mtime."""
     key: dict[str, Any] = {"source": spec.source, "ref": spec.ref, "dtype": str(options.dtype)}
     if spec.source == "embedded":
-        from pytest_attnlab.models import embedded
-
         key["entry"] = embedded.cache_entry().name
     elif spec.source == "random":
-        from pytest_attnlab.models.random_models import RANDOM_CONFIGS
-
         # the shape's config too: a shape re-registered under the same name (a test's override) is other weights
         key["seed"], key["config"] = options.seed, RANDOM_CONFIGS.get(spec.ref)()
     elif spec.source == "local":
@@ -58,6 +56,6 @@ def load_or_build(entry: Path, make: Callable[[], QuantState]) -> QuantState:
 
 def invalidate_for(loaded: Any, name: str) -> None:
     """Drop the cache entry of quantizer `name` for this LoadedModel (the next quantize rebuilds it)."""
-    from pytest_attnlab.quant import QUANTIZERS
+    from pytest_attnlab.quant import QUANTIZERS  # circle: quant.methods imports this module (via state_quantizer)
 
     invalidate(entry_for(loaded.spec, loaded.options, name, QUANTIZERS.get(name).settings()))

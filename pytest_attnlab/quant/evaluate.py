@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from pytest_attnlab.generation import decode_loop
+
 
 @dataclass
 class TextScore:
@@ -53,6 +55,4 @@ def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
 
 @torch.inference_mode()
 def greedy_tokens(model: Any, prompt_ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    from pytest_attnlab.generation import decode_loop
-
     return decode_loop(model, prompt_ids, new_tokens).tokens[0]

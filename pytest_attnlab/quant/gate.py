@@ -37,7 +37,13 @@ import torch
 
 from pytest_attnlab import probe
 from pytest_attnlab.metrics.similarity import next_token_kl, top1_flip_rate
+from pytest_attnlab.models.anatomy import looks_untrained
+from pytest_attnlab.quant import api
+from pytest_attnlab.quant.layers import target_linears
+from pytest_attnlab.quant.methods import QUANTIZERS
+from pytest_attnlab.quant.packed import weight_bytes
 from pytest_attnlab.quant.policy import POLICIES, GatePolicy, policy_for
+from pytest_attnlab.quant.rtn import RTN
 
 __all__ = [
     "POLICIES",
@@ -70,9 +76,6 @@ def reference_of(quantizer: Any) -> str | None:
         return own
     grid = getattr(quantizer, "grid", None)
     if grid is not None:
-        from pytest_attnlab.quant.methods import QUANTIZERS
-        from pytest_attnlab.quant.rtn import RTN
-
         for name in QUANTIZERS.names():
             method = QUANTIZERS.get(name)
             if isinstance(method, RTN) and method.grid == grid:
@@ -301,9 +304,6 @@ def weight_bytes_limit(base: torch.nn.Module, bits: int) -> float:
     (on SmolLM2 in float32: 0.34 at 4 bits, 0.44 at 8), and a model cast to float16 that claims
     8 bits exceeds it, as it would not exceed issue 15's flat 0.55 (it takes 0.50).
     """
-    from pytest_attnlab.quant.layers import target_linears
-    from pytest_attnlab.quant.packed import weight_bytes
-
     total = weight_bytes(base)
     weights = [m.weight for m in target_linears(base).values()]
     float_bytes = sum(w.numel() * w.element_size() for w in weights)
@@ -325,7 +325,7 @@ class Gate:
         policy: GatePolicy | None = None,
     ) -> None:
         if quantize is None:
-            from pytest_attnlab.quant.api import quantize
+            quantize = api.quantize
         self.loaded, self.ids, self.policy, self._quantize = loaded, ids, policy, quantize
         self.reference = probe.capture(loaded.model, ids)
         self.untrained = untrained(loaded)
@@ -367,8 +367,6 @@ class Gate:
 
 def untrained(loaded: Any) -> bool:
     """Random shapes, or a checkpoint whose weights still have the random init's spread."""
-    from pytest_attnlab.models.anatomy import looks_untrained
-
     return loaded.spec.source == "random" or looks_untrained(loaded.model)
 
 
@@ -377,10 +375,6 @@ def reference_model(loaded: Any, name: str, quantize: Callable[[Any, str], Any])
     `grid`), every decoder linear rounded by `Grid.fake` on a copy, independent of the method's own
     packing, runtime and cache (so an RTN method through its pipeline is compared with the formula);
     any other reference through `quantize`."""
-    from pytest_attnlab.quant.layers import target_linears
-    from pytest_attnlab.quant.methods import QUANTIZERS
-    from pytest_attnlab.quant.rtn import RTN
-
     method = QUANTIZERS.get(name) if name in QUANTIZERS else None
     if not isinstance(method, RTN):
         return quantize(loaded, name).model

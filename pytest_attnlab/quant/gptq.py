@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from pytest_attnlab import progress
+from pytest_attnlab.models import embedded
 from pytest_attnlab.probe import decoder_layers
 from pytest_attnlab.quant.base import QuantContext
 from pytest_attnlab.quant.grid import Grid, QTensor
@@ -143,8 +144,6 @@ def _checkpoint_folder(model: Any, ctx: QuantContext, dest: Path) -> Path:
     anything else (random shapes) saved to `dest`."""
     spec = ctx.spec
     if spec is not None and spec.source == "embedded":
-        from pytest_attnlab.models import embedded
-
         return embedded.checkpoint()
     if spec is not None and spec.source == "local":
         return Path(spec.ref)

@@ -46,7 +46,9 @@ from pytest_attnlab.quant.bugs import (  # re-exported: the bug factories a conf
     swap_column_pairs,
     zero_points_shifted,
 )
+from pytest_attnlab.quant.gate import reference_of
 from pytest_attnlab.quant.layers import target_linears
+from pytest_attnlab.quant.methods import QUANTIZERS
 from pytest_attnlab.quant.packed import PACKED_NBYTES
 from pytest_attnlab.registry import Registry
 
@@ -96,9 +98,6 @@ class Mutant(Quantizer):
         presents_as: str | None = None,
         code_bug: CodeBug | None = None,
     ) -> None:
-        from pytest_attnlab.quant.gate import reference_of
-        from pytest_attnlab.quant.methods import QUANTIZERS
-
         self.name, self.bug, self.base, self.code_bug = name, bug, base, code_bug
         self.description = description or getattr(bug or code_bug, "__name__", name)
         self.grid = QUANTIZERS.get(base).grid

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.options import SELECTION_KEY, OptionSpec, area_hooks, parse_choice, parse_names, selection
+from pytest_attnlab.quant import QuantizerUnavailable, quantize
 from pytest_attnlab.registry import BASELINE_QUANT
 
 
@@ -34,8 +35,7 @@ class QuantSettings:
         rebuild: the stored copy is dropped once per model and quantizer in the run): the one place every
         area quantizes a case (quantized_model, the perf grid, the backends). A method that cannot run here
         skips the test with the reason (the pip extra to install)."""
-        from pytest_attnlab.quant import QuantizerUnavailable, quantize
-        from pytest_attnlab.quant.cache import invalidate_for
+        from pytest_attnlab.quant.cache import invalidate_for  # torch: only once a test uses it
 
         if self.cache == "rebuild" and (id(loaded), name) not in self._rebuilt and name != BASELINE_QUANT:
             invalidate_for(loaded, name)

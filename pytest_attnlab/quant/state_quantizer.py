@@ -7,6 +7,7 @@ import time
 from abc import abstractmethod
 from typing import Any
 
+from pytest_attnlab.quant import cache
 from pytest_attnlab.quant.base import QuantContext, Quantizer
 from pytest_attnlab.quant.packed import RUNTIMES, QuantState, apply
 
@@ -46,8 +47,6 @@ class StateQuantizer(Quantizer):
         if ctx.cache_dir is None:
             state = make()
         else:
-            from pytest_attnlab.quant import cache
-
             state = cache.load_or_build(ctx.cache_dir, make)
         ctx.report["build_seconds"] = float(state.info.get("build_seconds", "nan"))
         return state

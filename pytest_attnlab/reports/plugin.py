@@ -17,7 +17,12 @@ import pytest
 from pytest_attnlab import options as opts
 from pytest_attnlab import xdist_gpu
 from pytest_attnlab.experiments import EXPERIMENT_KEY
+from pytest_attnlab.metrics.csv_file import load_rows
 from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT, Registry
+from pytest_attnlab.reports import environment, html_summary, summary
+from pytest_attnlab.reports.context import context_of_test
+from pytest_attnlab.reports.prometheus import LiveExporter, write_textfile
+from pytest_attnlab.session import RECORDER_KEY, SESSION_KEY
 
 
 def parse_port(value: str) -> int | None:
@@ -118,8 +123,6 @@ pytest_addoption, pytest_attnlab_options = opts.area_hooks(OPTIONS)
 
 
 def _core_session(config: pytest.Config) -> Any:
-    from pytest_attnlab.session import SESSION_KEY
-
     return config.stash[SESSION_KEY]
 
 
@@ -139,8 +142,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if port is not None:
         if port and workerinput is not None:
             port += 1 + xdist_gpu.worker_index(workerinput["workerid"])
-        from pytest_attnlab.reports.prometheus import LiveExporter
-
         try:
             state.exporter = LiveExporter(port, workerinput["workerid"] if workerinput else None)
         except ImportError as exc:
@@ -186,9 +187,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed or report.skipped:
         report.attnlab_context = _failed_context(item, core)
     if report.when == "teardown":
-        from pytest_attnlab.reports import html_summary
-        from pytest_attnlab.session import RECORDER_KEY
-
         skipped = item.nodeid in item.config.stash[STATE_KEY].skipped
         rows = list(getattr(item.stash.get(RECORDER_KEY, None), "rows", []))  # this test's rows, as recorded
         html_summary.add_plot_extras(report, item.nodeid, rows, core, skipped=skipped)
@@ -198,9 +196,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _failed_context(item: pytest.Item, core: Any) -> dict[str, str]:
     """model/quant/attention of a failed test, so its summary line fails even when it recorded no row
     (and of a skipped one, so a planted bug that did not run is still listed by the self-test)."""
-    from pytest_attnlab.reports.context import context_of_test
-    from pytest_attnlab.session import RECORDER_KEY
-
     recorder = item.stash.get(RECORDER_KEY, None)
     callspec = getattr(item, "callspec", None)
     defaults = {"model": core.settings.model.label, "quant": BASELINE_QUANT, "attention": BASELINE_ATTENTION}
@@ -209,8 +204,6 @@ def _failed_context(item: pytest.Item, core: Any) -> dict[str, str]:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
-    from pytest_attnlab.reports import html_summary
-
     config = session.config
     if not _core_session(config).active:
         return
@@ -219,15 +212,11 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
 
 
 def _rows(config: pytest.Config) -> list[Any]:
-    from pytest_attnlab.metrics.csv_file import load_rows
-
     core = _core_session(config)
     return load_rows(core.layout.run_csvs(core.run_id))
 
 
 def _write_summary(config: pytest.Config, rows: list[Any]) -> list[Path]:
-    from pytest_attnlab.reports import environment, summary
-
     core, state = _core_session(config), config.stash[STATE_KEY]
     env = environment.collect(config.rootpath, list(config.invocation_params.args))
     experiment = config.stash.get(EXPERIMENT_KEY, None)
@@ -239,8 +228,6 @@ def _write_prometheus(config: pytest.Config, rows: list[Any]) -> list[Path]:
     textfile = opts.selection(config)["prometheus-textfile"]
     if textfile is None:
         return []
-    from pytest_attnlab.reports.prometheus import write_textfile
-
     return [write_textfile(Path(config.invocation_params.dir, textfile), rows, _core_session(config).run_id)]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_attnlab.models.anatomy import rotary_embedding as find_rotary
 from pytest_attnlab.probe import decoder_layers
 from pytest_attnlab.registry import Registry
 
@@ -60,9 +61,7 @@ class DecodeMutant:
 
 
 def rotary_embedding(model: nn.Module) -> nn.Module:
-    from pytest_attnlab.models.anatomy import rotary_embedding as find
-
-    found = find(model)
+    found = find_rotary(model)
     if found is None:
         raise NotApplicable(f"{type(model).__name__} has no rotary embedding (no module holds inv_freq)")
     return found

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pytest_attnlab.attention.base import KernelVariant, KVCacheInfo, model_shape
+from pytest_attnlab.attention.base import KernelVariant, KVCacheInfo, attention_modules, model_shape
 from pytest_attnlab.attention.variants.dense import as_attention, repeat_kv
 from pytest_attnlab.registry import Registry
 
@@ -174,8 +174,6 @@ def linear_state_cache(config: Any = None) -> Any:
 
 def state_bytes(model: nn.Module) -> int:
     """Bytes of the linear-attention state currently held by the model's attention modules."""
-    from pytest_attnlab.attention.base import attention_modules
-
     return sum(
         m.__dict__["_attnlab_state"].nbytes for _, _, m in attention_modules(model) if "_attnlab_state" in m.__dict__
     )

@@ -23,6 +23,8 @@ from pytest_attnlab.attention.base import (
     model_shape,
     projections_reason,
 )
+from pytest_attnlab.hf_compat import pop_cache
+from pytest_attnlab.models.anatomy import attention_traits
 
 
 def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,8 +84,6 @@ class LatentKVAttention(nn.Module):
     ) -> tuple[torch.Tensor, Any]:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-        from pytest_attnlab.hf_compat import pop_cache
-
         cache = pop_cache(kwargs)
 
         b, t = hidden_states.shape[:2]
@@ -114,8 +114,6 @@ def _traits_reason(model: nn.Module, name: str) -> str | None:
     """The latent attention is softmax(q k^T * scaling) v, RoPE on whole heads, keys rebuilt at positions
     0..T-1 of the whole cache, q and k straight from their projections: a model whose attention does
     more (anatomy.attention_traits) would get a different model, so it is refused with what it has."""
-    from pytest_attnlab.models.anatomy import attention_traits
-
     try:
         traits = attention_traits(model)
     except ValueError as exc:  # no decoder stack, or a layout anatomy does not know (UnknownLayout)

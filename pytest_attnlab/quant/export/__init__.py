@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from pytest_attnlab.models.cache import build_entry, cache_root
 from pytest_attnlab.quant.export.awq import AWQExporter
 from pytest_attnlab.quant.export.base import Exporter, ExportUnsupported
 from pytest_attnlab.quant.export.compressed_tensors import CompressedTensorsExporter
@@ -77,8 +78,6 @@ def unsupported_reason(qmodel: Any, fmt: str = AUTO) -> str | None:
 
 def export(qmodel: Any, fmt: str = AUTO, dest: Path | None = None) -> Path:
     """A checkpoint folder of the QuantizedModel `qmodel` in format `fmt`; ExportUnsupported says why not."""
-    from pytest_attnlab.models.cache import build_entry
-
     name, reason = choose(qmodel, fmt)
     if reason:
         raise ExportUnsupported(reason)
@@ -92,8 +91,6 @@ def export(qmodel: Any, fmt: str = AUTO, dest: Path | None = None) -> Path:
 def default_folder(qmodel: Any, fmt: str) -> Path:
     """Beside the quantizer cache: <cache>/quant-export/<entry>-<format>-v<N>; without a cache entry,
     a folder named by a digest of the packed state."""
-    from pytest_attnlab.models.cache import cache_root
-
     if qmodel.cache_entry is not None:
         label = qmodel.cache_entry.name
     else:
