@@ -27,6 +27,7 @@ pytest_plugins = [
     "pytest_attnlab.perf.plugin",
     "pytest_attnlab.reports.plugin",
     "pytest_attnlab.backends.plugin",
+    "pytest_attnlab.case",
 ]
 
 

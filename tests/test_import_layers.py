@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "pytest_attnlab"
 #: the pytest side: hooks, options, fixtures and the run's state
-PLUGIN_SIDE = ("pytest_attnlab.plugin", "pytest_attnlab.options", "pytest_attnlab.session")
+PLUGIN_SIDE = ("pytest_attnlab.plugin", "pytest_attnlab.options", "pytest_attnlab.session", "pytest_attnlab.case")
 
 
 def _name(path: Path) -> str:

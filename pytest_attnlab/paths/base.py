@@ -81,6 +81,9 @@ class DecodePath(ABC):
     `greedy_logprobs` are capabilities whose defaults say "not supported"."""
 
     name: str
+    #: runs its own attention on its own plain copy of the weights: a quantizer or attention variant applied to
+    #: the HF model is not what it runs (a Case with one skips)
+    plain_weights_only = False
 
     @abstractmethod
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:

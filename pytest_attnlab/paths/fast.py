@@ -113,6 +113,7 @@ class CompiledStep:
 
 class FastPath(DecodePath):
     name = "fast"
+    plain_weights_only = True
 
     def __init__(self, options: PathOptions | None = None) -> None:
         self.options = options or PathOptions()

@@ -15,17 +15,15 @@ from typing import Any
 import pytest
 
 from pytest_attnlab.attention.plugin import applied_or_skip
+from pytest_attnlab.case import Case
 from pytest_attnlab.options import area_hooks, selection
 from pytest_attnlab.paths.plugin import path_state
 from pytest_attnlab.perf import options as perf_options
 from pytest_attnlab.perf.bench import GenerationBenchmark
-from pytest_attnlab.perf.loading import load
 from pytest_attnlab.perf.machine import describe
 from pytest_attnlab.perf.monitors import MonitorUnavailable, pick
 from pytest_attnlab.perf.monitors.handle import MonitorHandle
 from pytest_attnlab.perf.roofline import device_peaks
-from pytest_attnlab.quant.plugin import settings_of
-from pytest_attnlab.registry import BASELINE_QUANT
 from pytest_attnlab.session import SESSION_KEY
 
 PERF_STATE_KEY = pytest.StashKey["PerfState"]()
@@ -72,11 +70,12 @@ class PerfState:
             self._peaks = device_peaks(self.device)
         return self._peaks
 
-    def model(self, spec: str, quant: str) -> Any:
-        key = (spec, quant)
-        if key not in self.models:  # --attnlab-quant-cache holds here as in the correctness suite
-            self.models[key] = settings_of(self.config).quantize(load(self.attnlab, spec or None), quant)
-        return self.models[key]
+    def model(self, case: Case) -> Any:
+        """The case's model, quantized, once per run (skips a case its decode path cannot run)."""
+        case.check(self.config)
+        if (case.model, case.quant) not in self.models:
+            self.models[case.model, case.quant] = case.loaded(self.config)
+        return self.models[case.model, case.quant]
 
 
 pytest_addoption, pytest_attnlab_options = area_hooks(perf_options.PERF_OPTIONS)
@@ -143,13 +142,11 @@ def perf_model_name() -> str:
 
 
 @pytest.fixture
-def perf_model(request: pytest.FixtureRequest, perf_model_name: str) -> Any:
-    """The LoadedModel of this grid cell: `perf_model_name` (--attnlab-perf-models, default
-    --attnlab-model) quantized by `perf_quant` (default none); loaded once per run."""
-    state = request.config.stash[PERF_STATE_KEY]
-    name = perf_model_name
-    quant = request.getfixturevalue("perf_quant") if "perf_quant" in request.fixturenames else BASELINE_QUANT
-    return state.model(name, quant)
+def perf_model(request: pytest.FixtureRequest, perf_model_name: str, attnlab_run_case: Case) -> Any:
+    """The LoadedModel of this grid cell's Case: `perf_model_name` (--attnlab-perf-models, default
+    --attnlab-model) quantized by `perf_quant` (default none); loaded once per run; skips a case its decode
+    path cannot run (the fast path with a quantizer or an attention variant)."""
+    return request.config.stash[PERF_STATE_KEY].model(attnlab_run_case)
 
 
 @pytest.fixture

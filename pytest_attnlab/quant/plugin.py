@@ -151,15 +151,3 @@ def quantize_model(quant_settings: QuantSettings) -> Any:
     """`quantize_model(loaded, name)` -> LoadedModel: `QuantSettings.quantize`, the run's cache mode with it;
     skips the test with the reason (the pip extra to install) when the method cannot run."""
     return quant_settings.quantize
-
-
-@pytest.fixture
-def quantized_model(request: pytest.FixtureRequest, attnlab_model: Any, quantize_model: Any) -> Any:
-    """The model under test quantized by `quantizer` (the baseline itself for 'none').
-
-    Sets the CSV `quant` column of this test's `metrics` rows to the quantizer's name.
-    """
-    name = request.getfixturevalue("quantizer") if "quantizer" in request.fixturenames else BASELINE_QUANT
-    if "metrics" in request.fixturenames:
-        request.getfixturevalue("metrics").update_context(quant=name)
-    return quantize_model(attnlab_model, name)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 
 from pytest_attnlab.paths import scoring
@@ -43,14 +42,6 @@ def _prompts(loaded):
     return [ids_for(loaded, p) for p in chosen]
 
 
-def _candidate(attnlab_backend, backend_quant, attnlab_model, reference_model):
-    """The model the backend runs (vLLM finds a quantized model's route itself); skips where the pair
-    cannot run."""
-    if attnlab_backend == "fast" and backend_quant != "none":
-        pytest.skip("the fast path runs its own matmuls on plain weights: quantizer none only")
-    return reference_model
-
-
 def _at_dtype(model, dtype: str):
     """`model` at the backend's dtype (a copy when it differs): vLLM's int4 routes run 16-bit activations."""
     if str(next(model.parameters()).dtype).removeprefix("torch.") == dtype:
@@ -59,10 +50,17 @@ def _at_dtype(model, dtype: str):
 
 
 def test_backend_agrees_with_hf(
-    attnlab_backend, backend_path, backend_quant, attnlab_model, attnlab_settings, quantize_model, metrics
+    attnlab_backend,
+    backend_path,
+    backend_quant,
+    attnlab_run_case,
+    attnlab_model,
+    attnlab_settings,
+    metrics,
+    pytestconfig,
 ):
-    reference = quantize_model(attnlab_model, backend_quant)
-    cand_model = _candidate(attnlab_backend, backend_quant, attnlab_model, reference.model)
+    reference = attnlab_run_case.loaded(pytestconfig)  # skips a pair that cannot run (fast x a quantizer)
+    cand_model = reference.model  # vLLM finds a quantized model's route itself
     metrics.update_context(**reference.context(), backend=attnlab_backend)
     prompts = _prompts(attnlab_model)
     ref_tokens, cands, ref_lps = [], [], []

@@ -152,9 +152,8 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pa
         pytest.skip("--attnlab-model is not a random shape (the trained model is checked token for token)")
     from pytest_attnlab.generation import decode_loop
     from pytest_attnlab.paths import static_decode as sd
-    from pytest_attnlab.perf.loading import load
 
-    loaded = load(attnlab_session, None if spec == "model" else spec)
+    loaded = attnlab_session.model(None if spec == "model" else spec)
     options = path_options
     metrics.update_context(**{**options.context(), "fast_attention": attention})
     model = loaded.model

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 #: the reported E2E against pytest-benchmark's own host timer around each round: the host round
 #: holds the E2E plus the clock's start/stop synchronisation and bookkeeping (microseconds)
 HOST_CLOCK_REL_TOL = 0.05
@@ -30,8 +28,6 @@ def test_generation(
     gpu_monitor,
     metrics,
 ):
-    if perf_path == "fast" and (perf_quant != "none" or perf_attn != "sdpa"):
-        pytest.skip("the fast path runs its own attention on plain weights: quant none, attention sdpa only")
     metrics.update_context(**{**perf_model.context(), "quant": perf_quant, "attention": perf_attn})
     start = time.perf_counter()
     m = generation_benchmark(
