@@ -36,16 +36,19 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)
+MARKERS = (
+    "gpu: needs a CUDA device; skipped with the reason on CPU",
+    "attnlab_gate(**tolerances): this test's regression tolerance per metric, e.g. tpot='+10%': recorded in "
+    "metrics.csv's threshold column, where compare and history gate by it instead of --threshold",
+    "quant(*names): run `quantizer` with these quantizers instead of --attnlab-quant",
+    "attention(*names): run attention_patch with these variants instead of --attnlab-attn",
+)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with the reason on CPU")
-    config.addinivalue_line(
-        "markers",
-        "attnlab_gate(**tolerances): this test's regression tolerance per metric, e.g. tpot='+10%': recorded in "
-        "metrics.csv's threshold column, where compare and history gate by it instead of --threshold",
-    )
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
     if explicitly_used(config):  # the registration hooks, then every option: a bad value fails now
         plan_run_paths(config, selection(config))
     session = AttnlabSession(config)

@@ -54,15 +54,7 @@ OPTIONS = [
 ]
 
 
-pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "attention(*names): run attention_patch with these variants instead of --attnlab-attn",
-    )
+pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)  # its marker, attention(*names): plugin.MARKERS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -92,19 +92,18 @@ VLLM_OPTIONS = [
         "N",
         "GPUs to shard the model over (tensor parallelism).",
     ),
-    OptionSpec(
-        "vllm-kv-cache-dtype",
-        "auto",
-        core_options.parse_choice("--attnlab-vllm-kv-cache-dtype", KV_CACHE_DTYPES),
-        "DTYPE",
-        "KV-cache storage dtype: " + ", ".join(KV_CACHE_DTYPES) + " (auto: the model dtype).",
-    ),
-    OptionSpec(
-        "vllm-dtype",
-        "auto",
-        core_options.parse_choice("--attnlab-vllm-dtype", VLLM_DTYPES),
-        "DTYPE",
-        "engine dtype: " + ", ".join(VLLM_DTYPES) + " (auto: the resolved --attnlab-dtype, as the HF reference).",
+    *(
+        OptionSpec(
+            f"vllm-{name}",
+            "auto",
+            core_options.parse_choice(f"--attnlab-vllm-{name}", choices),
+            "DTYPE",
+            f"{what}: {', '.join(choices)} (auto: {auto}).",
+        )
+        for name, choices, what, auto in (
+            ("kv-cache-dtype", KV_CACHE_DTYPES, "KV-cache storage dtype", "the model dtype"),
+            ("dtype", VLLM_DTYPES, "engine dtype", "the resolved --attnlab-dtype, as the HF reference"),
+        )
     ),
     OptionSpec(
         "vllm-kv-cache-gb",

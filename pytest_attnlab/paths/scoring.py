@@ -50,17 +50,8 @@ def hf_greedy_logprobs(model: Any, ids: torch.Tensor, new_tokens: int, k: int) -
     """HF `generate`'s tokens and per-step raw-logit top-k: the reference, and the hf path's own."""
     cfg = model.generation_config
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
-    out = hf_generate(
-        model,
-        ids,
-        new_tokens,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        min_new_tokens=new_tokens,
-        pad_token_id=pad,
-    )
+    greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    out = hf_generate(model, ids, new_tokens, min_new_tokens=new_tokens, pad_token_id=pad, **greedy)
     steps = [top_logprobs(out.logits[:, i], k, out.tokens[:, i]) for i in range(out.tokens.shape[1])]
     return stacked(steps, out.tokens)
 

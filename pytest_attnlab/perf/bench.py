@@ -216,26 +216,19 @@ class GenerationBenchmark:
             self.plant.observe(run)
         runs.append(run)
 
-    def measure(
-        self,
-        loaded: Any,
-        *,
-        prompt_len: int,
-        batch: int = 1,
-        new_tokens: int = 32,
-        path: str = "hf",
-        rounds: int | None = None,
-        warmup: int | None = None,
-        attention: str = "sdpa",
-    ) -> Measurement:
+    def measure(self, loaded: Any, **cell: Any) -> Measurement:
+        """`__call__`'s cell (prompt_len=, batch=, new_tokens=, path=, rounds=, warmup=, attention=) measured
+        without pytest-benchmark: no group, extra_info or metrics rows."""
+
         def loop(fn: Any, args: tuple, rounds: int, warmup: int) -> None:
             for _ in range(warmup + rounds):
                 fn(*args)
 
-        return self._measure(loop, loaded, prompt_len, batch, new_tokens, path, rounds, warmup, attention)
+        return self._measure(loop, loaded, **cell)
 
-    def _measure(self, repeat: Any, loaded: Any, prompt_len: int, batch: int, new_tokens: int, path: str,
-                 rounds: int | None, warmup: int | None, attention: str) -> Measurement:  # fmt: skip
+    def _measure(self, repeat: Any, loaded: Any, *, prompt_len: int, batch: int = 1, new_tokens: int = 32,
+                 path: str = "hf", rounds: int | None = None, warmup: int | None = None,
+                 attention: str = "sdpa") -> Measurement:  # fmt: skip
         """One cell: `repeat(round, args, rounds, warmup)` runs the warmup rounds, then the timed ones."""
         rounds = self.rounds if rounds is None else rounds
         warmup = self.warmup if warmup is None else warmup
@@ -268,7 +261,8 @@ class GenerationBenchmark:
         def pedantic(fn: Any, args: tuple, rounds: int, warmup: int) -> None:  # warmup rounds come first
             self.benchmark.pedantic(fn, args=args, rounds=rounds, warmup_rounds=warmup, iterations=1)
 
-        m = self._measure(pedantic, loaded, prompt_len, batch, new_tokens, path, rounds, warmup, attention)
+        cell = {"batch": batch, "new_tokens": new_tokens, "path": path, "attention": attention}
+        m = self._measure(pedantic, loaded, prompt_len=prompt_len, rounds=rounds, warmup=warmup, **cell)
         info = m.extra_info()
         overhead = self._timer_overhead(m)
         if overhead is not None:

@@ -95,14 +95,7 @@ OPTIONS = [
 ]
 
 
-pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "quant(*names): run `quantizer` with these quantizers instead of --attnlab-quant"
-    )
+pytest_addoption, pytest_attnlab_options = area_hooks(OPTIONS)  # its marker, quant(*names): plugin.MARKERS
 
 
 def settings_of(config: pytest.Config) -> QuantSettings:
