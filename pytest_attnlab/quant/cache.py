@@ -54,8 +54,7 @@ def load_or_build(entry: Path, make: Callable[[], QuantState]) -> QuantState:
     return QuantState.load(entry)
 
 
-def invalidate_for(loaded: Any, name: str) -> None:
-    """Drop the cache entry of quantizer `name` for this LoadedModel (the next quantize rebuilds it)."""
-    from pytest_attnlab.quant import QUANTIZERS  # circle: quant.methods imports this module (via state_quantizer)
-
-    invalidate(entry_for(loaded.spec, loaded.options, name, QUANTIZERS.get(name).settings()))
+def invalidate_for(loaded: Any, name: str, settings: dict[str, Any]) -> None:
+    """Drop the cache entry of quantizer `name` (its `settings()`) for this LoadedModel (the next quantize
+    rebuilds it)."""
+    invalidate(entry_for(loaded.spec, loaded.options, name, settings))

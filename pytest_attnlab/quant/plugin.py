@@ -35,10 +35,11 @@ class QuantSettings:
         rebuild: the stored copy is dropped once per model and quantizer in the run): the one place every
         area quantizes a case (quantized_model, the perf grid, the backends). A method that cannot run here
         skips the test with the reason (the pip extra to install)."""
+        from pytest_attnlab.quant import QUANTIZERS  # torch: only once a test uses it
         from pytest_attnlab.quant.cache import invalidate_for  # torch: only once a test uses it
 
         if self.cache == "rebuild" and (id(loaded), name) not in self._rebuilt and name != BASELINE_QUANT:
-            invalidate_for(loaded, name)
+            invalidate_for(loaded, name, QUANTIZERS.get(name).settings())
             self._rebuilt.add((id(loaded), name))
         try:
             return quantize(loaded, name, cache=self.cache != "off")
