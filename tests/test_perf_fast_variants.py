@@ -259,7 +259,7 @@ def test_triton_variants_skip_on_cpu_with_their_reason():
     sd.check_decode_attention(sm, "math")  # runs anywhere
     with pytest.raises(sd.UnsupportedModel, match="fast-attention triton runs Triton kernels on CUDA"):
         sd.check_decode_attention(sm, "triton")
-    fast = FastPath(PathOptions(decode_attention="triton"))
+    fast = FastPath(PathOptions(fast_attention="triton"))
     with pytest.raises(sd.UnsupportedModel, match="fast-attention triton"):
         fast.prepare(model, 1, 8, 4)
 
@@ -341,7 +341,7 @@ def test_options_reach_the_fast_path(pytester, monkeypatch):
         def test_opts(request):
             opts = request.config.stash[PERF_STATE_KEY].path("fast").options
             assert (opts.weights, opts.quant, opts.compile_scope) == ("separate", "int4-g32", "layer")
-            assert (opts.gemv, opts.decode_attention) == ("triton", "triton")
+            assert (opts.gemv, opts.fast_attention) == ("triton", "triton")
             assert request.config.stash[PERF_STATE_KEY].settings.gemv_configs == ("1x1024w4", "2x2048w4s3pdl")
             assert opts.inductor_cache == os.path.join(os.environ["ATTNLAB_CACHE_DIR"], "inductor")
         """

@@ -39,7 +39,7 @@ VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
 class PathOptions:
     compile: str = "none"  # torch.compile mode for the fast path's decode step, or "none"
     cuda_graph: bool = True  # capture the fast path's decode step in a CUDA graph on GPU
-    decode_attention: str = "math"  # the fast path's decode attention: sdpa | math (static_decode)
+    fast_attention: str = "math"  # --attnlab-perf-fast-attention: FAST_ATTENTION (StaticModel.decode_attention)
     compile_scope: str = "step"  # COMPILE_SCOPES
     weights: str = "fused"  # FAST_WEIGHTS
     quant: str = "none"  # FAST_QUANT
@@ -64,7 +64,7 @@ class PathOptions:
         return {
             "compile": self.compile,
             "compile_scope": self.compile_scope if self.compile != "none" else "none",
-            "fast_attention": self.decode_attention,
+            "fast_attention": self.fast_attention,
             "fast_weights": self.weights,
             "fast_quant": self.quant,
             "fast_gemv": self.gemv,

@@ -146,8 +146,8 @@ class FastPath(DecodePath):
             self.convert_s = time.perf_counter() - start
             self._model_id, self._shape = id(model), None
         assert self.sm is not None
-        sd.check_decode_attention(self.sm, self.options.decode_attention)
-        self.sm.decode_attention = self.options.decode_attention
+        sd.check_decode_attention(self.sm, self.options.fast_attention)
+        self.sm.decode_attention = self.options.fast_attention
         # max_len rounded up to 64: aligned masks keep SDPA on its fused kernels
         shape = (batch, -(-(prompt_len + new_tokens) // 64) * 64)
         if self._shape == shape:  # same cell as before: reuse the cache and the captured graph

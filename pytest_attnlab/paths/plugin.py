@@ -58,7 +58,7 @@ class PathState:
         mode and scope, attention, weights, quant, GEMV, inductor cache) and this run's vLLM engine holder."""
         v = self.values
         return PathOptions(
-            compile=v["perf_compile"], decode_attention=v["perf_fast_attention"], compile_scope=v["perf_compile_scope"],
+            compile=v["perf_compile"], fast_attention=v["perf_fast_attention"], compile_scope=v["perf_compile_scope"],
             weights=v["perf_fast_weights"], quant=v["perf_fast_quant"], gemv=v["perf_fast_gemv"],
             inductor_cache=resolve_inductor_cache(v["perf_inductor_cache"]), engines=self.engines,
             vllm_quant_format=v["quant_format"],
