@@ -81,7 +81,9 @@ def pytest_attnlab_register(registries: Any, config: Any) -> None:
     """Register into any registry before any option or `--attnlab-config` name is checked.
 
     `registries` maps a key to its Registry: random_configs, model_sources, quantizers, attention,
-    decode_paths, monitors, exporters, report_writers, mutants (`pytest_attnlab.registry.REGISTRIES`).
+    decode_paths, monitors, exporters, report_writers, mutants, decode_mutants, checkpoint_readers,
+    attention_layouts, mlp_layouts, norm_kinds, activations, linear_feature_maps, linear_forms, gemv_formats,
+    vllm_quant: every Registry in the package (`pytest_attnlab.registry.REGISTRIES`).
     Example ``conftest.py``::
 
         def pytest_attnlab_register(registries, config):

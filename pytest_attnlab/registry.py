@@ -78,6 +78,15 @@ REGISTRIES = {
     "mutants": "pytest_attnlab.quant.mutants:MUTANTS",
     "report_writers": "pytest_attnlab.reports.plugin:REPORT_WRITERS",
     "decode_mutants": "pytest_attnlab.selftest.decode_mutants:DECODE_MUTANTS",
+    "checkpoint_readers": "pytest_attnlab.models.dequantize:READERS",
+    "attention_layouts": "pytest_attnlab.models.anatomy:ATTENTION_LAYOUTS",
+    "mlp_layouts": "pytest_attnlab.models.anatomy:MLP_LAYOUTS",
+    "norm_kinds": "pytest_attnlab.formulas:NORM_KINDS",
+    "activations": "pytest_attnlab.formulas:ACTIVATIONS",
+    "linear_feature_maps": "pytest_attnlab.attention.variants.linear:FEATURE_MAPS",
+    "linear_forms": "pytest_attnlab.attention.variants.linear:FORMS",
+    "gemv_formats": "pytest_attnlab.paths.fast_weights:GEMV_FORMATS",
+    "vllm_quant": "pytest_attnlab.paths.vllm_quant:VLLM_QUANT",
 }
 
 

@@ -22,7 +22,7 @@ def _name(path: Path) -> str:
 
 
 def lazy_exports(modules: dict[str, Path]) -> dict[str, str]:
-    """"package.name" -> the module a package's lazy export (`lazy.exports(__name__, {".module": "names"})`)
+    """ "package.name" -> the module a package's lazy export (`lazy.exports(__name__, {".module": "names"})`)
     comes from: importing it imports that module, on first use."""
     out = {}
     for package, path in modules.items():
@@ -120,3 +120,22 @@ def test_library_modules_never_import_the_plugin_side(graph) -> None:
     assert upward(graph) == []
     planted = {**graph, "pytest_attnlab.probe": graph["pytest_attnlab.probe"] | {"pytest_attnlab.session"}}
     assert upward(planted) == [("pytest_attnlab.probe", "pytest_attnlab.session")]
+
+
+def test_every_registry_is_reachable_through_the_registration_hook() -> None:
+    """Each module-level `NAME = Registry(...)` in the package is in registry.REGISTRIES, which
+    `pytest_attnlab_register(registries, config)` hands to a conftest.py."""
+    import importlib
+
+    from pytest_attnlab.registry import REGISTRIES, load
+
+    found = {
+        (_name(path), node.targets[0].id if isinstance(node, ast.Assign) else node.target.id)  # type: ignore[union-attr]
+        for path in ROOT.rglob("*.py")
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        and getattr(getattr(node.value, "func", None), "id", "") == "Registry"
+    }
+    reachable = {id(load(where)) for where in REGISTRIES.values()}
+    missing = [f"{m}:{n}" for m, n in found if id(getattr(importlib.import_module(m), n)) not in reachable]
+    assert len(found) >= 19 and missing == []
