@@ -24,10 +24,10 @@ pytest_plugins = [
     "pytest_attnlab.paths.plugin",
     "pytest_attnlab.quant.plugin",
     "pytest_attnlab.attention.plugin",
+    "pytest_attnlab.case",  # before perf, which imports it (a module imported first is not assert-rewritten)
     "pytest_attnlab.perf.plugin",
     "pytest_attnlab.reports.plugin",
     "pytest_attnlab.backends.plugin",
-    "pytest_attnlab.case",
 ]
 
 
