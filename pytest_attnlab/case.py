@@ -1,6 +1,6 @@
 """The case a test runs, one object for every area: the model, the quantizer (under --attnlab-quant-cache), the
 attention variant and the decode path, read from the test's parametrized axes, with the rule that skips a case
-that cannot run and says why. The correctness, perf and backends fixtures ask it (`quantized_model`,
+that cannot run and says why. The correctness, perf, backends and experiment suites ask it (`quantized_model`,
 `perf_model`, `attnlab_run_case`); so can a user's test."""
 
 from __future__ import annotations
@@ -15,12 +15,18 @@ from pytest_attnlab.quant.plugin import settings_of
 from pytest_attnlab.registry import BASELINE_ATTENTION, BASELINE_QUANT
 from pytest_attnlab.session import SESSION_KEY
 
-#: Case field -> the fixtures that parametrize it (correctness, perf, backends), the first one a test uses wins
+#: Case field -> the fixtures that parametrize it (correctness, perf, backends, experiments) with the attribute
+#: of its value that holds the field (None: the value itself); the first one a test uses wins
 AXES = {
-    "model": ("perf_model_name",),
-    "quant": ("quantizer", "perf_quant", "backend_quant"),
-    "attention": ("attention_patch", "perf_attn", "quant_attention"),
-    "path": ("perf_path", "attnlab_backend"),
+    "model": (("perf_model_name", None),),
+    "quant": (("quantizer", None), ("perf_quant", None), ("backend_quant", None), ("attnlab_case", "quant")),
+    "attention": (
+        ("attention_patch", "name"),
+        ("perf_attn", None),
+        ("quant_attention", None),
+        ("attnlab_case", "attention"),
+    ),
+    "path": (("perf_path", None), ("attnlab_backend", None), ("attnlab_case", "backend")),
 }
 
 
@@ -36,10 +42,10 @@ class Case:
         """This test's case: each field from the first of its AXES the test uses, else the baseline."""
         values = {}
         for field, fixtures in AXES.items():
-            used = next((f for f in fixtures if f in request.fixturenames), None)
+            used = next(((f, attr) for f, attr in fixtures if f in request.fixturenames), None)
             if used is not None:
-                value = request.getfixturevalue(used)
-                values[field] = getattr(value, "name", value)  # attention_patch gives an AttentionPatch
+                value = request.getfixturevalue(used[0])
+                values[field] = value if used[1] is None else getattr(value, used[1])
         return cls(**values)
 
     def skip_reason(self, config: pytest.Config) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 PROMPT_LEN = 64
 
 
@@ -30,16 +28,13 @@ def _vllm_kv_bytes(path) -> float:
         return math.nan
 
 
-def test_paged_vs_quant(attnlab_case, attnlab_model, backend_state, generation_benchmark, metrics):
-    from pytest_attnlab.quant import QuantizerUnavailable, quantize
-
+def test_paged_vs_quant(
+    attnlab_case, attnlab_run_case, attnlab_model, backend_state, generation_benchmark, metrics, pytestconfig
+):
     case = attnlab_case
     metrics.update_context(**{**attnlab_model.context(), **case.context()})
     path = backend_state.path(case.backend)
-    try:
-        loaded = quantize(attnlab_model, case.quant)
-    except QuantizerUnavailable as exc:
-        pytest.skip(str(exc))
+    loaded = attnlab_run_case.loaded(pytestconfig)  # quantized under --attnlab-quant-cache, or skips with the reason
     # The vllm path gives vLLM the same quantizer through its route (an exported checkpoint, or
     # in-flight quantization) or skips with the reason (paths/vllm_quant.py).
     gen = case.generation
