@@ -70,6 +70,10 @@ class Case:
         """The case's model quantized by its quantizer, as --attnlab-quant-cache says (skips the test with the
         reason where the case or its method cannot run here)."""
         self.check(config)
+        return self.quantized(config)
+
+    def quantized(self, config: pytest.Config) -> Any:
+        """`loaded` without the case check (a caller that checked already, then memoises)."""
         session = config.stash[SESSION_KEY]
         return settings_of(config).quantize(session.model(self.model or None), self.quant)
 

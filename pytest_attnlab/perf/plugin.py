@@ -74,7 +74,7 @@ class PerfState:
         """The case's model, quantized, once per run (skips a case its decode path cannot run)."""
         case.check(self.config)
         if (case.model, case.quant) not in self.models:
-            self.models[case.model, case.quant] = case.loaded(self.config)
+            self.models[case.model, case.quant] = case.quantized(self.config)
         return self.models[case.model, case.quant]
 
 

@@ -53,9 +53,10 @@ parse_quant = parse_names("--attnlab-quant", "quantizers", BASELINE_QUANT, lead=
 
 def parse_thresholds(value: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for item in filter(None, (p.strip() for p in value.split(","))):
+    items = [p.strip() for p in value.split(",") if p.strip()]
+    if items:
         from pytest_attnlab.quant import QUANTIZERS  # torch: only for a value given
-
+    for item in items:
         name, sep, cos = item.partition("=")
         name = name.strip()
         if not sep or name not in QUANTIZERS:
