@@ -234,6 +234,35 @@ def test_variant_context_keeps_rows_of_different_variants_apart():
     assert PathOptions(gemv="triton").context()["fast_gemv"] == "triton"
 
 
+def test_auto_picks_the_triton_variant_on_cuda_with_triton_and_the_torch_ops_elsewhere(monkeypatch):
+    import importlib.util
+
+    from pytest_attnlab.paths.base import resolve_auto
+
+    found = {"triton": object()}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: found.get(name))
+    assert resolve_auto("gemv", "auto", "cuda:0") == "triton-fused"
+    assert resolve_auto("fast_attention", "auto", "cuda") == "triton"
+    assert resolve_auto("gemv", "auto", "cpu") == "torch"
+    assert resolve_auto("fast_attention", "auto", "mps") == "math"
+    assert resolve_auto("gemv", "triton", "cpu") == "triton"  # a value given is kept (its own skip says why)
+    found.clear()  # CUDA without triton (a source build of torch)
+    assert resolve_auto("gemv", "auto", "cuda:0") == "torch"
+    assert resolve_auto("fast_attention", "auto", "cuda:0") == "math"
+
+
+def test_auto_is_the_default_and_resolves_to_the_cpu_pick_in_the_csv_context(pytester, run_attnlab):
+    pytester.makepyfile(
+        """
+        def test_opts(path_options):
+            assert path_options.gemv == "torch" and path_options.fast_attention == "math"
+            ctx = path_options.context()
+            assert (ctx["fast_gemv"], ctx["fast_attention"]) == ("torch", "math")
+        """
+    )
+    run_attnlab("--attnlab-device", "cpu").assert_outcomes(passed=1)
+
+
 # -- the Triton kernels' options on a machine without CUDA (the kernels themselves: test_triton_kernels.py) --
 
 
@@ -306,10 +335,13 @@ def test_help_lists_the_fast_path_options(pytester):
             ["--attnlab-perf-inductor-cache", ""],
             "*inductor-cache: invalid value ''; choose from: auto, torch, a directory*",
         ),
-        (["--attnlab-perf-fast-gemv", "cutlass"], "*fast-gemv: invalid value 'cutlass'; choose from: torch, triton*"),
+        (
+            ["--attnlab-perf-fast-gemv", "cutlass"],
+            "*fast-gemv: invalid value 'cutlass'; choose from: auto, torch, triton*",
+        ),
         (
             ["--attnlab-perf-fast-attention", "flash"],
-            "*fast-attention: invalid value 'flash'; choose from: sdpa, math, triton*",
+            "*fast-attention: invalid value 'flash'; choose from: auto, sdpa, math, triton*",
         ),
         (
             ["--attnlab-perf-gemv-configs", "1x1024w4,1x1024"],

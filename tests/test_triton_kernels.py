@@ -3,7 +3,8 @@ interpreter: each check runs in a subprocess with TRITON_INTERPRET=1, which Trit
 kernel. Against torch references with explicit tolerances, and each with the bug it exists to catch planted.
 The interpreter multiplies bfloat16 tl.dot operands wrongly, so the attention kernel runs in float16 here;
 on the H200 it runs in bfloat16 under suites/perf/test_fast_path.py. Skipped without the triton package
-(CUDA torch wheels bring it; on a CPU machine `pip install triton` runs these)."""
+(CUDA torch wheels bring it; on a CPU machine `pip install triton` runs these: triton 3.9 or newer with numpy
+2, whose interpreter takes a loop bound passed as an argument; 3.6's does not)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def interpret(code: str, interpreter: bool = True) -> str:
 def test_dense_gemv_matches_f_linear():
     interpret("""
     from pytest_attnlab.paths import triton_gemv as K
-    for rows, n, k, bias, cfg in [(1, 40, 576, False, None), (1, 64, 256, True, None), (3, 17, 96, True, None),
-                                  (1, 33, 300, False, K.Config(2, 128, 4)), (2, 8, 64, True, K.Config(4, 1024, 2, 3))]:
+    # one row: the GEMV kernel (more rows take the tl.dot kernel, checked in float16 below: the interpreter's
+    # bfloat16 tl.dot is wrong)
+    for rows, n, k, bias, cfg in [(1, 40, 576, False, None), (1, 64, 256, True, None), (1, 17, 96, True, None),
+                                  (1, 33, 300, False, K.Config(2, 128, 4)), (1, 8, 64, True, K.Config(4, 1024, 2, 3))]:
         x, w = torch.randn(rows, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
         b = torch.randn(n, dtype=torch.bfloat16) if bias else None
         ref = F.linear(x.float(), w.float(), None if b is None else b.float())
@@ -144,6 +147,68 @@ def test_qkv_rope_cache_kernel_matches_hf_and_writes_only_its_position():
     assert out.endswith("caught\n")
 
 
+def test_rows_kernels_match_hf_ops_and_compute_every_row():
+    """2-32 rows (batch 2-32 decode) through the tl.dot kernels: the plain GEMV with a bias, the RMSNorm
+    prologue with the residual epilogue, silu(gate) * up, each against HF's ops (float16 in the interpreter).
+    Planted: the tile of rows not padded up to the batch (32 rows in a 16-row tile: rows 16-31 never
+    computed)."""
+    out = interpret("""
+    from pytest_attnlab.paths import triton_gemv as K
+    from pytest_attnlab.paths.static_decode import rms_norm
+    dt, eps, tol = torch.float16, 1e-6, dict(atol=2e-3, rtol=2e-3)
+    def check(rows, n, k, bias, cfg=None):
+        x, w = torch.randn(rows, k, dtype=dt), torch.randn(2 * n, k, dtype=dt) / 8
+        b = torch.randn(n, dtype=dt) if bias else None
+        g, res = torch.rand(k, dtype=dt) + 0.5, torch.randn(rows, n, dtype=dt)
+        h = rms_norm(x, g, eps)
+        assert_close(K.dense(x, w[:n], b, cfg=cfg), F.linear(x, w[:n], b), **tol)
+        assert_close(K.dense(x, w[:n], b, cfg=cfg, norm=(g, eps), residual=res), res + F.linear(h, w[:n], b), **tol)
+        assert_close(K.dense_silu_mul(x, w, cfg=cfg, norm=(g, eps)), F.silu(F.linear(h, w[:n])) * F.linear(h, w[n:]),
+                     **tol)
+    for rows, n, k, bias, cfg in [(2, 40, 576, False, None), (8, 33, 300, True, None), (5, 64, 256, True, None),
+                                  (32, 17, 96, False, None), (8, 40, 96, True, K.Config(32, 32, 4, 2))]:
+        check(rows, n, k, bias, cfg)  # 300 and 96: a tail column step; 33, 17: a tail of output rows
+    K._block_m = lambda rows: K.MIN_DOT  # the bug: the tile's rows not padded up to the batch
+    try:
+        check(32, 17, 96, False)
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
+
+
+def test_qkv_rope_rows_kernel_writes_each_rows_cache_at_the_position():
+    """The q/k/v kernel at batch 3 and 8 (one token a row, the same position): q, RoPE(k) and v of row m
+    against HF's ops, written into cache row m at pos and nowhere else. The check tells the rows apart:
+    the same inputs with the rows in reverse order fail it."""
+    out = interpret("""
+    from pytest_attnlab.paths import triton_gemv as K
+    from pytest_attnlab.paths.static_decode import rms_norm, rope
+    dt, eps = torch.float16, 1e-6
+    def run(batch, hq, hkv, d, k, pos, reverse=False):
+        x, w = torch.randn(batch, 1, k, dtype=dt), torch.randn((hq + 2 * hkv) * d, k, dtype=dt) / 8
+        b, g = torch.randn((hq + 2 * hkv) * d, dtype=dt), torch.rand(k, dtype=dt) + 0.5
+        angle = torch.rand(d // 2) * 6
+        cos, sin = (torch.cat([f(angle)] * 2).to(dt) for f in (torch.cos, torch.sin))
+        kc, vc = torch.zeros(batch, hkv, 12, d, dtype=dt), torch.zeros(batch, hkv, 12, d, dtype=dt)
+        q = K.qkv_rope_cache(x.flip(0) if reverse else x, (g, eps), w, b, cos, sin, torch.tensor([pos]), kc, vc, hq)
+        qkv = F.linear(rms_norm(x, g, eps), w, b).view(batch, 1, hq + 2 * hkv, d)
+        qk = rope(qkv[:, :, : hq + hkv], cos[None, None, None], sin[None, None, None])
+        assert_close(q.view(batch, hq, d), qk[:, 0, :hq])
+        assert_close(kc[:, :, pos], qk[:, 0, hq:])
+        assert_close(vc[:, :, pos], qkv[:, 0, hq + hkv :])
+        others = [p for p in range(12) if p != pos]
+        assert not kc[:, :, others].any() and not vc[:, :, others].any()  # nothing written elsewhere
+    run(3, 4, 2, 32, 96, 5)
+    run(8, 3, 1, 64, 192, 11)  # SmolLM2's head width and group, the cache's last position
+    try:
+        run(3, 4, 2, 32, 96, 5, reverse=True)
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
+
+
 def test_split_kv_decode_attention_matches_softmax_over_the_visible_positions():
     out = interpret("""
     from pytest_attnlab.paths.triton_attention import decode_attention
@@ -184,7 +249,7 @@ def test_triton_step_matches_the_torch_step_on_a_tiny_model():
     def steps(gemv, attention):
         sm = sd.from_hf(model, gemv=gemv)
         sm.decode_attention = attention
-        cache = sd.new_cache(sm, 1, 64)
+        cache = sd.new_cache(sm, ids.shape[0], 64)
         tok, out = sd.greedy(sd.prefill(sm, cache, ids)), []
         for i in range(4):
             out.append(sd.decode_one_token(sm, cache, tok, torch.tensor([40 + i])).float())
@@ -195,6 +260,13 @@ def test_triton_step_matches_the_torch_step_on_a_tiny_model():
     assert_close(steps("triton-fused", "math"), reference, atol=5e-3, rtol=5e-3)
     fused = sd.from_hf(model, gemv="triton-fused")
     assert all(isinstance(lin, TritonFusedDense) for lin in (fused.layers[0].qkv, fused.layers[0].down))
+    # batch 3 with 32-wide heads: the fused branch at three rows (the tl.dot kernels), one token a row
+    model = random_models.build("tiny-qwen2", dtype=torch.float16, vocab_size=512, hidden_size=128)
+    ids = torch.randint(0, 512, (3, 40), generator=torch.Generator().manual_seed(1))
+    assert sd._fused_rows(sd.from_hf(model, gemv="triton-fused").layers[0].qkv, 32) >= 3
+    reference = steps("torch", "math")
+    assert_close(steps("triton-fused", "triton"), reference, atol=5e-3, rtol=5e-3)
+    assert_close(steps("triton", "math"), reference, atol=5e-3, rtol=5e-3)
     """)
 
 
@@ -256,7 +328,8 @@ def test_gemv_kernels_compile_for_hopper():
         return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
     ptr = dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "g_ptr", "res_ptr", "y_ptr", "cos_ptr", "sin_ptr", "q_ptr",
                          "k_ptr", "v_ptr"], "*bf16")
-    ints = dict.fromkeys(["N", "K", "stride_xm", "stride_wn", "stride_ym", "stride_kh", "stride_vh"], "i32")
+    ints = dict.fromkeys(["M", "N", "K", "stride_xm", "stride_wn", "stride_ym", "stride_kb", "stride_kh", "stride_vb",
+                          "stride_vh"], "i32")
     types = {**ptr, **ints, "eps": "fp32", "pos_ptr": "*i64"}
     for silu, norm, res, bias, bn, bk in [(0, 0, 0, 1, 2, 1024), (0, 0, 1, 0, 2, 1024), (1, 1, 0, 0, 1, 2048),
                                           (0, 0, 1, 0, 1, 1024), (1, 0, 0, 0, 1, 2048), (0, 1, 0, 0, 2, 2048)]:
@@ -267,6 +340,16 @@ def test_gemv_kernels_compile_for_hopper():
     for hq, hkv, d, bias in [(16, 2, 128, True), (9, 3, 64, False)]:
         ptx = build(K._gemv_qkv_rope_kernel, types, HQ=hq, HKV=hkv, D=d, HAS_BIAS=bias, HB=1, BLOCK_K=1024, PDL=True)
         assert "griddepcontrol" in ptx
+    # the tl.dot kernels of 2-32 rows (batch 2-32), at their default configs' tiles
+    for silu, norm, res, bias, bm, bn in [(0, 1, 0, 1, 16, 16), (1, 1, 0, 0, 16, 32), (0, 0, 1, 0, 32, 16),
+                                          (0, 0, 0, 0, 16, 64)]:
+        ptx = build(K._gemm_rows_kernel, types, HAS_BIAS=bool(bias), SILU_MUL=bool(silu), NORM=bool(norm),
+                    RESIDUAL=bool(res), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=256, PDL=True)
+        assert "griddepcontrol" in ptx and "mma" in ptx
+    for hq, hkv, d, bias, bm in [(16, 2, 128, True, 16), (9, 3, 64, False, 32)]:
+        ptx = build(K._qkv_rope_rows_kernel, types, HQ=hq, HKV=hkv, D=d, HAS_BIAS=bias, HB=16, BLOCK_M=bm,
+                    BLOCK_K=256, PDL=True)
+        assert "griddepcontrol" in ptx and "mma" in ptx
     print("compiled")
     """, interpreter=False)
     assert out.endswith("compiled\n")

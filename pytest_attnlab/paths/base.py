@@ -22,10 +22,26 @@ FAST_WEIGHTS = ("fused", "separate")
 #: the fast path's weight format: the model's dtype, or RTN int4 per group through torch's int4 kernel
 FAST_QUANT = ("none", "int4-g128", "int4-g32")
 #: the fast path's decode GEMVs: torch (cuBLAS / tinygemm), triton (paths/triton_gemv.py, CUDA only) or
-#: triton-fused (the same kernels taking the norms, RoPE, cache writes and residual adds at batch 1)
+#: triton-fused (the same kernels taking the norms, RoPE, cache writes and residual adds, batch 1-32)
 FAST_GEMV = ("torch", "triton", "triton-fused")
 #: keys of decode_attention.DECODE_ATTENTION (listed here so option parsing needs no torch)
 FAST_ATTENTION = ("sdpa", "math", "triton")
+#: what `auto` (the options' default) picks for PathOptions' `gemv` and `fast_attention`: (on CUDA with
+#: triton, elsewhere). The CUDA pick is the variant measured fastest whose greedy and logits checks pass
+#: (docs/perf.md, issue 29); elsewhere the torch ops, which run on any device.
+AUTO_FAST = {"gemv": ("triton-fused", "torch"), "fast_attention": ("triton", "math")}
+
+
+def resolve_auto(field: str, value: str, device: str) -> str:
+    """`value` of PathOptions' `field`, with `auto` made AUTO_FAST's pick for `device` (e.g. "cuda:0")."""
+    if value != "auto":
+        return value
+    import importlib.util
+
+    best, anywhere = AUTO_FAST[field]
+    return best if device.startswith("cuda") and importlib.util.find_spec("triton") is not None else anywhere
+
+
 #: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
 #: [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl (paths/triton_gemv.Config)
 GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(pdl|nopdl)?$")

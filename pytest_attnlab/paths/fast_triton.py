@@ -1,9 +1,9 @@
 """Torch custom ops over the fast path's Triton kernels (`attnlab::gemv_*`, `attnlab::decode_attention`: the
 split-KV decode attention of `paths/triton_attention.py`, --attnlab-perf-fast-attention triton), and the
-`--attnlab-perf-fast-gemv triton` dense format: single-row GEMVs through the Triton
-kernels of `paths/triton_gemv.py`, each wrapped as a torch custom op (`attnlab::gemv_*`), so
-torch.compile keeps it as one opaque call and the step still captures in a CUDA graph; more rows (a
-prefill, batch > 1) go to F.linear. It holds the model's own weight tensor (the fused q/k/v and
+`--attnlab-perf-fast-gemv triton` dense format: GEMVs of 1 to 32 rows (a decode step at batch 1-32)
+through the Triton kernels of `paths/triton_gemv.py`, each wrapped as a torch custom op (`attnlab::gemv_*`),
+so torch.compile keeps it as one opaque call and the step still captures in a CUDA graph; more rows (a
+prefill) go to F.linear. It holds the model's own weight tensor (the fused q/k/v and
 gate/up views, as `Dense`).
 
 int4 weights keep tinygemm (`fast_weights.Int4`) under this option: a Triton int4 GEMV written for it
@@ -111,13 +111,17 @@ class TritonDense:
 
 
 class TritonFusedDense(TritonDense):
-    """`TritonDense` whose kernels also take their neighbours' work at one row (--attnlab-perf-fast-gemv
-    triton-fused): static_decode.layer_forward runs a one-token decode layer as four of these kernels and
-    the attention (RMSNorm in the q/k/v and gate/up GEMVs' prologue; RoPE and both cache writes in the
-    q/k/v GEMV's epilogue; the residual adds in the o and down GEMVs' epilogue)."""
+    """`TritonDense` whose kernels also take their neighbours' work (--attnlab-perf-fast-gemv triton-fused):
+    static_decode.layer_forward runs a decode layer (one token a row, batch 1 to 32) as four of these
+    kernels and the attention (RMSNorm in the q/k/v and gate/up GEMVs' prologue; RoPE and both cache
+    writes in the q/k/v GEMV's epilogue; the residual adds in the o and down GEMVs' epilogue)."""
 
-    #: rows of x the fused kernels below take (static_decode.layer_forward's fused condition)
-    fused_rows = K.DENSE_MAX_ROWS
+    @staticmethod
+    def fused_rows(head_dim: int) -> int:
+        """Tokens of one decode step (batch rows) the fused kernels below take for this head width
+        (static_decode.layer_forward's fused condition): up to K.MAX_ROWS, one where half a head is
+        narrower than tl.dot's 16 columns."""
+        return K.MAX_ROWS if head_dim // 2 >= K.MIN_DOT else 1
 
     def norm_qkv_rope_cache(self, x: torch.Tensor, norm: torch.Tensor, eps: float, *rope_cache: object) -> torch.Tensor:
         """q [heads * head_dim] of RoPE(RMSNorm(x) @ Wq.T + bq); RoPE(k) and v written to the caches at pos.

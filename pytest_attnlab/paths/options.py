@@ -14,7 +14,7 @@ from pytest_attnlab import options as core_options
 from pytest_attnlab.models.cache import cache_root
 from pytest_attnlab.options import OptionSpec
 from pytest_attnlab.paths import base
-from pytest_attnlab.paths.base import FAST_ATTENTION, KV_CACHE_DTYPES, VLLM_DTYPES
+from pytest_attnlab.paths.base import AUTO_FAST, FAST_ATTENTION, FAST_GEMV, KV_CACHE_DTYPES, VLLM_DTYPES
 
 _BOOL = {**dict.fromkeys(("1", "true", "on", "yes"), True), **dict.fromkeys(("0", "false", "off", "no"), False)}
 
@@ -163,11 +163,12 @@ FAST_OPTIONS = [
     ),
     OptionSpec(
         "perf-fast-attention",
-        "math",
-        core_options.parse_choice("--attnlab-perf-fast-attention", FAST_ATTENTION),
+        "auto",
+        core_options.parse_choice("--attnlab-perf-fast-attention", ("auto", *FAST_ATTENTION)),
         "NAME",
         "the fast path's decode attention over the static cache: sdpa (fused kernel), math "
-        "(matmul-softmax-matmul, fused by --attnlab-perf-compile) or triton (split-KV Triton kernels; CUDA only).",
+        "(matmul-softmax-matmul, fused by --attnlab-perf-compile), triton (split-KV Triton kernels; CUDA only) "
+        f"or auto ({AUTO_FAST['fast_attention'][0]} on CUDA with triton, else {AUTO_FAST['fast_attention'][1]}).",
     ),
     OptionSpec(
         "perf-compile-scope",
@@ -194,12 +195,13 @@ FAST_OPTIONS = [
     ),
     OptionSpec(
         "perf-fast-gemv",
-        "torch",
-        _paths_choice("--attnlab-perf-fast-gemv", "FAST_GEMV"),
+        "auto",
+        core_options.parse_choice("--attnlab-perf-fast-gemv", ("auto", *FAST_GEMV)),
         "KERNELS",
         "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4), triton (the plugin's Triton GEMV "
-        "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU) or triton-fused "
-        "(at batch 1 those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds).",
+        "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU), triton-fused "
+        "(those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds, batch 1-32) "
+        f"or auto ({AUTO_FAST['gemv'][0]} on CUDA with triton, else {AUTO_FAST['gemv'][1]}).",
     ),
     OptionSpec(
         "perf-inductor-cache",

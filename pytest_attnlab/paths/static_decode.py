@@ -8,7 +8,8 @@ no weight is copied and HF `generate` keeps working on the same storage; `"separ
 per HF linear. `quant="int4-g<N>"` packs the decoder linears as RTN int4 (the lm_head stays dense,
 as the plugin's rtn quantizers leave it). `gemv` picks the kernels (fast_weights.GEMV_FORMATS): torch's
 (cuBLAS, tinygemm) or the Triton GEMVs, whose gate/up kernel also applies silu(gate) * up; with
-`triton-fused` a one-token decode layer at batch 1 runs `layer_forward`'s fused branch (four fused GEMV kernels).
+`triton-fused` a decode layer (one token a row, batch 1-32) runs `layer_forward`'s fused branch (four
+fused GEMV kernels).
 Supported: LlamaForCausalLM and Qwen2ForCausalLM (q/k/v bias) with default RoPE, no sliding window.
 
 Casts: RMSNorm keeps HF's two (float32 statistics, rounded to the model dtype before the weight),
@@ -278,6 +279,12 @@ def check_decode_attention(sm: StaticModel, name: str) -> None:
         raise UnsupportedModel(why)
 
 
+def _fused_rows(lin: Linear, head_dim: int) -> int:
+    """Rows (tokens of a decode step) `lin`'s fused kernels take at this head width; 0 without them."""
+    rows = getattr(lin, "fused_rows", None)
+    return rows(head_dim) if rows is not None else 0
+
+
 def layer_forward(
     sm: StaticModel,
     L: Layer,
@@ -291,12 +298,12 @@ def layer_forward(
 ) -> torch.Tensor:
     b, t, _ = x.shape
     hq, hkv, d = sm.heads, sm.kv_heads, sm.head_dim
-    if mask is not None and all(b * t <= getattr(lin, "fused_rows", 0) for lin in (L.qkv, L.o, L.gate_up, L.down)):
-        # one token at batch 1 where every linear has the fused kernels (fast_triton.TritonFusedDense): four GEMV
+    if mask is not None and t == 1 and all(_fused_rows(lin, d) >= b for lin in (L.qkv, L.o, L.gate_up, L.down)):
+        # one token a row where every linear has the fused kernels (fast_triton.TritonFusedDense): four GEMV
         # kernels and the attention, the norms, RoPE, the cache writes and the residual adds done inside the GEMVs
         # with HF's roundings
         q = L.qkv.norm_qkv_rope_cache(x, L.in_norm, sm.eps, cos, sin, pos, k_cache, v_cache, hq)  # type: ignore[attr-defined]
-        o = DECODE_ATTENTION[sm.decode_attention](q.view(1, hkv, hq // hkv, d), k_cache, v_cache, mask, sm.scaling)
+        o = DECODE_ATTENTION[sm.decode_attention](q.view(b, hkv, hq // hkv, d), k_cache, v_cache, mask, sm.scaling)
         h = L.o.add_to(o.reshape(b, 1, hq * d), x)  # type: ignore[attr-defined]
         return L.down.add_to(L.gate_up.norm_silu_mul(h, L.post_norm, sm.eps), h)  # type: ignore[attr-defined]
     qkv = L.qkv(rms_norm(x, L.in_norm, sm.eps)).view(b, t, hq + 2 * hkv, d)

@@ -13,8 +13,10 @@ of the bandwidth limit; these kernels, with launch shapes from a sweep (`config`
   statistics); `residual=` on `dense`: the residual added in the epilogue (--attnlab-perf-fast-gemv
   triton-fused). `qkv_rope_cache`: the q/k/v GEMV of one token with its RMSNorm, RoPE and both cache
   writes, a program holding columns j and j + D/2 of one head.
-Each program takes one row of x (grid axis 1), so more rows re-read the weight: the fast path sends
-only single-row GEMVs here (DENSE_MAX_ROWS) and the rest to cuBLAS. On Hopper the kernels use
+The one-row kernels take one row of x a program. 2 to ROWS_MAX rows (batch 2-32 decode) go to their tl.dot
+twins (`_gemm_rows_kernel`, `_qkv_rope_rows_kernel`), whose programs multiply every row of x by their
+weight tile, padded to 16 rows (tl.dot's minimum): the weight is read once for all rows, as at batch 1, with
+the same prologue and epilogues; more rows (a prefill) go to cuBLAS. On Hopper the kernels use
 programmatic dependent launch: one may start while the previous kernel finishes, loading its first
 weight tile before it waits for the previous kernel's output.
 """
@@ -29,11 +31,12 @@ import triton.language as tl
 
 from pytest_attnlab.paths.base import GEMV_CONFIG
 
-#: rows of x the kernels take
-MAX_ROWS = 8
-#: rows the fast path's dense format sends to these kernels: more go to cuBLAS, which reads the weight
-#: once for all of them (at 8 rows cuBLAS takes its 1-row time; these kernels would read it 8 times)
-DENSE_MAX_ROWS = 1
+#: rows of x the kernels take: one with the GEMV kernels, 2 to ROWS_MAX with their tl.dot twins
+MAX_ROWS = 32
+#: rows the fast path's dense format sends to these kernels: more (a prefill) go to cuBLAS
+DENSE_MAX_ROWS = MAX_ROWS
+#: tl.dot's smallest tile side: the rows of x are padded to it
+MIN_DOT = 16
 
 try:  # programmatic dependent launch (Hopper): triton >= 3.4
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -72,13 +75,17 @@ def pdl_supported() -> bool:
     return gdc_wait is not None and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
-def config(n: int, k: int) -> Config:
+def config(n: int, k: int, rows: int = 1) -> Config:
     """The launch shape for an [n, k] weight (one program a row of x), from an H200 sweep on the Qwen2.5-3B
     shape (docs/perf.md; rerun it with suites/perf/test_decode_gemv.py --attnlab-perf-gemv-configs): four
     warps, no software pipelining; two output rows a program and 1024 input columns a step for the small q/k/v and o,
     one row for the long rows of down, 2048 columns for the tall gate/up and lm_head. Programmatic
-    dependent launch where the GPU has it (compute capability 9.0+)."""
+    dependent launch where the GPU has it (compute capability 9.0+). At 2+ rows (the tl.dot kernels): 16 output
+    rows a program (tl.dot's least; 32 for gate/up, 64 for lm_head, whose programs are many anyway) and 256
+    columns a step, three pipeline stages."""
     pdl = pdl_supported()
+    if rows > 1:
+        return Config(64 if n >= 65536 else 32 if n >= 16384 else 16, 256, 4, 3, pdl=pdl)
     if n >= 65536:  # the lm_head
         return Config(2, 2048, 4, pdl=pdl)
     if n >= 16384:  # gate/up
@@ -230,6 +237,142 @@ def _gemv_qkv_rope_kernel(
     tl.store(v_at + HALF, out_hi, mask=is_v)
 
 
+@triton.jit
+def _inv_rms_rows(x_rows, m_ok, K, eps, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """_inv_rms of each row of a [BLOCK_M] block of rows (x_rows: their row pointers, [BLOCK_M, 1])."""
+    rk = tl.arange(0, BLOCK_K)
+    ss = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        x = tl.load(x_rows + (k0 + rk)[None, :], mask=m_ok[:, None] & ((k0 + rk) < K)[None, :], other=0.0)
+        x = x.to(tl.float32)
+        ss += x * x
+    return tl.rsqrt(tl.sum(ss, axis=1) / K + eps)
+
+
+@triton.jit
+def _load_x_rows(x_rows, m_ok, g_ptr, k0, rk, K, inv_rms, NORM: tl.constexpr):
+    """Columns k0 + rk of the rows as a [BLOCK_M, BLOCK_K] tile in the activation dtype (tl.dot's operand);
+    NORM: of HF's RMSNorm of them, with _load_x's roundings."""
+    k_ok = (k0 + rk) < K
+    x = tl.load(x_rows + (k0 + rk)[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+    if NORM:
+        g = tl.load(g_ptr + k0 + rk, mask=k_ok, other=0.0).to(tl.float32)
+        x = (g[None, :] * (x.to(tl.float32) * inv_rms[:, None]).to(x.dtype).to(tl.float32)).to(x.dtype)
+    return x
+
+
+@triton.jit
+def _gemm_rows_kernel(
+    x_ptr, w_ptr, b_ptr, g_ptr, res_ptr, y_ptr, M, N, K, eps, stride_xm, stride_wn, stride_ym,
+    HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr, RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+):  # fmt: skip
+    """_gemv_dense_kernel for M (2..BLOCK_M) rows of x: a program multiplies all of them by its BLOCK_N rows
+    of w with tl.dot ([BLOCK_M, BLOCK_K] x [BLOCK_K, BLOCK_N], float32 accumulation), so the weight is read
+    once for all rows; the prologue and epilogues are the one-row kernel's, row by row."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = tl.arange(0, BLOCK_M)
+    rk = tl.arange(0, BLOCK_K)
+    n_ok, m_ok = rn < N, rm < M
+    x_rows = x_ptr + rm[:, None] * stride_xm
+    w_rows = w_ptr + rn[:, None] * stride_wn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+    inv_rms = tl.zeros((BLOCK_M,), dtype=tl.float32) + 1.0
+    if NORM:
+        inv_rms = _inv_rms_rows(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = (k0 + rk) < K
+        x = _load_x_rows(x_rows, m_ok, g_ptr, k0, rk, K, inv_rms, NORM)
+        w = tl.load(w_rows + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc += tl.dot(x, tl.trans(w))
+        if SILU_MUL:  # the up rows sit N rows below the gate rows
+            u = tl.load(w_rows + N * stride_wn + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            acc_up += tl.dot(x, tl.trans(u))
+    y = acc
+    if HAS_BIAS:
+        y += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    out_ty = y_ptr.dtype.element_ty
+    if SILU_MUL:  # HF's roundings, as in the one-row kernel
+        g = y.to(out_ty).to(tl.float32)
+        s = (g / (1.0 + tl.exp(-g))).to(out_ty).to(tl.float32)
+        y = s * acc_up.to(out_ty).to(tl.float32)
+    out_ok = m_ok[:, None] & n_ok[None, :]
+    at = rm[:, None] * stride_ym + rn[None, :]
+    if RESIDUAL:
+        y = tl.load(res_ptr + at, mask=out_ok, other=0.0).to(tl.float32) + y.to(out_ty).to(tl.float32)
+    tl.store(y_ptr + at, y.to(out_ty), mask=out_ok)
+
+
+@triton.jit
+def _qkv_rope_rows_kernel(
+    x_ptr, w_ptr, b_ptr, g_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr, M, K, eps, stride_xm, stride_wn,
+    stride_kb, stride_kh, stride_vb, stride_vh, HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+):  # fmt: skip
+    """_gemv_qkv_rope_kernel for M (2..BLOCK_M) rows, one token each at the same position (the batch of a
+    decode step): a program computes columns j and j + D/2 of one head for every row with tl.dot, and
+    writes row m's k and v into cache row m."""
+    HALF: tl.constexpr = D // 2
+    head = tl.program_id(0) // (HALF // HB)
+    j = (tl.program_id(0) % (HALF // HB)) * HB + tl.arange(0, HB)
+    lo = head * D + j
+    rm = tl.arange(0, BLOCK_M)
+    rk = tl.arange(0, BLOCK_K)
+    m_ok = rm < M
+    x_rows = x_ptr + rm[:, None] * stride_xm
+    w_lo = w_ptr + lo[:, None] * stride_wn
+    w_hi = w_lo + HALF * stride_wn
+    acc_lo = tl.zeros((BLOCK_M, HB), dtype=tl.float32)
+    acc_hi = tl.zeros((BLOCK_M, HB), dtype=tl.float32)
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+    inv_rms = _inv_rms_rows(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = ((k0 + rk) < K)[None, :]
+        x = _load_x_rows(x_rows, m_ok, g_ptr, k0, rk, K, inv_rms, True)
+        acc_lo += tl.dot(x, tl.trans(tl.load(w_lo + (k0 + rk)[None, :], mask=k_ok, other=0.0)))
+        acc_hi += tl.dot(x, tl.trans(tl.load(w_hi + (k0 + rk)[None, :], mask=k_ok, other=0.0)))
+    y_lo, y_hi = acc_lo, acc_hi
+    if HAS_BIAS:
+        y_lo += tl.load(b_ptr + lo).to(tl.float32)[None, :]
+        y_hi += tl.load(b_ptr + lo + HALF).to(tl.float32)[None, :]
+    ty = q_ptr.dtype.element_ty
+    y_lo = y_lo.to(ty).to(tl.float32)
+    y_hi = y_hi.to(ty).to(tl.float32)
+    c_lo = tl.load(cos_ptr + j).to(tl.float32)[None, :]
+    c_hi = tl.load(cos_ptr + HALF + j).to(tl.float32)[None, :]
+    s_lo = tl.load(sin_ptr + j).to(tl.float32)[None, :]
+    s_hi = tl.load(sin_ptr + HALF + j).to(tl.float32)[None, :]
+    r_lo = ((y_lo * c_lo).to(ty).to(tl.float32) + (-y_hi * s_lo).to(ty).to(tl.float32)).to(ty)
+    r_hi = ((y_hi * c_hi).to(ty).to(tl.float32) + (y_lo * s_hi).to(ty).to(tl.float32)).to(ty)
+    heads = (head + 0 * j)[None, :] + 0 * rm[:, None]  # the head as a [BLOCK_M, HB] tile, for selects and masks
+    rotated = heads < HQ + HKV
+    out_lo = tl.where(rotated, r_lo, y_lo.to(ty))
+    out_hi = tl.where(rotated, r_hi, y_hi.to(ty))
+    pos = tl.load(pos_ptr)
+    is_q = (heads < HQ) & m_ok[:, None]
+    is_k = (heads >= HQ) & rotated & m_ok[:, None]
+    is_v = (heads >= HQ + HKV) & m_ok[:, None]
+    q_at = q_ptr + rm[:, None] * (HQ * D) + head * D + j[None, :]
+    k_at = k_ptr + rm[:, None] * stride_kb + (head - HQ) * stride_kh + pos * D + j[None, :]
+    v_at = v_ptr + rm[:, None] * stride_vb + (head - HQ - HKV) * stride_vh + pos * D + j[None, :]
+    tl.store(q_at, out_lo, mask=is_q)
+    tl.store(q_at + HALF, out_hi, mask=is_q)
+    tl.store(k_at, out_lo, mask=is_k)
+    tl.store(k_at + HALF, out_hi, mask=is_k)
+    tl.store(v_at, out_lo, mask=is_v)
+    tl.store(v_at + HALF, out_hi, mask=is_v)
+
+
+def _block_m(rows: int) -> int:
+    return max(MIN_DOT, triton.next_power_of_2(rows))
+
+
 def _rows(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] > MAX_ROWS:
@@ -269,19 +412,27 @@ def _dense(
     flat = _rows(x)
     m, k = flat.shape
     n = weight.shape[0] // (2 if silu_mul else 1)
-    cfg = cfg or config(weight.shape[0], k)
+    cfg = cfg or config(weight.shape[0], k, m)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     res = residual.reshape(m, n) if residual is not None else y
     if res.stride(0) != y.stride(0) or res.stride(-1) != 1:
         res = res.contiguous()
     g, eps = norm if norm is not None else (weight, 0.0)
     extra = {"launch_pdl": True} if cfg.pdl else {}
-    _gemv_dense_kernel[(triton.cdiv(n, cfg.block_n), m)](
-        flat, weight, bias if bias is not None else weight, g, res, y, n, k, eps, flat.stride(0), weight.stride(0),
-        y.stride(0), HAS_BIAS=bias is not None, SILU_MUL=silu_mul, NORM=norm is not None,
-        RESIDUAL=residual is not None, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, PDL=cfg.pdl, num_warps=cfg.warps,
-        num_stages=cfg.stages, **extra,
-    )  # fmt: skip
+    args = (flat, weight, bias if bias is not None else weight, g, res, y)
+    flags = dict(HAS_BIAS=bias is not None, SILU_MUL=silu_mul, NORM=norm is not None, RESIDUAL=residual is not None)
+    # tl.dot's tiles are at least 16 a side: a one-row config's BLOCK_N grows to it at 2+ rows
+    block_n = cfg.block_n if m == 1 else max(MIN_DOT, cfg.block_n)
+    launch = dict(BLOCK_N=block_n, BLOCK_K=cfg.block_k, PDL=cfg.pdl, num_warps=cfg.warps, num_stages=cfg.stages)
+    if m == 1:
+        _gemv_dense_kernel[(triton.cdiv(n, cfg.block_n), 1)](
+            *args, n, k, eps, flat.stride(0), weight.stride(0), y.stride(0), **flags, **launch, **extra
+        )
+    else:
+        _gemm_rows_kernel[(triton.cdiv(n, block_n),)](
+            *args, m, n, k, eps, flat.stride(0), weight.stride(0), y.stride(0), **flags, BLOCK_M=_block_m(m),
+            **launch, **extra,
+        )  # fmt: skip
     return y.reshape(*x.shape[:-1], n)
 
 
@@ -298,11 +449,14 @@ def qkv_rope_cache(
     heads: int,
     cfg: Config | None = None,
 ) -> torch.Tensor:
-    """One token at batch 1: q [heads * D] of RoPE(RMSNorm(x) @ Wq.T + bq); RoPE(k) and v written into
-    k_cache / v_cache [1, kv_heads, max_len, D] at `pos` ([1] tensor). cos/sin: the position's rows [D]."""
-    if x.numel() != x.shape[-1] or k_cache.shape[0] != 1:
+    """One token a row (batch b = the caches' first dim, 1 to MAX_ROWS): q [b, heads * D] of
+    RoPE(RMSNorm(x) @ Wq.T + bq); RoPE(k) and v written into k_cache / v_cache [b, kv_heads, max_len, D] at
+    `pos` ([1] tensor, the same position for every row). cos/sin: the position's rows [D]."""
+    rows = x.numel() // x.shape[-1]
+    if rows != k_cache.shape[0] or rows > MAX_ROWS:
         raise ValueError(
-            f"qkv_rope_cache takes one row at batch 1, got x {tuple(x.shape)}, cache {tuple(k_cache.shape)}"
+            f"qkv_rope_cache takes one token a cache row, up to {MAX_ROWS}: got x {tuple(x.shape)}, "
+            f"cache {tuple(k_cache.shape)}"
         )
     _, kv_heads, _, d = k_cache.shape
     k = x.shape[-1]
@@ -311,15 +465,24 @@ def qkv_rope_cache(
     for cache in (k_cache, v_cache):
         if cache.stride(-1) != 1 or cache.stride(-2) != d:
             raise ValueError("the caches' positions must be contiguous rows of D")
-    cfg = cfg or config(weight.shape[0], k)
-    hb = max(1, cfg.block_n // 2)  # the config's rows a program, half of them each side of D/2
-    q = torch.empty(heads * d, dtype=x.dtype, device=x.device)
+    flat = _rows(x)
+    cfg = cfg or config(weight.shape[0], k, rows)
+    q = torch.empty(rows, heads * d, dtype=x.dtype, device=x.device)
     g, eps = norm
     extra = {"launch_pdl": True} if cfg.pdl else {}
-    _gemv_qkv_rope_kernel[((heads + 2 * kv_heads) * (d // 2 // hb),)](
-        x.reshape(-1), weight, bias if bias is not None else weight, g, cos.reshape(-1), sin.reshape(-1),
-        pos, q, k_cache, v_cache, k, eps, weight.stride(0), k_cache.stride(1), v_cache.stride(1), HQ=heads,
-        HKV=kv_heads, D=d, HAS_BIAS=bias is not None, HB=hb, BLOCK_K=cfg.block_k, PDL=cfg.pdl,
-        num_warps=cfg.warps, num_stages=cfg.stages, **extra,
-    )  # fmt: skip
-    return q
+    common = (flat, weight, bias if bias is not None else weight, g, cos.reshape(-1), sin.reshape(-1), pos, q)
+    launch = dict(HQ=heads, HKV=kv_heads, D=d, HAS_BIAS=bias is not None, BLOCK_K=cfg.block_k, PDL=cfg.pdl,
+                  num_warps=cfg.warps, num_stages=cfg.stages, **extra)  # fmt: skip
+    if rows == 1:
+        hb = max(1, cfg.block_n // 2)  # the config's rows a program, half of them each side of D/2
+        _gemv_qkv_rope_kernel[((heads + 2 * kv_heads) * (d // 2 // hb),)](
+            *common, k_cache, v_cache, k, eps, weight.stride(0), k_cache.stride(1), v_cache.stride(1), HB=hb,
+            **launch,
+        )  # fmt: skip
+    else:
+        hb = min(d // 2, max(MIN_DOT, cfg.block_n))  # tl.dot's least columns, within half a head
+        _qkv_rope_rows_kernel[((heads + 2 * kv_heads) * (d // 2 // hb),)](
+            *common, k_cache, v_cache, rows, k, eps, flat.stride(0), weight.stride(0), k_cache.stride(0),
+            k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), HB=hb, BLOCK_M=_block_m(rows), **launch,
+        )  # fmt: skip
+    return q.reshape(*x.shape[:-1], heads * d) if rows > 1 else q.reshape(heads * d)

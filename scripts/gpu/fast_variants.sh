@@ -6,7 +6,9 @@
 #                                                   triton (the Triton GEMVs' grid, int4 checks, per-linear
 #                                                   kernels), fused (--attnlab-perf-fast-gemv triton-fused
 #                                                   against triton, its grid and checks), checks (greedy and
-#                                                   logits) or table
+#                                                   logits), scaling (issue 29: the CUDA default over batch
+#                                                   1/8/32 and prompt 512/2048, its checks, the rows GEMVs,
+#                                                   the 7B shape, cuBLAS and int4 beside it) or table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
 # wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
@@ -17,8 +19,10 @@ cd "$(dirname "$0")/../.."
 R=${1:?REPORTS}; PART=${2:-measure}
 MODEL=${MODEL:-random:qwen2.5-3b-instruct}; END=$((SECONDS + ${BUDGET_S:-330}))
 [ "$PART" = table ] || { . .ci/gpu-setup || exit 1; }
-BASE=(--attnlab-model "$MODEL" --attnlab-device cuda --attnlab-dtype bfloat16 --attnlab-perf-new-tokens 128
+BASE=(--attnlab-device cuda --attnlab-dtype bfloat16 --attnlab-perf-new-tokens 128
       --attnlab-perf-rounds 3 --attnlab-perf-warmup 1 --attnlab-perf-inductor-cache "${INDUCTOR:-/tmp/ind}")
+# the parts before scaling were measured when torch / math were the defaults: pinned there (a later flag wins)
+[ "$PART" = scaling ] || BASE+=(--attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math)
 B1=(--attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1); V=(-k test_fast_variant)
 P=(--attnlab-perf-profile-steps "${PROFILE_STEPS:-20}")
 L=(--attnlab-perf-compile default --attnlab-perf-compile-scope layer)
@@ -26,6 +30,7 @@ run() {  # name, options...: one pytest run inside what is left of the budget; a
   local n=$1; shift; local left=$((END - SECONDS)) start=$SECONDS
   if [ "$left" -lt 30 ]; then echo "[$n] skipped: budget"; return; fi
   timeout -s INT -k 10 "$left" "${PYTEST[@]}" -q -rs --tb=line "${FILE:-suites/perf/test_fast_path.py}" "${BASE[@]}" \
+    --attnlab-model "${M:-$MODEL}" \
     --attnlab-report-dir "$R/$n" -p no:html "$@" 2>&1 | grep -i -E "passed|failed|error" | tail -4 | sed "s/^/[$n] /"
   echo "[$n] $((SECONDS - start)) s"
 }
@@ -63,6 +68,18 @@ case $PART in
     run fused-triton  "${V[@]}" "${P[@]}" "${F[@]}" --attnlab-perf-fast-attention triton \
       --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8
     run checks-fused-attn -k "not test_fast_variant" "${F[@]}" --attnlab-perf-fast-attention triton ;;
+  scaling)  # issue 29: `auto` (CUDA: triton-fused GEMVs, Triton attention, CUDA graph, no compile) and its checks
+    G=(--attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8,32)
+    run checks-auto -k "not test_fast_variant"
+    run auto-grid "${V[@]}" "${P[@]}" "${G[@]}"
+    run fused-math-compiled "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default \
+      --attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention math
+    M=random:qwen2.5-7b-instruct run 7b-auto "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8
+    FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm" --attnlab-perf-batch 1,8,32 \
+      --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x128w4s4,16x512w4s2,32x256w4s3,16x256w8s3}"
+    run int4-auto "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-fast-quant int4-g128
+    run torch-compiled "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32 \
+      --attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default
@@ -85,5 +102,5 @@ case $PART in
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m "$M" --by run,prompt_len,batch,profile_note
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m profile_top_kernel \
       --by run,rank,kernel_class,calls_per_step,kernel ;;
-  *) echo "unknown part '$PART'; choose from: measure gemv triton fused checks table"; exit 2 ;;
+  *) echo "unknown part '$PART'; choose from: measure gemv triton fused scaling checks table"; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 """The decode step's GEMVs one linear at a time (issue 18): each linear of the model (q/k/v fused, o, gate/up,
-down, lm_head) at one row of x, through cuBLAS (what --attnlab-perf-fast-gemv torch runs), the Triton GEMV
-(--attnlab-perf-fast-gemv triton) and tinygemm int4 (--attnlab-perf-fast-quant int4-g128 / int4-g32).
+down, lm_head) with the perf grid's batch sizes as rows of x (--attnlab-perf-batch), through cuBLAS (what
+--attnlab-perf-fast-gemv torch runs), the Triton GEMV (--attnlab-perf-fast-gemv triton) and tinygemm int4
+(--attnlab-perf-fast-quant int4-g128 / int4-g32).
 
 Each case is a CUDA graph that runs the linear once per decoder layer, every call on its own layer's
 weight, so the L2 never holds the next weight, as in a real decode step; pytest-benchmark times 20
@@ -30,9 +31,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gemv_kernel" in metafunc.fixturenames:
         from pytest_attnlab.perf.plugin import PERF_STATE_KEY
 
-        extra = metafunc.config.stash[PERF_STATE_KEY].settings.gemv_configs
-        kernels = ["cublas", "triton", "tinygemm-g128", "tinygemm-g32", *(f"triton-{c}" for c in extra)]
+        settings = metafunc.config.stash[PERF_STATE_KEY].settings
+        kernels = ["cublas", "triton", "tinygemm-g128", "tinygemm-g32", *(f"triton-{c}" for c in settings.gemv_configs)]
         metafunc.parametrize("gemv_kernel", kernels)
+        # rows of x: the perf grid's batch sizes (a decode step's tokens); 2-32 take the Triton tl.dot kernels
+        metafunc.parametrize("rows", sorted(set(settings.batch)), ids=lambda r: f"rows{r}")
 
 
 def _linears(sm: Any, name: str) -> list[Any]:
@@ -86,7 +89,7 @@ def _graph(calls: list[Callable[[], Any]]) -> torch.cuda.CUDAGraph:
 
 
 @pytest.mark.parametrize("linear", LINEARS)
-def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv_kernel):
+def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv_kernel, rows):
     from pytest_attnlab.paths import static_decode as sd
     from pytest_attnlab.perf import roofline
 
@@ -99,7 +102,7 @@ def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv
     except sd.UnsupportedModel as exc:
         pytest.skip(str(exc))
     linears = _linears(sm, linear)
-    x = torch.randn(1, linears[0].tensors()[0].shape[-1], device=device, dtype=sm.embed.dtype)
+    x = torch.randn(rows, linears[0].tensors()[0].shape[-1], device=device, dtype=sm.embed.dtype)
     calls, nbytes = _calls(gemv_kernel, linear, linears, x)
     graph = _graph(calls)
 
@@ -112,7 +115,7 @@ def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv
     benchmark.pedantic(replays, setup=torch.cuda.synchronize, rounds=5, warmup_rounds=1, iterations=1)
     per_call = benchmark.stats.stats.min / REPLAYS / len(calls)
     peak = roofline.device_peaks(device).bandwidth
-    context = {"linear": linear, "gemv_kernel": gemv_kernel, "weight_bytes": nbytes}
+    context = {"linear": linear, "gemv_kernel": gemv_kernel, "rows": rows, "weight_bytes": nbytes}
     metrics.record("gemv_time", per_call, "s", **context)
     metrics.record("gemv_bandwidth", roofline.utilisation(nbytes, per_call, peak), "%", **context)
     benchmark.extra_info.update(context, per_call_s=per_call)
