@@ -217,8 +217,9 @@ def test_split_kv_decode_attention_matches_softmax_over_the_visible_positions():
         return s.masked_fill(~visible, float("-inf")).softmax(-1) @ v.float()
     # (batch, KV heads, query heads a KV head, cache length, head dim, last visible position): chunks wholly
     # hidden, a prefix of one position, SmolLM2's 3 heads a group, a group wider than a tile's 16 rows
+    # 2200 positions: 35 chunks, more than the combine kernel's 32 a load
     for b, hkv, g, length, d, pos in [(1, 2, 8, 640, 128, 517), (2, 3, 3, 96, 64, 40), (1, 2, 8, 640, 128, 0),
-                                      (1, 1, 24, 200, 32, 199)]:
+                                      (1, 1, 24, 200, 32, 199), (1, 1, 4, 2200, 32, 2150)]:
         q = torch.randn(b, hkv, g, d, dtype=torch.float16)
         k, v = (torch.randn(b, hkv, length, d, dtype=torch.float16) for _ in range(2))
         visible = torch.arange(length) <= pos
@@ -350,6 +351,14 @@ def test_gemv_kernels_compile_for_hopper():
         ptx = build(K._qkv_rope_rows_kernel, types, HQ=hq, HKV=hkv, D=d, HAS_BIAS=bias, HB=16, BLOCK_M=bm,
                     BLOCK_K=256, PDL=True)
         assert "griddepcontrol" in ptx and "mma" in ptx
+    from pytest_attnlab.paths import triton_attention as A  # the split-KV attention's two kernels
+    types.update({"part_ptr": "*fp32", "stat_ptr": "*fp32", "out_ptr": "*bf16", "vis_ptr": "*i1", "scale": "fp32",
+                  **dict.fromkeys(["L", "G", "HKV", "sqb", "sqh", "sqg", "skb", "skh", "skl", "svb", "svh", "svl",
+                                   "sob", "soh", "sog"], "i32")})
+    ptx = build(A._decode_chunk_kernel, types, SPLITS=10, BLOCK_G=16, BLOCK_L=32, CHUNK=64, D=128, PDL=True)
+    assert "griddepcontrol" in ptx
+    ptx = build(A._decode_combine_kernel, types, SPLITS=35, SPLIT_BLOCK=32, BLOCK_G=16, D=128, PDL=True)
+    assert "griddepcontrol" in ptx
     print("compiled")
     """, interpreter=False)
     assert out.endswith("compiled\n")
