@@ -234,21 +234,24 @@ def test_variant_context_keeps_rows_of_different_variants_apart():
     assert PathOptions(gemv="triton").context()["fast_gemv"] == "triton"
 
 
-def test_auto_picks_the_triton_variant_on_cuda_with_triton_and_the_torch_ops_elsewhere(monkeypatch):
+def test_auto_picks_the_cuda_variant_on_cuda_with_triton_and_the_torch_ops_elsewhere(monkeypatch):
     import importlib.util
 
-    from pytest_attnlab.paths.base import resolve_auto
+    from pytest_attnlab.paths import base
 
+    # the candidate pick (base.AUTO_FAST's comment says why CUDA still gets the torch ops)
+    monkeypatch.setitem(base.AUTO_FAST, "gemv", ("triton-fused", "torch"))
+    monkeypatch.setitem(base.AUTO_FAST, "fast_attention", ("triton", "math"))
     found = {"triton": object()}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: found.get(name))
-    assert resolve_auto("gemv", "auto", "cuda:0") == "triton-fused"
-    assert resolve_auto("fast_attention", "auto", "cuda") == "triton"
-    assert resolve_auto("gemv", "auto", "cpu") == "torch"
-    assert resolve_auto("fast_attention", "auto", "mps") == "math"
-    assert resolve_auto("gemv", "triton", "cpu") == "triton"  # a value given is kept (its own skip says why)
+    assert base.resolve_auto("gemv", "auto", "cuda:0") == "triton-fused"
+    assert base.resolve_auto("fast_attention", "auto", "cuda") == "triton"
+    assert base.resolve_auto("gemv", "auto", "cpu") == "torch"
+    assert base.resolve_auto("fast_attention", "auto", "mps") == "math"
+    assert base.resolve_auto("gemv", "triton", "cpu") == "triton"  # a value given is kept (its own skip says why)
     found.clear()  # CUDA without triton (a source build of torch)
-    assert resolve_auto("gemv", "auto", "cuda:0") == "torch"
-    assert resolve_auto("fast_attention", "auto", "cuda:0") == "math"
+    assert base.resolve_auto("gemv", "auto", "cuda:0") == "torch"
+    assert base.resolve_auto("fast_attention", "auto", "cuda:0") == "math"
 
 
 def test_auto_is_the_default_and_resolves_to_the_cpu_pick_in_the_csv_context(pytester, run_attnlab):

@@ -6,9 +6,10 @@
 #                                                   triton (the Triton GEMVs' grid, int4 checks, per-linear
 #                                                   kernels), fused (--attnlab-perf-fast-gemv triton-fused
 #                                                   against triton, its grid and checks), checks (greedy and
-#                                                   logits), scaling (issue 29: the CUDA default over batch
-#                                                   1/8/32 and prompt 512/2048, its checks, the rows GEMVs,
-#                                                   the 7B shape, cuBLAS and int4 beside it) or table
+#                                                   logits), scaling (issue 29: the CUDA candidate, triton-
+#                                                   fused + Triton attention, over batch 1/8/32 and prompt
+#                                                   512/2048, its checks, the rows GEMVs, the 7B shape,
+#                                                   cuBLAS and int4 beside it) or table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
 # wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
@@ -21,8 +22,8 @@ MODEL=${MODEL:-random:qwen2.5-3b-instruct}; END=$((SECONDS + ${BUDGET_S:-330}))
 [ "$PART" = table ] || { . .ci/gpu-setup || exit 1; }
 BASE=(--attnlab-device cuda --attnlab-dtype bfloat16 --attnlab-perf-new-tokens 128
       --attnlab-perf-rounds 3 --attnlab-perf-warmup 1 --attnlab-perf-inductor-cache "${INDUCTOR:-/tmp/ind}")
-# the parts before scaling were measured when torch / math were the defaults: pinned there (a later flag wins)
-[ "$PART" = scaling ] || BASE+=(--attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math)
+# the parts were measured with torch / math as the defaults: pinned (a later flag wins), whatever auto picks
+BASE+=(--attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math)
 B1=(--attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1); V=(-k test_fast_variant)
 P=(--attnlab-perf-profile-steps "${PROFILE_STEPS:-20}")
 L=(--attnlab-perf-compile default --attnlab-perf-compile-scope layer)
@@ -68,14 +69,16 @@ case $PART in
     run fused-triton  "${V[@]}" "${P[@]}" "${F[@]}" --attnlab-perf-fast-attention triton \
       --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8
     run checks-fused-attn -k "not test_fast_variant" "${F[@]}" --attnlab-perf-fast-attention triton ;;
-  scaling)  # issue 29: `auto` (CUDA: triton-fused GEMVs, Triton attention, CUDA graph, no compile) and its checks
+  scaling)  # issue 29: the CUDA candidate (triton-fused GEMVs, Triton attention, CUDA graph, no compile) and its checks
     G=(--attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8,32)
-    run checks-auto -k "not test_fast_variant"
-    run auto-grid "${V[@]}" "${P[@]}" "${G[@]}"
+    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
+    run checks-candidate -k "not test_fast_variant" "${C[@]}"
+    run candidate-grid "${V[@]}" "${P[@]}" "${G[@]}" "${C[@]}"
     run fused-math-compiled "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default \
       --attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention math
-    M=random:qwen2.5-7b-instruct run 7b-auto "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8
-    run int4-auto "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-fast-quant int4-g128
+    M=random:qwen2.5-7b-instruct run 7b-candidate "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 \
+      --attnlab-perf-batch 1,8
+    run int4-candidate "${V[@]}" "${B1[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-fast-quant int4-g128
     run torch-compiled "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32 \
       --attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math
     FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm" --attnlab-perf-batch 1,8,32 \
