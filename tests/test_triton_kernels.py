@@ -287,7 +287,7 @@ def test_fused_step_under_torch_compile_matches_eager_torch_and_writes_the_cache
     def steps(gemv, compiled):
         sm = sd.from_hf(model, gemv=gemv)
         sm.decode_attention = "math"
-        cache = sd.new_cache(sm, 1, 64)
+        cache = sd.new_cache(sm, ids.shape[0], 64)
         step = lambda tok, pos: sd.decode_one_token(sm, cache, tok, pos)
         step = torch.compile(step, fullgraph=True, dynamic=False) if compiled else step
         tok, out = sd.greedy(sd.prefill(sm, cache, ids)), []
@@ -300,6 +300,14 @@ def test_fused_step_under_torch_compile_matches_eager_torch_and_writes_the_cache
     assert_close(fused, reference, atol=5e-3, rtol=5e-3)
     written = [bool(cache.k[0][0, :, p].any() and cache.v[0][0, :, p].any()) for p in range(40, 46)]
     assert written == [True] * 4 + [False] * 2, written
+    # batch 3 with 32-wide heads: the rows kernels under torch.compile (their fake shapes must match the op's)
+    model = random_models.build("tiny-qwen2", dtype=torch.float16, vocab_size=512, hidden_size=128)
+    ids = torch.randint(0, 512, (3, 40), generator=torch.Generator().manual_seed(1))
+    torch._dynamo.reset()
+    reference, _ = steps("torch", False)
+    fused, cache = steps("triton-fused", True)
+    assert_close(fused, reference, atol=5e-3, rtol=5e-3)
+    assert all(bool(cache.k[0][row, :, 43].any()) for row in range(3)) and not cache.k[0][:, :, 44].any()
     """)
 
 

@@ -68,7 +68,8 @@ def gemv_qkv_rope_cache(
 
 @gemv_qkv_rope_cache.register_fake
 def _(x, norm, eps, weight, bias, cos, sin, pos, k_cache, v_cache, heads) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    return x.new_empty(heads * k_cache.shape[-1])
+    width = heads * k_cache.shape[-1]  # K.qkv_rope_cache's shape: [width] for one row, else x's rows by width
+    return x.new_empty(width) if x.numel() == x.shape[-1] else x.new_empty(*x.shape[:-1], width)
 
 
 @torch.library.custom_op("attnlab::decode_attention", mutates_args=())
