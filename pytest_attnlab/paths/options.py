@@ -153,6 +153,14 @@ def resolve_inductor_cache(value: str) -> str:
     return os.path.abspath(os.path.expanduser(value))
 
 
+def _auto_help(field: str) -> str:
+    """What `auto` picks for PathOptions' `field` (base.AUTO_FAST), for an option's help."""
+    cuda, anywhere = AUTO_FAST[field]
+    if cuda == anywhere:
+        return f"{cuda} on every device for now: paths/base.AUTO_FAST says when CUDA gets another"
+    return f"{cuda} on CUDA with triton, else {anywhere}"
+
+
 FAST_OPTIONS = [
     OptionSpec(
         "perf-compile",
@@ -168,7 +176,7 @@ FAST_OPTIONS = [
         "NAME",
         "the fast path's decode attention over the static cache: sdpa (fused kernel), math "
         "(matmul-softmax-matmul, fused by --attnlab-perf-compile), triton (split-KV Triton kernels; CUDA only) "
-        f"or auto ({AUTO_FAST['fast_attention'][0]} on CUDA with triton, else {AUTO_FAST['fast_attention'][1]}).",
+        f"or auto ({_auto_help('fast_attention')}).",
     ),
     OptionSpec(
         "perf-compile-scope",
@@ -201,7 +209,7 @@ FAST_OPTIONS = [
         "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4), triton (the plugin's Triton GEMV "
         "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU), triton-fused "
         "(those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds, batch 1-32) "
-        f"or auto ({AUTO_FAST['gemv'][0]} on CUDA with triton, else {AUTO_FAST['gemv'][1]}).",
+        f"or auto ({_auto_help('gemv')}).",
     ),
     OptionSpec(
         "perf-inductor-cache",
