@@ -170,6 +170,19 @@ def _gemv_dense_kernel(
 
 
 @triton.jit
+def _rope_pair(y_lo, y_hi, cos_ptr, sin_ptr, j, HALF: tl.constexpr, ty: tl.constexpr):
+    """HF's RoPE of columns j and j + HALF (float32 values of the activation dtype, the columns on the last
+    axis) in the activation dtype `ty`: x * cos + rotate_half(x) * sin, each product and the sum rounded."""
+    c_lo = tl.load(cos_ptr + j).to(tl.float32)
+    c_hi = tl.load(cos_ptr + HALF + j).to(tl.float32)
+    s_lo = tl.load(sin_ptr + j).to(tl.float32)
+    s_hi = tl.load(sin_ptr + HALF + j).to(tl.float32)
+    r_lo = ((y_lo * c_lo).to(ty).to(tl.float32) + (-y_hi * s_lo).to(ty).to(tl.float32)).to(ty)
+    r_hi = ((y_hi * c_hi).to(ty).to(tl.float32) + (y_lo * s_hi).to(ty).to(tl.float32)).to(ty)
+    return r_lo, r_hi
+
+
+@triton.jit
 def _gemv_qkv_rope_kernel(
     x_ptr, w_ptr, b_ptr, g_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr, K, eps, stride_wn, stride_kh,
     stride_vh, HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, HAS_BIAS: tl.constexpr, HB: tl.constexpr,
@@ -212,12 +225,7 @@ def _gemv_qkv_rope_kernel(
     y_lo = y_lo.to(ty).to(tl.float32)
     y_hi = y_hi.to(ty).to(tl.float32)
     # HF's RoPE in the activation dtype: x * cos + rotate_half(x) * sin, each product and the sum rounded
-    c_lo = tl.load(cos_ptr + j).to(tl.float32)
-    c_hi = tl.load(cos_ptr + HALF + j).to(tl.float32)
-    s_lo = tl.load(sin_ptr + j).to(tl.float32)
-    s_hi = tl.load(sin_ptr + HALF + j).to(tl.float32)
-    r_lo = ((y_lo * c_lo).to(ty).to(tl.float32) + (-y_hi * s_lo).to(ty).to(tl.float32)).to(ty)
-    r_hi = ((y_hi * c_hi).to(ty).to(tl.float32) + (y_lo * s_hi).to(ty).to(tl.float32)).to(ty)
+    r_lo, r_hi = _rope_pair(y_lo, y_hi, cos_ptr, sin_ptr, j, HALF, ty)
     heads = head + 0 * j  # the head as a [HB] vector, for the selects and store masks
     rotated = heads < HQ + HKV  # q and k heads; v heads are stored as they are
     out_lo = tl.where(rotated, r_lo, y_lo.to(ty))
@@ -344,12 +352,7 @@ def _qkv_rope_rows_kernel(
     ty = q_ptr.dtype.element_ty
     y_lo = y_lo.to(ty).to(tl.float32)
     y_hi = y_hi.to(ty).to(tl.float32)
-    c_lo = tl.load(cos_ptr + j).to(tl.float32)[None, :]
-    c_hi = tl.load(cos_ptr + HALF + j).to(tl.float32)[None, :]
-    s_lo = tl.load(sin_ptr + j).to(tl.float32)[None, :]
-    s_hi = tl.load(sin_ptr + HALF + j).to(tl.float32)[None, :]
-    r_lo = ((y_lo * c_lo).to(ty).to(tl.float32) + (-y_hi * s_lo).to(ty).to(tl.float32)).to(ty)
-    r_hi = ((y_hi * c_hi).to(ty).to(tl.float32) + (y_lo * s_hi).to(ty).to(tl.float32)).to(ty)
+    r_lo, r_hi = _rope_pair(y_lo, y_hi, cos_ptr, sin_ptr, j, HALF, ty)
     heads = (head + 0 * j)[None, :] + 0 * rm[:, None]  # the head as a [BLOCK_M, HB] tile, for selects and masks
     rotated = heads < HQ + HKV
     out_lo = tl.where(rotated, r_lo, y_lo.to(ty))
