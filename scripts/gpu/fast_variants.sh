@@ -74,13 +74,13 @@ case $PART in
     C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
     run checks-candidate -k "not test_fast_variant" "${C[@]}"
     run candidate-grid "${V[@]}" "${P[@]}" "${G[@]}" "${C[@]}"
+    run torch-compiled "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32 \
+      --attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math
     run fused-math-compiled "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default \
       --attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention math
     M=random:qwen2.5-7b-instruct run 7b-candidate "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 \
       --attnlab-perf-batch 1,8
     run int4-candidate "${V[@]}" "${B1[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-fast-quant int4-g128
-    run torch-compiled "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32 \
-      --attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math
     FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm" --attnlab-perf-batch 1,8,32 \
       --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x128w4s4,16x512w4s2,32x256w4s3,16x256w8s3}" ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
