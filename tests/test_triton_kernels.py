@@ -177,6 +177,56 @@ def test_rows_kernels_match_hf_ops_and_compute_every_row():
     assert out.endswith("caught\n")
 
 
+def test_split_k_rows_kernel_sums_every_split_and_resets_its_counters():
+    """Split-K at 2+ rows (config kSPLIT): each output tile's programs take runs of K, the last to finish
+    adds them in split order and runs the epilogue. Against HF's ops with a tail column run (300 = 3 runs of
+    96 + 12), a split with no columns at all (96 columns in 4 ways of 32), bias, norm, residual and silu * up;
+    each check calls the kernel three times on the same counters, so a counter left at SPLIT by one launch
+    breaks the next. Planted: the last program does not reset its tile's counter."""
+    out = interpret("""
+    import triton
+    import triton.language as tl
+    from pytest_attnlab.paths import triton_gemv as K
+    from pytest_attnlab.paths.static_decode import rms_norm
+    dt, eps, tol = torch.float16, 1e-6, dict(atol=2e-3, rtol=2e-3)
+    def check(rows, n, k, bias, cfg):
+        x, w = torch.randn(rows, k, dtype=dt), torch.randn(2 * n, k, dtype=dt) / 8
+        b = torch.randn(n, dtype=dt) if bias else None
+        g, res = torch.rand(k, dtype=dt) + 0.5, torch.randn(rows, n, dtype=dt)
+        h = rms_norm(x, g, eps)
+        assert_close(K.dense(x, w[:n], b, cfg=cfg), F.linear(x, w[:n], b), **tol)
+        assert_close(K.dense(x, w[:n], b, cfg=cfg, norm=(g, eps), residual=res), res + F.linear(h, w[:n], b), **tol)
+        assert_close(K.dense_silu_mul(x, w, cfg=cfg, norm=(g, eps)), F.silu(F.linear(h, w[:n])) * F.linear(h, w[n:]),
+                     **tol)
+    for rows, n, k, bias, cfg in [(8, 40, 576, True, K.Config(16, 64, 4, 2, split=3)),
+                                  (5, 33, 300, False, K.Config(16, 32, 4, 1, split=4)),
+                                  (3, 17, 96, True, K.Config(16, 32, 4, 1, split=4))]:
+        check(rows, n, k, bias, cfg)
+    assert int(K._COUNTERS[torch.device("cpu")].abs().sum()) == 0
+    try:
+        K.dense(torch.randn(1, 64, dtype=dt), torch.randn(16, 64, dtype=dt), cfg=K.Config(16, 32, 4, split=2))
+    except ValueError as exc:
+        assert "one row" in str(exc)
+    else:
+        raise AssertionError("one row at a split config ran")
+    sum_of = K._split_k_sum.fn
+    @triton.jit
+    def no_reset(a, b, offs, ok, ws_ptr, cnt_ptr, TILE: tl.constexpr, SPLIT: tl.constexpr, TWO: tl.constexpr):
+        tile = tl.program_id(0)
+        last = tl.atomic_add(cnt_ptr + tile, 0) == SPLIT - 1
+        sa, sb, _ = sum_of(a, b, offs, ok, ws_ptr, cnt_ptr, TILE, SPLIT, TWO)
+        if last:  # the bug: the count goes back up to SPLIT after the reset (as if never reset)
+            tl.atomic_add(cnt_ptr + tile, SPLIT)
+        return sa, sb, last
+    K._split_k_sum = no_reset
+    try:
+        check(8, 40, 576, True, K.Config(16, 64, 4, 2, split=3))
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
+
+
 def test_qkv_rope_rows_kernel_writes_each_rows_cache_at_the_position():
     """The q/k/v kernel at batch 3 and 8 (one token a row, the same position): q, RoPE(k) and v of row m
     against HF's ops, written into cache row m at pos and nowhere else. The check tells the rows apart:
@@ -317,6 +367,8 @@ def test_config_parse_and_its_errors():
     assert Config.parse("2x2048w4s3nopdl", pdl=True) == Config(2, 2048, 4, 3, False)
     assert Config.parse("1x1024w4", pdl=False) == Config(1, 1024, 4, 1, False)
     assert Config.parse("1x1024w4", pdl=False).label == "1x1024w4s1nopdl"
+    assert Config.parse("16x256w4s3k4nopdl", pdl=True) == Config(16, 256, 4, 3, False, split=4)
+    assert Config.parse("16x256w4s3k4", pdl=False).label == "16x256w4s3k4nopdl"
     with pytest.raises(ValueError, match="is not a GEMV config"):
         Config.parse("1x1024", pdl=False)
 
@@ -352,9 +404,11 @@ def test_gemv_kernels_compile_for_hopper():
     # the tl.dot kernels of 2-32 rows (batch 2-32), at their default configs' tiles
     for silu, norm, res, bias, bm, bn in [(0, 1, 0, 1, 16, 16), (1, 1, 0, 0, 16, 32), (0, 0, 1, 0, 32, 16),
                                           (0, 0, 0, 0, 16, 64)]:
-        ptx = build(K._gemm_rows_kernel, types, HAS_BIAS=bool(bias), SILU_MUL=bool(silu), NORM=bool(norm),
-                    RESIDUAL=bool(res), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=256, PDL=True)
-        assert "griddepcontrol" in ptx and "mma" in ptx
+        for split in (1, 4):  # split-K: the partials' workspace, the tile counters' atomics
+            ptx = build(K._gemm_rows_kernel, {**types, "ws_ptr": "*fp32", "cnt_ptr": "*i32"}, HAS_BIAS=bool(bias),
+                        SILU_MUL=bool(silu), NORM=bool(norm), RESIDUAL=bool(res), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=256,
+                        SPLIT=split, PDL=True)  # fmt: skip
+            assert "griddepcontrol" in ptx and "mma" in ptx and ("atom" in ptx) == (split > 1)
     for hq, hkv, d, bias, bm in [(16, 2, 128, True, 16), (9, 3, 64, False, 32)]:
         ptx = build(K._qkv_rope_rows_kernel, types, HQ=hq, HKV=hkv, D=d, HAS_BIAS=bias, HB=16, BLOCK_M=bm,
                     BLOCK_K=256, PDL=True)

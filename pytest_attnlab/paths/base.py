@@ -45,8 +45,8 @@ def resolve_auto(field: str, value: str, device: str) -> str:
 
 
 #: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
-#: [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl (paths/triton_gemv.Config)
-GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(pdl|nopdl)?$")
+#: [split-K ways, 2+ rows only], [pdl | nopdl]: 1x1024w4, 2x2048w4s3pdl, 16x256w4s3k4 (paths/triton_gemv.Config)
+GEMV_CONFIG = re.compile(r"^(\d+)x(\d+)w(\d+)(?:s(\d+))?(?:k(\d+))?(pdl|nopdl)?$")
 #: vLLM's KV-cache dtypes that make sense for a user to pick (vllm.config.cache.CacheDType).
 KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 #: weights/activations dtype of the engine; auto = the --attnlab-dtype the HF reference uses.

@@ -53,6 +53,9 @@ class Config:
     # programmatic dependent launch: the kernel may start while the previous one finishes, loading its
     # first weight tile before it waits for the previous kernel's output (x)
     pdl: bool = False
+    # split-K (the tl.dot kernels, 2+ rows): `split` programs share an output tile, each over 1/split of K, so
+    # a short weight (o, down, q/k/v: 128-160 tiles of 16 rows) still has programs on every SM
+    split: int = 1
 
     @classmethod
     def parse(cls, text: str, pdl: bool) -> Config:
@@ -60,14 +63,15 @@ class Config:
 
         found = GEMV_CONFIG.match(text)
         if found is None:
-            raise ValueError(f"{text!r} is not a GEMV config (BLOCK_NxBLOCK_KwWARPS[sSTAGES][pdl|nopdl])")
-        bn, bk, warps, stages, flag = found.groups()
+            raise ValueError(f"{text!r} is not a GEMV config (BLOCK_NxBLOCK_KwWARPS[sSTAGES][kSPLIT][pdl|nopdl])")
+        bn, bk, warps, stages, split, flag = found.groups()
         use_pdl = pdl if flag is None else flag == "pdl"
-        return cls(int(bn), int(bk), int(warps), int(stages or 1), use_pdl and pdl_supported())
+        return cls(int(bn), int(bk), int(warps), int(stages or 1), use_pdl and pdl_supported(), split=int(split or 1))
 
     @property
     def label(self) -> str:
-        return f"{self.block_n}x{self.block_k}w{self.warps}s{self.stages}{'pdl' if self.pdl else 'nopdl'}"
+        split = f"k{self.split}" if self.split > 1 else ""
+        return f"{self.block_n}x{self.block_k}w{self.warps}s{self.stages}{split}{'pdl' if self.pdl else 'nopdl'}"
 
 
 def pdl_supported() -> bool:
@@ -270,18 +274,53 @@ def _load_x_rows(x_rows, m_ok, g_ptr, k0, rk, K, inv_rms, NORM: tl.constexpr):
 
 
 @triton.jit
+def _split_k_sum(a, b, offs, ok, ws_ptr, cnt_ptr, TILE: tl.constexpr, SPLIT: tl.constexpr, TWO: tl.constexpr):
+    """Split-K's reduction, deterministic and without a second kernel: the program with split index
+    program_id(1) of output tile program_id(0) stores its float32 partial sums a (and b, TWO) at their
+    offsets `offs` (< TILE) in its slot of the workspace [tiles, SPLIT, 2, TILE], then counts itself in the
+    tile's counter. The program that counts last gets the sums over the SPLIT slots, in split order (the same
+    result every run), `last` True, and sets the counter back to 0 for the next launch (a CUDA graph's replay
+    included); the others get `last` False and must store nothing."""
+    tile = tl.program_id(0)
+    slot = ws_ptr + tile * (SPLIT * 2 * TILE)
+    at = slot + tl.program_id(1) * (2 * TILE) + offs
+    tl.store(at, a, mask=ok)
+    if TWO:
+        tl.store(at + TILE, b, mask=ok)
+    tl.debug_barrier()  # every thread's partials are written before the count releases them
+    last = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel") == SPLIT - 1
+    tl.debug_barrier()
+    take = tl.where(last, ok, False)  # not ok & last: Triton's interpreter makes that an int mask
+    sa = tl.zeros_like(a)
+    sb = tl.zeros_like(b)
+    for s in tl.static_range(SPLIT):  # .cg: from L2, where the other programs' stores are
+        sa += tl.load(slot + s * (2 * TILE) + offs, mask=take, other=0.0, cache_modifier=".cg")
+        if TWO:
+            sb += tl.load(slot + s * (2 * TILE) + TILE + offs, mask=take, other=0.0, cache_modifier=".cg")
+    tl.atomic_xchg(cnt_ptr + tile, 0, mask=last)
+    return sa, sb, last
+
+
+@triton.jit
 def _gemm_rows_kernel(
-    x_ptr, w_ptr, b_ptr, g_ptr, res_ptr, y_ptr, M, N, K, eps, stride_xm, stride_wn, stride_ym,
+    x_ptr, w_ptr, b_ptr, g_ptr, res_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, eps, stride_xm, stride_wn, stride_ym,
     HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr, RESIDUAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """_gemv_dense_kernel for M (2..BLOCK_M) rows of x: a program multiplies all of them by its BLOCK_N rows
     of w with tl.dot ([BLOCK_M, BLOCK_K] x [BLOCK_K, BLOCK_N], float32 accumulation), so the weight is read
-    once for all rows; the prologue and epilogues are the one-row kernel's, row by row."""
+    once for all rows; the prologue and epilogues are the one-row kernel's, row by row. SPLIT > 1: program
+    (tile, s) takes the s-th of SPLIT runs of BLOCK_K columns, and the tile's last program adds them up
+    (_split_k_sum) and runs the epilogue."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = tl.arange(0, BLOCK_M)
     rk = tl.arange(0, BLOCK_K)
     n_ok, m_ok = rn < N, rm < M
+    k_begin, k_end = 0, K
+    if SPLIT > 1:
+        run = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT) * BLOCK_K
+        k_begin = tl.program_id(1) * run
+        k_end = tl.minimum(K, k_begin + run)
     x_rows = x_ptr + rm[:, None] * stride_xm
     w_rows = w_ptr + rn[:, None] * stride_wn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -292,7 +331,7 @@ def _gemm_rows_kernel(
     inv_rms = tl.zeros((BLOCK_M,), dtype=tl.float32) + 1.0
     if NORM:
         inv_rms = _inv_rms_rows(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_begin, k_end, BLOCK_K):
         k_ok = (k0 + rk) < K
         x = _load_x_rows(x_rows, m_ok, g_ptr, k0, rk, K, inv_rms, NORM)
         w = tl.load(w_rows + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
@@ -300,6 +339,12 @@ def _gemm_rows_kernel(
         if SILU_MUL:  # the up rows sit N rows below the gate rows
             u = tl.load(w_rows + N * stride_wn + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
             acc_up += tl.dot(x, tl.trans(u))
+    out_ok = m_ok[:, None] & n_ok[None, :]
+    if SPLIT > 1:
+        offs = rm[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        acc, acc_up, last = _split_k_sum(acc, acc_up, offs, out_ok, ws_ptr, cnt_ptr, BLOCK_M * BLOCK_N, SPLIT,
+                                         SILU_MUL)  # fmt: skip
+        out_ok = tl.where(last, out_ok, False)
     y = acc
     if HAS_BIAS:
         y += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -308,7 +353,6 @@ def _gemm_rows_kernel(
         g = y.to(out_ty).to(tl.float32)
         s = (g / (1.0 + tl.exp(-g))).to(out_ty).to(tl.float32)
         y = s * acc_up.to(out_ty).to(tl.float32)
-    out_ok = m_ok[:, None] & n_ok[None, :]
     at = rm[:, None] * stride_ym + rn[None, :]
     if RESIDUAL:
         y = tl.load(res_ptr + at, mask=out_ok, other=0.0).to(tl.float32) + y.to(out_ty).to(tl.float32)
@@ -372,6 +416,22 @@ def _qkv_rope_rows_kernel(
     tl.store(v_at + HALF, out_hi, mask=is_v)
 
 
+#: split-K's tile counters, one zeroed int32 buffer a device: every launch leaves its counters at 0 again
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+def _split_k_buffers(tiles: int, split: int, tile: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The workspace [tiles, split, 2, tile] float32 and the tile counters of a split-K launch (split 1: none
+    is touched; small placeholders). The counters live for the process, so that a CUDA graph replays the
+    launch without a memset: the kernel resets them."""
+    if split == 1:
+        return torch.empty(1, dtype=torch.float32, device=device), torch.empty(1, dtype=torch.int32, device=device)
+    counts = _COUNTERS.get(device)
+    if counts is None or counts.numel() < tiles:
+        counts = _COUNTERS[device] = torch.zeros(max(tiles, 4096), dtype=torch.int32, device=device)
+    return torch.empty(tiles * split * 2 * tile, dtype=torch.float32, device=device), counts
+
+
 def _block_m(rows: int) -> int:
     return max(MIN_DOT, triton.next_power_of_2(rows))
 
@@ -428,13 +488,17 @@ def _dense(
     block_n = cfg.block_n if m == 1 else max(MIN_DOT, cfg.block_n)
     launch = dict(BLOCK_N=block_n, BLOCK_K=cfg.block_k, PDL=cfg.pdl, num_warps=cfg.warps, num_stages=cfg.stages)
     if m == 1:
+        if cfg.split > 1:
+            raise ValueError(f"split-K (config {cfg.label}) runs in the 2+ row kernels; this call has one row")
         _gemv_dense_kernel[(triton.cdiv(n, cfg.block_n), 1)](
             *args, n, k, eps, flat.stride(0), weight.stride(0), y.stride(0), **flags, **launch, **extra
         )
     else:
-        _gemm_rows_kernel[(triton.cdiv(n, block_n),)](
-            *args, m, n, k, eps, flat.stride(0), weight.stride(0), y.stride(0), **flags, BLOCK_M=_block_m(m),
-            **launch, **extra,
+        tiles, block_m = triton.cdiv(n, block_n), _block_m(m)
+        ws, counts = _split_k_buffers(tiles, cfg.split, block_m * block_n, x.device)
+        _gemm_rows_kernel[(tiles, cfg.split)](
+            *args, ws, counts, m, n, k, eps, flat.stride(0), weight.stride(0), y.stride(0), **flags,
+            BLOCK_M=block_m, SPLIT=cfg.split, **launch, **extra,
         )  # fmt: skip
     return y.reshape(*x.shape[:-1], n)
 

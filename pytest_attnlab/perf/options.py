@@ -173,7 +173,7 @@ def _gemv_configs(value: str) -> tuple[str, ...]:
     if bad:
         raise pytest.UsageError(
             f"--attnlab-perf-gemv-configs: {', '.join(bad)} is not a config; write BLOCK_NxBLOCK_KwWARPS[sSTAGES]"
-            "[pdl|nopdl], e.g. 1x1024w4 or 2x2048w4s3pdl"
+            "[kSPLIT][pdl|nopdl], e.g. 1x1024w4, 2x2048w4s3pdl or 16x256w4s3k4 (split-K: 2+ rows)"
         )
     return configs
 
@@ -185,7 +185,8 @@ PERF_OPTIONS.append(
         _gemv_configs,
         "LIST",
         "suites/perf/test_decode_gemv.py: also time the Triton GEMV at these launch configs (a comma list of "
-        "BLOCK_NxBLOCK_KwWARPS[sSTAGES][pdl|nopdl], e.g. 1x1024w4,2x2048w4s3pdl), beside its own pick: the "
+        "BLOCK_NxBLOCK_KwWARPS[sSTAGES][kSPLIT][pdl|nopdl], e.g. 1x1024w4,2x2048w4s3pdl,16x256w4s3k4; kSPLIT "
+        "splits K SPLIT ways, at 2+ rows), beside its own pick: the "
         "sweep that tunes paths/triton_gemv.config for a GPU.",
     )
 )

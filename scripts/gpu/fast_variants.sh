@@ -76,13 +76,14 @@ case $PART in
     run candidate-grid "${V[@]}" "${P[@]}" "${G[@]}" "${C[@]}"
     run torch-compiled "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32 \
       --attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math
+    # the 2+ row GEMVs at other tiles and split-K (kSPLIT), beside cuBLAS and the default tiles
+    FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm" --attnlab-perf-batch 8,32 \
+      --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x256w4s3k2,16x256w4s3k4,16x512w4s2k4,32x256w4s3k4,16x128w4s4k8}"
     run fused-math-compiled "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default \
       --attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention math
     M=random:qwen2.5-7b-instruct run 7b-candidate "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 \
       --attnlab-perf-batch 1,8
-    run int4-candidate "${V[@]}" "${B1[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-fast-quant int4-g128
-    FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm" --attnlab-perf-batch 1,8,32 \
-      --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x128w4s4,16x512w4s2,32x256w4s3,16x256w8s3}" ;;
+    run int4-candidate "${V[@]}" "${B1[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-fast-quant int4-g128 ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default

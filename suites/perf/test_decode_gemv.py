@@ -67,6 +67,8 @@ def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple
             linears = [TritonDense(lin.weight, lin.bias) for lin in linears]
         else:  # the kernel itself at a listed launch config
             cfg = K.Config.parse(kernel.removeprefix("triton-"), pdl=True)
+            if cfg.split > 1 and x.shape[0] == 1:
+                pytest.skip(f"{kernel}: split-K (kSPLIT) runs in the tl.dot kernels of 2+ rows, not at one row")
             if name == "gate_up":
                 one = lambda lin: K.dense_silu_mul(x, lin.weight, cfg=cfg)  # noqa: E731
             else:
