@@ -8,7 +8,8 @@ weight, so the L2 never holds the next weight, as in a real decode step; pytest-
 replays a round. Recorded per call: gemv_time and gemv_bandwidth (% of the device's bandwidth limit for
 the bytes the call reads). gate/up runs with its silu(gate) * up, as the fast path runs it. With
 --attnlab-perf-gemv-configs, the Triton GEMV also runs at each listed launch config (the tuning sweep
-behind paths/triton_gemv.config).
+behind paths/triton_gemv.config). Each Triton case then checks the first layer's output, after the
+replays, against cuBLAS's (1 % of the largest output, 2^-7 relative): a config that is fast and wrong fails.
 
     pytest suites/perf/test_decode_gemv.py --attnlab-device cuda --attnlab-model random:qwen2.5-3b-instruct
 CUDA only: on CPU every case skips.
@@ -121,3 +122,13 @@ def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv
     metrics.record("gemv_time", per_call, "s", **context)
     metrics.record("gemv_bandwidth", roofline.utilisation(nbytes, per_call, peak), "%", **context)
     benchmark.extra_info.update(context, per_call_s=per_call)
+    if gemv_kernel.startswith("triton"):  # a launch config is worth timing only if it computes the product
+        _assert_matches_cublas(linear, linears[0], x, calls[0]())
+
+
+def _assert_matches_cublas(name: str, linear: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The Triton kernel's output of the first layer, after its graph's replays (split-K's counters must be
+    back at 0 by then), against cuBLAS's within bfloat16's rounding of outputs of that size."""
+    (ref,) = (call() for call in _calls("cublas", name, [linear], x)[0])
+    scale = ref.float().abs().amax().item()
+    torch.testing.assert_close(y.float(), ref.float(), atol=1e-2 * scale, rtol=2**-7)
