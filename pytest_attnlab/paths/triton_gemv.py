@@ -302,6 +302,16 @@ def _split_k_sum(a, b, offs, ok, ws_ptr, cnt_ptr, TILE: tl.constexpr, SPLIT: tl.
 
 
 @triton.jit
+def _k_run(K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+    """The columns [begin, end) of split program_id(1): whole BLOCK_K steps, the last run shorter or empty."""
+    if SPLIT == 1:
+        return 0, K
+    run = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT) * BLOCK_K
+    begin = tl.program_id(1) * run
+    return begin, tl.minimum(K, begin + run)
+
+
+@triton.jit
 def _gemm_rows_kernel(
     x_ptr, w_ptr, b_ptr, g_ptr, res_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, eps, stride_xm, stride_wn, stride_ym,
     HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr, RESIDUAL: tl.constexpr,
@@ -316,11 +326,7 @@ def _gemm_rows_kernel(
     rm = tl.arange(0, BLOCK_M)
     rk = tl.arange(0, BLOCK_K)
     n_ok, m_ok = rn < N, rm < M
-    k_begin, k_end = 0, K
-    if SPLIT > 1:
-        run = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT) * BLOCK_K
-        k_begin = tl.program_id(1) * run
-        k_end = tl.minimum(K, k_begin + run)
+    k_begin, k_end = _k_run(K, BLOCK_K, SPLIT)
     x_rows = x_ptr + rm[:, None] * stride_xm
     w_rows = w_ptr + rn[:, None] * stride_wn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -361,13 +367,14 @@ def _gemm_rows_kernel(
 
 @triton.jit
 def _qkv_rope_rows_kernel(
-    x_ptr, w_ptr, b_ptr, g_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr, M, K, eps, stride_xm, stride_wn,
-    stride_kb, stride_kh, stride_vb, stride_vh, HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+    x_ptr, w_ptr, b_ptr, g_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr, ws_ptr, cnt_ptr, M, K, eps,
+    stride_xm, stride_wn, stride_kb, stride_kh, stride_vb, stride_vh, HQ: tl.constexpr, HKV: tl.constexpr,
+    D: tl.constexpr, HAS_BIAS: tl.constexpr, HB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """_gemv_qkv_rope_kernel for M (2..BLOCK_M) rows, one token each at the same position (the batch of a
     decode step): a program computes columns j and j + D/2 of one head for every row with tl.dot, and
-    writes row m's k and v into cache row m."""
+    writes row m's k and v into cache row m. SPLIT > 1: split-K as in _gemm_rows_kernel."""
     HALF: tl.constexpr = D // 2
     head = tl.program_id(0) // (HALF // HB)
     j = (tl.program_id(0) % (HALF // HB)) * HB + tl.arange(0, HB)
@@ -380,15 +387,21 @@ def _qkv_rope_rows_kernel(
     w_hi = w_lo + HALF * stride_wn
     acc_lo = tl.zeros((BLOCK_M, HB), dtype=tl.float32)
     acc_hi = tl.zeros((BLOCK_M, HB), dtype=tl.float32)
+    k_begin, k_end = _k_run(K, BLOCK_K, SPLIT)
     if PDL:
         gdc_launch_dependents()
         gdc_wait()
     inv_rms = _inv_rms_rows(x_rows, m_ok, K, eps, BLOCK_M, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_begin, k_end, BLOCK_K):
         k_ok = ((k0 + rk) < K)[None, :]
         x = _load_x_rows(x_rows, m_ok, g_ptr, k0, rk, K, inv_rms, True)
         acc_lo += tl.dot(x, tl.trans(tl.load(w_lo + (k0 + rk)[None, :], mask=k_ok, other=0.0)))
         acc_hi += tl.dot(x, tl.trans(tl.load(w_hi + (k0 + rk)[None, :], mask=k_ok, other=0.0)))
+    if SPLIT > 1:  # the tile's last program stores; the others' m_ok goes all False
+        offs = rm[:, None] * HB + tl.arange(0, HB)[None, :]
+        tile_ok = m_ok[:, None] & (offs >= 0)
+        acc_lo, acc_hi, last = _split_k_sum(acc_lo, acc_hi, offs, tile_ok, ws_ptr, cnt_ptr, BLOCK_M * HB, SPLIT, True)
+        m_ok = tl.where(last, m_ok, False)
     y_lo, y_hi = acc_lo, acc_hi
     if HAS_BIAS:
         y_lo += tl.load(b_ptr + lo).to(tl.float32)[None, :]
@@ -541,6 +554,8 @@ def qkv_rope_cache(
     launch = dict(HQ=heads, HKV=kv_heads, D=d, HAS_BIAS=bias is not None, BLOCK_K=cfg.block_k, PDL=cfg.pdl,
                   num_warps=cfg.warps, num_stages=cfg.stages, **extra)  # fmt: skip
     if rows == 1:
+        if cfg.split > 1:
+            raise ValueError(f"split-K (config {cfg.label}) runs in the 2+ row kernels; this call has one row")
         hb = max(1, cfg.block_n // 2)  # the config's rows a program, half of them each side of D/2
         _gemv_qkv_rope_kernel[((heads + 2 * kv_heads) * (d // 2 // hb),)](
             *common, k_cache, v_cache, k, eps, weight.stride(0), k_cache.stride(1), v_cache.stride(1), HB=hb,
@@ -548,8 +563,11 @@ def qkv_rope_cache(
         )  # fmt: skip
     else:
         hb = min(d // 2, max(MIN_DOT, cfg.block_n))  # tl.dot's least columns, within half a head
-        _qkv_rope_rows_kernel[((heads + 2 * kv_heads) * (d // 2 // hb),)](
-            *common, k_cache, v_cache, rows, k, eps, flat.stride(0), weight.stride(0), k_cache.stride(0),
-            k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), HB=hb, BLOCK_M=_block_m(rows), **launch,
+        tiles, block_m = (heads + 2 * kv_heads) * (d // 2 // hb), _block_m(rows)
+        ws, counts = _split_k_buffers(tiles, cfg.split, block_m * hb, x.device)
+        _qkv_rope_rows_kernel[(tiles, cfg.split)](
+            *common, k_cache, v_cache, ws, counts, rows, k, eps, flat.stride(0), weight.stride(0), k_cache.stride(0),
+            k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), HB=hb, BLOCK_M=block_m, SPLIT=cfg.split,
+            **launch,
         )  # fmt: skip
     return q.reshape(*x.shape[:-1], heads * d) if rows > 1 else q.reshape(heads * d)
