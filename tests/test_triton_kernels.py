@@ -430,3 +430,45 @@ def test_gemv_kernels_compile_for_hopper():
     print("compiled")
     """, interpreter=False)
     assert out.endswith("compiled\n")
+
+
+def test_decode_gemv_check_fails_a_wrong_launch_config():
+    """suites/perf/test_decode_gemv.py checks each Triton case's output against cuBLAS's after its replays:
+    the kernels at a split-K config pass it on every linear of a tiny Qwen2 (q/k/v with its bias); planted,
+    a split-K whose counters are not reset fails it from the second call on."""
+    out = interpret("""
+    import sys
+    import triton
+    import triton.language as tl
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    sys.path.insert(0, "suites/perf")
+    import test_decode_gemv as T
+    from pytest_attnlab.paths import static_decode as sd
+    from pytest_attnlab.paths import triton_gemv as K
+    cfg = Qwen2Config(hidden_size=128, intermediate_size=320, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=300)
+    sm = sd.from_hf(Qwen2ForCausalLM(cfg).to(torch.float16).eval())
+    def check(name):
+        lins = T._linears(sm, name)
+        x = torch.randn(8, lins[0].tensors()[0].shape[-1], dtype=torch.float16)
+        calls, _ = T._calls("triton-16x32w4s1k3", name, lins, x)
+        for call in calls + calls:  # the replays
+            call()
+        T._assert_matches_cublas(name, lins[0], x, calls[0]())
+    for name in ("qkv", "o", "gate_up", "down"):
+        check(name)
+    @triton.jit
+    def no_reset(a, b, offs, ok, ws_ptr, cnt_ptr, TILE: tl.constexpr, SPLIT: tl.constexpr, TWO: tl.constexpr):
+        tile = tl.program_id(0)
+        last = tl.atomic_add(cnt_ptr + tile, 0) == SPLIT - 1
+        sa, sb, _ = sum_of(a, b, offs, ok, ws_ptr, cnt_ptr, TILE, SPLIT, TWO)
+        if last:
+            tl.atomic_add(cnt_ptr + tile, SPLIT)
+        return sa, sb, last
+    sum_of, K._split_k_sum = K._split_k_sum.fn, no_reset
+    try:
+        check("down")
+    except AssertionError:
+        print("caught")
+    """)
+    assert out.endswith("caught\n")
