@@ -11,6 +11,11 @@ import pytest
 # (the plugin itself no longer imports torch at startup).
 import torch  # noqa: F401
 
+# ... and what transformers' models import from torch.distributed (its collectives, DTensor, symmetric
+# memory): a second import registers their torch libraries twice and fails, so a model test after the
+# first in-process run that loaded them (test_backends_options's, run alone) could not import Qwen2ForCausalLM
+import transformers.modeling_utils  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
