@@ -86,10 +86,12 @@ def config(n: int, k: int, rows: int = 1) -> Config:
     one row for the long rows of down, 2048 columns for the tall gate/up and lm_head. Programmatic
     dependent launch where the GPU has it (compute capability 9.0+). At 2+ rows (the tl.dot kernels): 16 output
     rows a program (tl.dot's least; 32 for gate/up, 64 for lm_head, whose programs are many anyway) and 256
-    columns a step, three pipeline stages."""
+    columns a step, three pipeline stages; the short q/k/v, o and down split K 4 ways, so that their 80-128
+    tiles fill the GPU (on an H100 at 8 rows: down 41.2 -> 22.4 us, o 9.6 -> 8.2, the 3B step 4.18 -> 3.67 ms;
+    docs/perf.md)."""
     pdl = pdl_supported()
     if rows > 1:
-        return Config(64 if n >= 65536 else 32 if n >= 16384 else 16, 256, 4, 3, pdl=pdl)
+        return Config(64 if n >= 65536 else 32 if n >= 16384 else 16, 256, 4, 3, pdl=pdl, split=1 if n >= 16384 else 4)
     if n >= 65536:  # the lm_head
         return Config(2, 2048, 4, pdl=pdl)
     if n >= 16384:  # gate/up
