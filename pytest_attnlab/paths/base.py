@@ -27,11 +27,11 @@ FAST_GEMV = ("torch", "triton", "triton-fused")
 #: keys of decode_attention.DECODE_ATTENTION (listed here so option parsing needs no torch)
 FAST_ATTENTION = ("sdpa", "math", "triton")
 #: what `auto` (the options' default) picks for PathOptions' `gemv` and `fast_attention`: (on CUDA with
-#: triton, elsewhere). The CUDA pick becomes the variant measured fastest once its greedy and logits checks
-#: pass on a GPU at every batch it runs (issue 29). triton-fused with Triton attention is the candidate; its
-#: batch 2-32 kernels and the new attention combine have not yet run on a GPU (docs/perf.md), so the CUDA
-#: pick is still the torch ops.
-AUTO_FAST = {"gemv": ("torch", "torch"), "fast_attention": ("math", "math")}
+#: triton, elsewhere). The CUDA pick is the variant measured fastest whose greedy and logits checks pass on a
+#: GPU (issue 29): triton-fused with Triton attention, measured on an H100 on 2026-12-06 (docs/perf.md):
+#: 2.65 ms a token at batch 1 to the compiled cuBLAS step's 3.43, even at batch 8 (3.67 / 3.65), slower at
+#: batch 32 (4.74 / 4.03: there, pass --attnlab-perf-fast-gemv torch --attnlab-perf-compile default).
+AUTO_FAST = {"gemv": ("triton-fused", "torch"), "fast_attention": ("triton", "math")}
 
 
 def resolve_auto(field: str, value: str, device: str) -> str:
