@@ -30,14 +30,32 @@ torch.manual_seed(0)
 BF16 = dict(atol=1e-2, rtol=2 ** -7)  # one bfloat16 rounding of a float32 sum the kernel orders its own way
 """
 
+#: the rows kernels (dense with bias; RMSNorm prologue with the residual epilogue; silu(gate) * up) at one
+#: shape and launch config against HF's ops: the rows and split-K tests' shared check
+ROWS_CHECK = """
+from pytest_attnlab.paths import triton_gemv as K
+from pytest_attnlab.paths.static_decode import rms_norm
+dt, eps, tol = torch.float16, 1e-6, dict(atol=2e-3, rtol=2e-3)
+def check(rows, n, k, bias, cfg=None):
+    x, w = torch.randn(rows, k, dtype=dt), torch.randn(2 * n, k, dtype=dt) / 8
+    b = torch.randn(n, dtype=dt) if bias else None
+    g, res = torch.rand(k, dtype=dt) + 0.5, torch.randn(rows, n, dtype=dt)
+    h = rms_norm(x, g, eps)
+    assert_close(K.dense(x, w[:n], b, cfg=cfg), F.linear(x, w[:n], b), **tol)
+    assert_close(K.dense(x, w[:n], b, cfg=cfg, norm=(g, eps), residual=res), res + F.linear(h, w[:n], b), **tol)
+    assert_close(K.dense_silu_mul(x, w, cfg=cfg, norm=(g, eps)), F.silu(F.linear(h, w[:n])) * F.linear(h, w[n:]),
+                 **tol)
+"""
 
-def interpret(code: str, interpreter: bool = True) -> str:
-    """Run `code` after PRELUDE in a fresh Python, in Triton's interpreter (or not: compile-only checks)."""
+
+def interpret(code: str, interpreter: bool = True, setup: str = "") -> str:
+    """Run `code` after PRELUDE and `setup` in a fresh Python, in Triton's interpreter (or not: compile only)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if interpreter:
         env["TRITON_INTERPRET"] = "1"
     res = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", PRELUDE + setup + textwrap.dedent(code)], env=env, capture_output=True, text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     return res.stdout
@@ -152,19 +170,8 @@ def test_rows_kernels_match_hf_ops_and_compute_every_row():
     prologue with the residual epilogue, silu(gate) * up, each against HF's ops (float16 in the interpreter).
     Planted: the tile of rows not padded up to the batch (32 rows in a 16-row tile: rows 16-31 never
     computed)."""
-    out = interpret("""
+    out = interpret(setup=ROWS_CHECK, code="""
     from pytest_attnlab.paths import triton_gemv as K
-    from pytest_attnlab.paths.static_decode import rms_norm
-    dt, eps, tol = torch.float16, 1e-6, dict(atol=2e-3, rtol=2e-3)
-    def check(rows, n, k, bias, cfg=None):
-        x, w = torch.randn(rows, k, dtype=dt), torch.randn(2 * n, k, dtype=dt) / 8
-        b = torch.randn(n, dtype=dt) if bias else None
-        g, res = torch.rand(k, dtype=dt) + 0.5, torch.randn(rows, n, dtype=dt)
-        h = rms_norm(x, g, eps)
-        assert_close(K.dense(x, w[:n], b, cfg=cfg), F.linear(x, w[:n], b), **tol)
-        assert_close(K.dense(x, w[:n], b, cfg=cfg, norm=(g, eps), residual=res), res + F.linear(h, w[:n], b), **tol)
-        assert_close(K.dense_silu_mul(x, w, cfg=cfg, norm=(g, eps)), F.silu(F.linear(h, w[:n])) * F.linear(h, w[n:]),
-                     **tol)
     for rows, n, k, bias, cfg in [(2, 40, 576, False, None), (8, 33, 300, True, None), (5, 64, 256, True, None),
                                   (32, 17, 96, False, None), (8, 40, 96, True, K.Config(32, 32, 4, 2))]:
         check(rows, n, k, bias, cfg)  # 300 and 96: a tail column step; 33, 17: a tail of output rows
@@ -183,21 +190,10 @@ def test_split_k_rows_kernel_sums_every_split_and_resets_its_counters():
     96 + 12), a split with no columns at all (96 columns in 4 ways of 32), bias, norm, residual and silu * up;
     each check calls the kernel three times on the same counters, so a counter left at SPLIT by one launch
     breaks the next. Planted: the last program does not reset its tile's counter."""
-    out = interpret("""
+    out = interpret(setup=ROWS_CHECK, code="""
     import triton
     import triton.language as tl
     from pytest_attnlab.paths import triton_gemv as K
-    from pytest_attnlab.paths.static_decode import rms_norm
-    dt, eps, tol = torch.float16, 1e-6, dict(atol=2e-3, rtol=2e-3)
-    def check(rows, n, k, bias, cfg):
-        x, w = torch.randn(rows, k, dtype=dt), torch.randn(2 * n, k, dtype=dt) / 8
-        b = torch.randn(n, dtype=dt) if bias else None
-        g, res = torch.rand(k, dtype=dt) + 0.5, torch.randn(rows, n, dtype=dt)
-        h = rms_norm(x, g, eps)
-        assert_close(K.dense(x, w[:n], b, cfg=cfg), F.linear(x, w[:n], b), **tol)
-        assert_close(K.dense(x, w[:n], b, cfg=cfg, norm=(g, eps), residual=res), res + F.linear(h, w[:n], b), **tol)
-        assert_close(K.dense_silu_mul(x, w, cfg=cfg, norm=(g, eps)), F.silu(F.linear(h, w[:n])) * F.linear(h, w[n:]),
-                     **tol)
     for rows, n, k, bias, cfg in [(8, 40, 576, True, K.Config(16, 64, 4, 2, split=3)),
                                   (5, 33, 300, False, K.Config(16, 32, 4, 1, split=4)),
                                   (3, 17, 96, True, K.Config(16, 32, 4, 1, split=4))]:
