@@ -1,7 +1,8 @@
 """The decode step's GEMVs one linear at a time (issue 18): each linear of the model (q/k/v fused, o, gate/up,
 down, lm_head) with the perf grid's batch sizes as rows of x (--attnlab-perf-batch), through cuBLAS (what
---attnlab-perf-fast-gemv torch runs), the Triton GEMV (--attnlab-perf-fast-gemv triton) and tinygemm int4
-(--attnlab-perf-fast-quant int4-g128 / int4-g32).
+--attnlab-perf-fast-gemv torch runs), the Triton GEMV (--attnlab-perf-fast-gemv triton), tinygemm int4
+(--attnlab-perf-fast-quant int4-g128 / int4-g32) and, beside it, vLLM's Marlin int4 on the rtn-int4-g128-zp
+grid (paths/marlin_int4.py; skips without vLLM).
 
 Each case is a CUDA graph that runs the linear once per decoder layer, every call on its own layer's
 weight, so the L2 never holds the next weight, as in a real decode step; pytest-benchmark times 20
@@ -10,6 +11,7 @@ the bytes the call reads). gate/up runs with its silu(gate) * up, as the fast pa
 --attnlab-perf-gemv-configs, the Triton GEMV also runs at each listed launch config (the tuning sweep
 behind paths/triton_gemv.config). Each Triton case then checks the first layer's output, after the
 replays, against cuBLAS's (1 % of the largest output, 2^-7 relative): a config that is fast and wrong fails.
+Marlin's output is held the same way to cuBLAS over the grid's own dequantized weights.
 
     pytest suites/perf/test_decode_gemv.py --attnlab-device cuda --attnlab-model random:qwen2.5-3b-instruct
 CUDA only: on CPU every case skips.
@@ -33,7 +35,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         from pytest_attnlab.perf.plugin import PERF_STATE_KEY
 
         settings = metafunc.config.stash[PERF_STATE_KEY].settings
-        kernels = ["cublas", "triton", "tinygemm-g128", "tinygemm-g32", *(f"triton-{c}" for c in settings.gemv_configs)]
+        kernels = ["cublas", "triton", "tinygemm-g128", "tinygemm-g32", "marlin-g128"]
+        kernels += [f"triton-{c}" for c in settings.gemv_configs]
         metafunc.parametrize("gemv_kernel", kernels)
         # rows of x: the perf grid's batch sizes (a decode step's tokens); 2-32 take the Triton tl.dot kernels
         metafunc.parametrize("rows", sorted(set(settings.batch)), ids=lambda r: f"rows{r}")
@@ -57,6 +60,16 @@ def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple
         try:  # only the format's shape check: an error of the kernel itself, in _graph, still fails
             linears = [FW.Int4(lin.weight, lin.bias, group, x.dtype) for lin in linears]
         except FW.UnsupportedShape as exc:  # a property of the model's shape (576 = 4.5 x 128), not a bug
+            pytest.skip(f"{kernel} on {name}: {exc}")
+    elif kernel.startswith("marlin-g"):
+        from pytest_attnlab.paths import marlin_int4 as MI
+
+        if name == "lm_head":
+            pytest.skip("the int4 formats keep the lm_head dense")
+        try:
+            group = int(kernel.removeprefix("marlin-g"))
+            linears = [MI.MarlinInt4(lin.weight, lin.bias, group, x.dtype, keep_reference=True) for lin in linears]
+        except (MI.MarlinUnavailable, MI.MarlinShapeError) as exc:
             pytest.skip(f"{kernel} on {name}: {exc}")
     elif kernel.startswith("triton"):
         try:
@@ -124,11 +137,16 @@ def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv
     benchmark.extra_info.update(context, per_call_s=per_call)
     if gemv_kernel.startswith("triton"):  # a launch config is worth timing only if it computes the product
         _assert_matches_cublas(linear, linears[0], x, calls[0]())
+    elif gemv_kernel.startswith("marlin"):  # and a repacking only if it holds the grid's weights
+        from pytest_attnlab.paths.fast_weights import Dense
+
+        dequantized = Dense(linears[0].reference().to(x.dtype), linears[0].bias)
+        _assert_matches_cublas(linear, dequantized, x, calls[0]())
 
 
 def _assert_matches_cublas(name: str, linear: Any, x: torch.Tensor, y: torch.Tensor) -> None:
-    """The Triton kernel's output of the first layer, after its graph's replays (split-K's counters must be
-    back at 0 by then), against cuBLAS's within bfloat16's rounding of outputs of that size."""
+    """The kernel's output of the first layer, after its graph's replays (split-K's counters must be back at 0
+    by then), against cuBLAS's over `linear` within bfloat16's rounding of outputs of that size."""
     (ref,) = (call() for call in _calls("cublas", name, [linear], x)[0])
     scale = ref.float().abs().amax().item()
     torch.testing.assert_close(y.float(), ref.float(), atol=1e-2 * scale, rtol=2**-7)
