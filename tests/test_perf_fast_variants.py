@@ -271,11 +271,18 @@ def test_auto_is_the_default_and_resolves_to_the_cpu_pick_in_the_csv_context(pyt
 def test_gemv_formats_are_a_registry_and_triton_needs_cuda():
     from pytest_attnlab.paths.fast_weights import GEMV_FORMATS, Dense, UnsupportedGemv
 
-    assert GEMV_FORMATS.names() == ["torch", "triton", "triton-fused"]
+    assert GEMV_FORMATS.names() == ["torch", "triton", "triton-fused", "marlin"]
     assert GEMV_FORMATS.get("torch")(torch.device("cpu")) == (Dense, Int4)
     for name in ("triton", "triton-fused"):
         with pytest.raises(UnsupportedGemv, match=f"gemv {name} runs Triton kernels on CUDA; the model is on cpu"):
             GEMV_FORMATS.get(name)(torch.device("cpu"))
+    with pytest.raises(UnsupportedGemv, match="gemv marlin runs Marlin on CUDA; the model is on cpu"):
+        GEMV_FORMATS.get("marlin")(torch.device("cpu"))
+
+
+def test_marlin_variant_skips_on_cpu_with_its_reason():
+    with pytest.raises(sd.UnsupportedModel, match="fast-gemv marlin runs Marlin on CUDA"):
+        sd.from_hf(tiny("qwen2"), "fused", "int4-g128-zp", gemv="marlin")
 
 
 def test_triton_variants_skip_on_cpu_with_their_reason():
@@ -284,7 +291,7 @@ def test_triton_variants_skip_on_cpu_with_their_reason():
         sd.from_hf(model, gemv="triton")
     with pytest.raises(sd.UnsupportedModel, match="fast-gemv triton-fused runs Triton kernels on CUDA"):
         sd.from_hf(model, gemv="triton-fused")
-    with pytest.raises(ValueError, match="choose from .* / .* / \\('torch', 'triton', 'triton-fused'\\)"):
+    with pytest.raises(ValueError, match="choose from .* / .* / \\('torch', 'triton', 'triton-fused', 'marlin'\\)"):
         sd.from_hf(model, gemv="cutlass")
     sm = sd.from_hf(model)
     sd.check_decode_attention(sm, "math")  # runs anywhere
@@ -330,7 +337,7 @@ def test_help_lists_the_fast_path_options(pytester):
         ),
         (
             ["--attnlab-perf-fast-quant", "int3"],
-            "*fast-quant: invalid value 'int3'; choose from: none, int4-g128, int4-g32*",
+            "*fast-quant: invalid value 'int3'; choose from: none, int4-g128, int4-g32, int4-g128-zp*",
         ),
         (["--attnlab-perf-compile-scope", "model"], "*compile-scope: invalid value 'model'; choose from: step, layer*"),
         (

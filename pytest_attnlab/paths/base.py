@@ -19,11 +19,24 @@ COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
 COMPILE_SCOPES = ("step", "layer")
 #: how the fast path stores q/k/v and gate/up: one concatenated linear each, or the model's own three and two
 FAST_WEIGHTS = ("fused", "separate")
-#: the fast path's weight format: the model's dtype, or RTN int4 per group through torch's int4 kernel
-FAST_QUANT = ("none", "int4-g128", "int4-g32")
+#: the fast path's weight format: the model's dtype, or RTN int4 per group on the grid of rtn-<name>: int4-gN
+#: with the Q4_1 minimum as its zero (tinygemm's form), int4-gN-zp with integer zero points (GPTQ/AWQ's, Marlin's)
+FAST_QUANT = ("none", "int4-g128", "int4-g32", "int4-g128-zp")
+INT4_FORMAT = re.compile(r"^int4-g(\d+)(-zp)?$")
+
+
+def int4_format(quant: str) -> tuple[int, str]:
+    """(group, quant.grid's zero form) of an int4 FAST_QUANT: int4-g128 -> (128, "float"), -zp -> (128, "int")."""
+    found = INT4_FORMAT.match(quant)
+    if found is None:
+        raise ValueError(f"{quant!r} is not an int4 format; choose from {[q for q in FAST_QUANT if q != 'none']}")
+    return int(found.group(1)), "int" if found.group(2) else "float"
+
+
 #: the fast path's decode GEMVs: torch (cuBLAS / tinygemm), triton (paths/triton_gemv.py, CUDA only) or
-#: triton-fused (the same kernels taking the norms, RoPE, cache writes and residual adds, batch 1-32)
-FAST_GEMV = ("torch", "triton", "triton-fused")
+#: triton-fused (the same kernels taking the norms, RoPE, cache writes and residual adds, batch 1-32) or marlin
+#: (cuBLAS, and vLLM's Marlin for int4-gN-zp: paths/marlin_int4.py, CUDA with vLLM)
+FAST_GEMV = ("torch", "triton", "triton-fused", "marlin")
 #: keys of decode_attention.DECODE_ATTENTION (listed here so option parsing needs no torch)
 FAST_ATTENTION = ("sdpa", "math", "triton")
 #: what `auto` (the options' default) picks for PathOptions' `gemv` and `fast_attention`: (on CUDA with

@@ -9,6 +9,8 @@ its codes are those of the quantizer and its weights dequantize to the same `q *
 The kernel is tinygemm (`aten._weight_int4pack_mm`, bf16 activations) on CUDA and
 `aten._weight_int4pack_mm_for_cpu` on CPU. Both compute `(q - 8) * scale + zero` per group, from
 `scales_and_zeros` [in / group, out, 2]; with zero = min + 8 * scale that is the quantizer's weight.
+With zero="int" (`int4-g<N>-zp`, the `rtn-int4-g<N>-zp` grid: w = (q - z) * scale, z an integer),
+zero = (8 - z) * scale. `marlin` runs that form through vLLM's Marlin (paths/marlin_int4.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from pytest_attnlab.paths import marlin_int4 as MI
 from pytest_attnlab.quant import grid as G
 from pytest_attnlab.registry import Registry
 
@@ -88,7 +91,9 @@ def inner_k_tiles(in_features: int, group: int) -> int:
 class Int4:
     """y = x @ dequant(W).T + b with W [out, in] held as packed int4 codes plus scales and zeros."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group: int, act_dtype: torch.dtype) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, group: int, act_dtype: torch.dtype, zero: str = "float"
+    ) -> None:
         out, cols = weight.shape
         if out % 8:
             raise UnsupportedShape(f"int4: output width {out} is not a multiple of 8")
@@ -96,11 +101,12 @@ class Int4:
         self.cuda = weight.device.type == "cuda"
         # tinygemm takes bf16 activations, scales and zeros only; the CPU kernel takes the model's dtype
         self.dtype = torch.bfloat16 if self.cuda else act_dtype
-        self.grid = G.Grid(4, group, symmetric=False, zero="float")  # rtn-int4-g<group>'s grid
+        self.grid = G.Grid(4, group, symmetric=False, zero=zero)  # rtn-int4-g<group>[-zp]'s grid
         qt = G.quantize(self.grid, weight.detach())
-        codes, scale, minimum = qt.codes, qt.scales, qt.zeros
-        assert minimum is not None
-        zero = minimum + 8 * scale  # (q - 8) * scale + zero == q * scale + min
+        codes, scale, qzero = qt.codes, qt.scales, qt.zeros
+        assert qzero is not None
+        # (q - 8) * scale + zero == q * scale + min, or == (q - z) * scale
+        zero = qzero + 8 * scale if self.grid.zero == "float" else (8 - qzero) * scale
         self.scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(self.dtype)
         if self.cuda:  # two codes a byte, the even column in the high nibble, as the kernel unpacks them
             nibbles = (codes[:, 0::2] << 4 | codes[:, 1::2]).to(torch.uint8)
@@ -153,9 +159,28 @@ def _triton_formats(option: str, cls: str, device: torch.device) -> tuple[Callab
     return getattr(fast_triton, cls), Int4
 
 
+def _marlin_formats(device: torch.device) -> tuple[Callable[..., Linear], Callable[..., Linear]]:
+    """(Dense, Marlin's int4) for --attnlab-perf-fast-gemv marlin, or UnsupportedGemv: not CUDA, or no vLLM."""
+    if device.type != "cuda":
+        raise UnsupportedGemv(f"--attnlab-perf-fast-gemv marlin runs Marlin on CUDA; the model is on {device.type}")
+    try:
+        MI.vllm_ops()
+    except MI.MarlinUnavailable as exc:
+        raise UnsupportedGemv(f"--attnlab-perf-fast-gemv marlin: {exc}") from None
+    return Dense, _marlin_int4
+
+
+def _marlin_int4(weight: torch.Tensor, bias: torch.Tensor | None, group: int, act_dtype: torch.dtype, zero: str) -> Any:
+    try:
+        return MI.MarlinInt4(weight, bias, group, act_dtype, zero)
+    except MI.MarlinShapeError as exc:
+        raise UnsupportedShape(str(exc)) from None
+
+
 #: --attnlab-perf-fast-gemv name -> fn(device) -> (dense format, int4 format), each called as
-#: dense(weight, bias) / int4(weight, bias, group, act_dtype); raises UnsupportedGemv where it cannot run
+#: dense(weight, bias) / int4(weight, bias, group, act_dtype, zero); raises UnsupportedGemv where it cannot run
 GEMV_FORMATS: Registry[Callable[[torch.device], tuple[Any, Any]]] = Registry("fast-path GEMV")
 GEMV_FORMATS.register("torch", _torch_formats)
 GEMV_FORMATS.register("triton", partial(_triton_formats, "triton", "TritonDense"))
 GEMV_FORMATS.register("triton-fused", partial(_triton_formats, "triton-fused", "TritonFusedDense"))
+GEMV_FORMATS.register("marlin", _marlin_formats)

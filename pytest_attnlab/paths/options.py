@@ -199,7 +199,8 @@ FAST_OPTIONS = [
         _paths_choice("--attnlab-perf-fast-quant", "FAST_QUANT"),
         "FORMAT",
         "the fast path's decoder weights: none (the model dtype), int4-g128 or int4-g32 (RTN int4 per group, "
-        "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA).",
+        "the rtn-int4-gN grid, through torch's int4 matmul: tinygemm on CUDA) or int4-g128-zp (the "
+        "rtn-int4-g128-zp grid, integer zero points: tinygemm, or Marlin with --attnlab-perf-fast-gemv marlin).",
     ),
     OptionSpec(
         "perf-fast-gemv",
@@ -208,7 +209,8 @@ FAST_OPTIONS = [
         "KERNELS",
         "the fast path's decode GEMVs: torch (cuBLAS; tinygemm for int4), triton (the plugin's Triton GEMV "
         "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU), triton-fused "
-        "(those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds, batch 1-32) "
+        "(those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds, batch 1-32), "
+        "marlin (cuBLAS, and vLLM's Marlin for int4-g128-zp; CUDA with vLLM) "
         f"or auto ({_auto_help('gemv')}).",
     ),
     OptionSpec(

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pytest_attnlab.paths.base import FAST_GEMV, FAST_QUANT, FAST_WEIGHTS
+from pytest_attnlab.paths.base import FAST_GEMV, FAST_QUANT, FAST_WEIGHTS, int4_format
 from pytest_attnlab.paths.decode_attention import DECODE_ATTENTION
 from pytest_attnlab.paths.fast_weights import (
     GEMV_FORMATS,
@@ -203,15 +203,15 @@ def from_hf(model: Any, weights: str = "fused", quant: str = "none", gemv: str =
     )
 
 
-def _linear_maker(quant: str, dtype: torch.dtype, dense: Any, int4_format: Any) -> Callable[..., Linear]:
-    """weight [out, in], bias -> a Linear in the `quant` format (dense / int4_format: GEMV_FORMATS')."""
+def _linear_maker(quant: str, dtype: torch.dtype, dense: Any, int4_kind: Any) -> Callable[..., Linear]:
+    """weight [out, in], bias -> a Linear in the `quant` format (dense / int4_kind: GEMV_FORMATS')."""
     if quant == "none":
         return dense
-    group = int(quant.removeprefix("int4-g"))
+    group, zero = int4_format(quant)
 
     def int4(weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
         try:
-            return int4_format(weight, bias, group, dtype)
+            return int4_kind(weight, bias, group, dtype, zero)
         except UnsupportedShape as exc:
             raise UnsupportedModel(f"--attnlab-perf-fast-quant {quant}: {exc}") from None
 
