@@ -8,8 +8,9 @@
 #                                                   against triton, its grid and checks), checks (greedy and
 #                                                   logits), scaling (issue 29: the CUDA candidate, triton-
 #                                                   fused + Triton attention, over batch 1/8/32 and prompt
-#                                                   512/2048, its checks, the rows GEMVs, the 7B shape,
-#                                                   cuBLAS and int4 beside it) or table
+#                                                   512/2048, its checks, cuBLAS, the 7B shape, int4,
+#                                                   the rows GEMVs; in that order, so a short budget cuts
+#                                                   the last) or table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
 # wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
@@ -76,14 +77,17 @@ case $PART in
     run candidate-grid "${V[@]}" "${P[@]}" "${G[@]}" "${C[@]}"
     run torch-compiled "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32 \
       --attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math
-    # the 2+ row GEMVs at other tiles and split-K (kSPLIT), beside cuBLAS and the default tiles
-    FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm" --attnlab-perf-batch 8,32 \
-      --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x256w4s3k2,16x256w4s3k4,16x512w4s2k4,32x256w4s3k4,16x128w4s4k8}"
-    run fused-math-compiled "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default \
-      --attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention math
     M=random:qwen2.5-7b-instruct run 7b-candidate "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 \
       --attnlab-perf-batch 1,8
-    run int4-candidate "${V[@]}" "${B1[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-fast-quant int4-g128 ;;
+    # int4-g128: the fast path's best int4 step so far (tinygemm, layers compiled) and the candidate's
+    run int4-compiled "${V[@]}" "${P[@]}" "${L[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8 \
+      --attnlab-perf-fast-quant int4-g128
+    run int4-candidate "${V[@]}" "${B1[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-fast-quant int4-g128
+    run fused-math-compiled "${V[@]}" "${B1[@]}" "${P[@]}" --attnlab-perf-compile default \
+      --attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention math
+    # the 2+ row GEMVs at other tiles and split-K (kSPLIT), beside cuBLAS and the default tiles
+    FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm and not marlin" --attnlab-perf-batch 8,32 \
+      --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x256w4s3k2,16x256w4s3k4,16x512w4s2k4,32x256w4s3k4,16x128w4s4k8}" ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default

@@ -11,8 +11,13 @@
 #   quant3b      the same through vllm for the 4-bit routes (compressed-tensors and AWQ exports; GPTQ needs
 #                gptqmodel, which the image lacks)
 #                against bf16 at batch 1 and 8: seed 000's claim
-#   marlin3b     quant3b's int4 cells with Machete disabled (VLLM_DISABLED_KERNELS): on the 3B shape vLLM picks
-#                Machete for every linear, and int4 ran at 0.86x of bf16 there
+#   marlin3b     quant3b's bf16 and int4 cells with Machete disabled (VLLM_DISABLED_KERNELS): on the 3B shape vLLM
+#                picks Machete for every linear, and int4 ran at 0.86x of bf16 there (issue 29)
+#   marlingemv   the 3B shape's int4 GEMVs one linear at a time, Marlin (through vLLM) beside tinygemm and
+#                cuBLAS at 1 and 8 rows (suites/perf/test_decode_gemv.py), after Marlin's checks with their
+#                planted zero point (tests/test_marlin_int4.py, logged as marlintest)
+#   fastmarlin   the fast path's int4-g128-zp step, layers compiled, through Marlin (--attnlab-perf-fast-gemv marlin)
+#                and through tinygemm beside it, with its checks (suites/perf/test_fast_path.py), batch 1 and 8
 # STAGE_LIMIT_<stage> overrides a stage's seconds.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -55,11 +60,26 @@ for s in "$@"; do
         --attnlab-quant none,rtn-int4-g128-zp,awq-int4-g128 \
         --attnlab-report-dir "$REP/quant3b" --benchmark-json "$REP/quant3b/benchmark.json" ;;
     marlin3b) stage marlin3b 300 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
-        "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm --attnlab-perf-batch 1,8 --attnlab-quant rtn-int4-g128-zp \
+        "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm --attnlab-perf-batch 1,8 --attnlab-quant none,rtn-int4-g128-zp \
         --attnlab-report-dir "$REP/marlin3b" --benchmark-json "$REP/marlin3b/benchmark.json" ;;
-    *) echo "run.sh: unknown stage '$s'; choose from: ci seed003 backends3b perf3b quant3b marlin3b"; exit 2 ;;
+    marlingemv) stage marlintest 120 "${PYTEST[@]}" tests/test_marlin_int4.py -q -rs
+      stage marlingemv 240 "${PYTEST[@]}" suites/perf/test_decode_gemv.py "${COMMON[@]}" --attnlab-model "$M3B" \
+        --attnlab-perf-batch 1,8 -k "cublas or tinygemm-g128 or marlin" --attnlab-report-dir "$REP/marlingemv" \
+        --benchmark-json "$REP/marlingemv/benchmark.json" ;;
+    fastmarlin)
+      FAST=(suites/perf/test_fast_path.py "${COMMON[@]}" --attnlab-model "$M3B" --attnlab-perf-prompt-lens 512
+            --attnlab-perf-batch 1,8 --attnlab-perf-new-tokens 128 --attnlab-perf-rounds 3 --attnlab-perf-warmup 1
+            --attnlab-perf-compile default --attnlab-perf-compile-scope layer --attnlab-perf-fast-quant int4-g128-zp
+            --attnlab-perf-fast-attention math --attnlab-perf-profile-steps 20)
+      stage fastmarlin 300 "${PYTEST[@]}" "${FAST[@]}" --attnlab-perf-fast-gemv marlin \
+        --attnlab-report-dir "$REP/fastmarlin" --benchmark-json "$REP/fastmarlin/benchmark.json"
+      stage fasttinygemm 200 "${PYTEST[@]}" "${FAST[@]}" --attnlab-perf-fast-gemv torch -k test_fast_variant \
+        --attnlab-report-dir "$REP/fasttinygemm" --benchmark-json "$REP/fasttinygemm/benchmark.json" ;;
+    *) echo "run.sh: unknown stage '$s'; choose from: ci seed003 backends3b perf3b quant3b marlin3b marlingemv fastmarlin"
+       exit 2 ;;
   esac
 done
 # What comes back: at most 8 files, so one tar of the reports (figures' PNGs left out) beside the logs.
-tar -czf "$OUT/reports.tgz" --exclude='*.png' --exclude='*.html' -C "$REP" "$@" 2>/dev/null
+stages=("$@"); [[ " $* " == *" fastmarlin "* ]] && stages+=(fasttinygemm)
+tar -czf "$OUT/reports.tgz" --exclude='*.png' --exclude='*.html' -C "$REP" "${stages[@]}" 2>/dev/null
 ls -la "$OUT"
