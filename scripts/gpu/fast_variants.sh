@@ -10,7 +10,8 @@
 #                                                   fused + Triton attention, over batch 1/8/32 and prompt
 #                                                   512/2048, its checks, cuBLAS, the 7B shape, int4,
 #                                                   the rows GEMVs; in that order, so a short budget cuts
-#                                                   the last) or table
+#                                                   the last), targets (the candidate's grid and the 7B
+#                                                   shape only) or table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
 # wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
@@ -88,6 +89,10 @@ case $PART in
     # the 2+ row GEMVs at other tiles and split-K (kSPLIT), beside cuBLAS and the default tiles
     FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm and not marlin" --attnlab-perf-batch 8,32 \
       --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x256w4s3k2,16x256w4s3k4,16x512w4s2k4,32x256w4s3k4,16x128w4s4k8}" ;;
+  targets)  # issue 29's targets alone, for a short device budget: the candidate's grid, then the 7B shape at batch 1
+    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
+    run candidate-grid "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8,32
+    M=random:qwen2.5-7b-instruct run 7b-candidate "${V[@]}" "${P[@]}" "${C[@]}" "${B1[@]}" ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default
@@ -110,5 +115,5 @@ case $PART in
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m "$M" --by run,prompt_len,batch,profile_note
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m profile_top_kernel \
       --by run,rank,kernel_class,calls_per_step,kernel ;;
-  *) echo "unknown part '$PART'; choose from: measure gemv triton fused scaling checks table"; exit 2 ;;
+  *) echo "unknown part '$PART'; choose from: measure gemv triton fused scaling targets checks table"; exit 2 ;;
 esac
