@@ -48,8 +48,8 @@ def _linears(sm: Any, name: str) -> list[Any]:
     return [getattr(layer, name) for layer in sm.layers]
 
 
-def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple[list[Callable[[], Any]], int]:
-    """One call per linear through `kernel`, and the bytes one call reads."""
+def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple[list[Callable[[], Any]], int, Any]:
+    """One call per linear through `kernel`, the bytes one call reads, and the first layer's linear as built."""
     from pytest_attnlab.paths import fast_weights as FW
 
     one = (lambda lin: FW.silu_mul(lin, x)) if name == "gate_up" else (lambda lin: lin(x))  # as the step runs it
@@ -87,7 +87,7 @@ def _calls(kernel: str, name: str, linears: list[Any], x: torch.Tensor) -> tuple
                 one = lambda lin: K.dense_silu_mul(x, lin.weight, cfg=cfg)  # noqa: E731
             else:
                 one = lambda lin: K.dense(x, lin.weight, lin.bias, cfg=cfg)  # noqa: E731
-    return [lambda lin=lin: one(lin) for lin in linears], sum(t.nbytes for t in linears[0].tensors())
+    return [lambda lin=lin: one(lin) for lin in linears], sum(t.nbytes for t in linears[0].tensors()), linears[0]
 
 
 def _graph(calls: list[Callable[[], Any]]) -> torch.cuda.CUDAGraph:
@@ -119,7 +119,7 @@ def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv
         pytest.skip(str(exc))
     linears = _linears(sm, linear)
     x = torch.randn(rows, linears[0].tensors()[0].shape[-1], device=device, dtype=sm.embed.dtype)
-    calls, nbytes = _calls(gemv_kernel, linear, linears, x)
+    calls, nbytes, first = _calls(gemv_kernel, linear, linears, x)
     graph = _graph(calls)
 
     def replays() -> None:
@@ -140,7 +140,7 @@ def test_decode_gemv(request, attnlab_settings, benchmark, metrics, linear, gemv
     elif gemv_kernel.startswith("marlin"):  # and a repacking only if it holds the grid's weights
         from pytest_attnlab.paths.fast_weights import Dense
 
-        dequantized = Dense(linears[0].reference().to(x.dtype), linears[0].bias)
+        dequantized = Dense(first.reference().to(x.dtype), first.bias)
         _assert_matches_cublas(linear, dequantized, x, calls[0]())
 
 
