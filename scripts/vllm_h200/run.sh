@@ -12,7 +12,9 @@
 #                gptqmodel, which the image lacks)
 #                against bf16 at batch 1 and 8: seed 000's claim
 #   marlin3b     quant3b's bf16 and int4 cells with Machete disabled (VLLM_DISABLED_KERNELS): on the 3B shape vLLM
-#                picks Machete for every linear, and int4 ran at 0.86x of bf16 there (issue 29)
+#                picks Machete for every linear, and int4 ran at 0.86x of bf16 there (issue 29). Cold (first vLLM
+#                import, the int4 export, both engines' compiles) it printed nothing in 240 s on 2026-12-06; warm,
+#                int4 alone took 90 s and bf16 alone 56 s: hence 480 s
 #   marlingemv   the 3B shape's int4 GEMVs one linear at a time, Marlin (through vLLM) beside tinygemm and
 #                cuBLAS at 1 and 8 rows (suites/perf/test_decode_gemv.py), after Marlin's checks with their
 #                planted zero point (tests/test_marlin_int4.py, logged as marlintest)
@@ -59,7 +61,7 @@ for s in "$@"; do
         --attnlab-backend vllm --attnlab-perf-batch 1,8 \
         --attnlab-quant none,rtn-int4-g128-zp,awq-int4-g128 \
         --attnlab-report-dir "$REP/quant3b" --benchmark-json "$REP/quant3b/benchmark.json" ;;
-    marlin3b) stage marlin3b 300 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
+    marlin3b) stage marlin3b 480 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
         "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm --attnlab-perf-batch 1,8 --attnlab-quant none,rtn-int4-g128-zp \
         --attnlab-report-dir "$REP/marlin3b" --benchmark-json "$REP/marlin3b/benchmark.json" ;;
     marlingemv) stage marlintest 120 "${PYTEST[@]}" tests/test_marlin_int4.py -q -rs
