@@ -43,7 +43,8 @@ FAST_ATTENTION = ("sdpa", "math", "triton")
 #: triton, elsewhere). The CUDA pick is the variant measured fastest whose greedy and logits checks pass on a
 #: GPU (issue 29): triton-fused with Triton attention, measured on an H100 on 2026-12-06 (docs/perf.md):
 #: 2.65 ms a token at batch 1 to the compiled cuBLAS step's 3.43, even at batch 8 (3.67 / 3.65), slower at
-#: batch 32 (4.74 / 4.03: there, pass --attnlab-perf-fast-gemv torch --attnlab-perf-compile default).
+#: batch 32 (4.74 / 4.03: there, pass --attnlab-perf-fast-gemv torch --attnlab-perf-compile default). On the
+#: H200 (2.16 ms at batch 1) other days' compiled steps were faster from batch 8 (2.98 to its 3.36 ms).
 AUTO_FAST = {"gemv": ("triton-fused", "torch"), "fast_attention": ("triton", "math")}
 
 
