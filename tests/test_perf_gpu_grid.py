@@ -40,9 +40,15 @@ def test_int4_group_that_does_not_divide_the_width_skips_with_its_reason() -> No
 def test_int4_group_that_divides_the_width_runs() -> None:
     mod = _decode_gemv()
     x = torch.randn(1, 576)
-    calls, nbytes = mod._calls("tinygemm-g32", "o", [_Linear(576, 64)], x)
-    assert len(calls) == 1 and nbytes > 0
+    calls, nbytes, first = mod._calls("tinygemm-g32", "o", [_Linear(576, 64)], x)
+    assert len(calls) == 1 and nbytes > 0 and isinstance(first, FW.Int4)
     assert calls[0]().shape == (1, 64)
+
+
+def test_marlin_skips_off_cuda_with_its_reason() -> None:
+    mod = _decode_gemv()
+    with pytest.raises(pytest.skip.Exception, match="marlin-g128 on o: Marlin runs on CUDA; the weight is on cpu"):
+        mod._calls("marlin-g128", "o", [_Linear(512, 64)], torch.randn(1, 512))
 
 
 def test_a_real_int4_error_still_fails(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -447,7 +447,7 @@ def test_decode_gemv_check_fails_a_wrong_launch_config():
     def check(name):
         lins = T._linears(sm, name)
         x = torch.randn(8, lins[0].tensors()[0].shape[-1], dtype=torch.float16)
-        calls, _ = T._calls("triton-16x32w4s1k3", name, lins, x)
+        calls, _, _ = T._calls("triton-16x32w4s1k3", name, lins, x)
         for call in calls + calls:  # the replays
             call()
         T._assert_matches_cublas(name, lins[0], x, calls[0]())
