@@ -38,7 +38,7 @@ def test_marlin_takes_integer_zero_points_only_and_says_which_option_gives_them(
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_marlin_without_vllm_names_the_extra(monkeypatch):
     with pytest.raises(MI.MarlinUnavailable, match=r"pytest-attnlab\[vllm\]"):
-        MI._vllm()
+        MI.vllm_ops()
 
 
 def _gpu_marlin() -> None:
@@ -71,7 +71,7 @@ def test_marlin_matches_the_grids_weights_and_a_zero_point_one_off_does_not(rows
     # tolerance of about 0.05).
     zeros = lin.qt.zeros.T.to(torch.int32).contiguous()
     zeros[3, 5] = (zeros[3, 5] + 1) % 16
-    _, MU, _ = MI._vllm()
+    _, MU, _ = MI.vllm_ops()
     lin.zeros = MU.marlin_zero_points(zeros, 2048 // 128, 2560, 4)
     with pytest.raises(AssertionError, match=f"Mismatched elements: {rows} / "):  # that column, in each row
         _check(lin(x), ref)

@@ -21,19 +21,19 @@ class MarlinShapeError(ValueError):
 
 
 def vllm_ops() -> tuple:
-    """(vllm._custom_ops, marlin_utils, scalar_types), or MarlinUnavailable naming the extra to install."""
-    return _vllm()
+    """(vllm._custom_ops, marlin_utils, scalar_types), or MarlinUnavailable naming the extra to install
+    (vllm_engine.import_vllm's test and hint, as the vLLM backend gives them)."""
+    from pytest_attnlab.paths.vllm_engine import VLLMUnavailable, import_vllm
 
+    try:
+        import_vllm()
+    except VLLMUnavailable as exc:
+        raise MarlinUnavailable(f"Marlin's int4 kernel comes with vLLM: {exc}") from None
+    # vllm is an optional heavy dependency: its kernels' modules are imported only when a Marlin linear is built
+    from vllm import _custom_ops as ops
+    from vllm.model_executor.layers.quantization.utils import marlin_utils as MU
+    from vllm.scalar_type import scalar_types
 
-def _vllm() -> tuple:
-    try:  # vllm is an optional heavy dependency: imported only when a Marlin linear is built
-        from vllm import _custom_ops as ops
-        from vllm.model_executor.layers.quantization.utils import marlin_utils as MU
-        from vllm.scalar_type import scalar_types
-    except ImportError as exc:
-        raise MarlinUnavailable(
-            f"Marlin's int4 kernel comes with vLLM: pip install 'pytest-attnlab[vllm]' ({exc})"
-        ) from exc
     return ops, MU, scalar_types
 
 
@@ -66,7 +66,7 @@ class MarlinInt4:
             )
         if weight.device.type != "cuda":
             raise MarlinUnavailable(f"Marlin runs on CUDA; the weight is on {weight.device.type}")
-        ops, MU, scalar_types = _vllm()
+        ops, MU, scalar_types = vllm_ops()
         out, cols = weight.shape
         if cols % group or out % 64 or cols % 128:
             raise MarlinShapeError(
