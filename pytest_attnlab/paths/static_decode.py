@@ -218,21 +218,30 @@ def _linear_maker(quant: str, dtype: torch.dtype, dense: Any, int4_kind: Any) ->
     return int4
 
 
-def dequantized_twin(sm: StaticModel) -> StaticModel:
-    """`sm` with every int4 linear replaced by a dense one holding the weight the kernel multiplies by,
-    in the activation dtype: "the same quantized weights dequantized", the int4 kernel's reference."""
+def dequantized_twin(sm: StaticModel, dtype: torch.dtype | None = None) -> StaticModel:
+    """`sm` with every int4 linear replaced by a dense one holding the weight the kernel multiplies by:
+    "the same quantized weights dequantized", the int4 kernel's reference. `dtype` None keeps the
+    activation dtype (only the int4 matmul differs); torch.float32 casts every tensor of the step, so the
+    twin computes the same math in float32 (the reference both bf16 twins are measured against)."""
+    to = dtype or sm.embed.dtype
+
+    def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(to)
 
     def dense(lin: Linear) -> Linear:
         dequantized = getattr(lin, "dequantized", None)  # an int4 format
         if dequantized is not None:
-            return Dense(dequantized().to(sm.embed.dtype), lin.bias)
+            return Dense(dequantized().to(to), cast(lin.bias))
         if isinstance(lin, Concat):
             return Concat([dense(p) for p in lin.parts])
-        return lin
+        if dtype is None:
+            return lin
+        return Dense(lin.weight.to(to), cast(lin.bias))  # type: ignore[attr-defined]
 
-    layers = [replace(ly, qkv=dense(ly.qkv), o=dense(ly.o), gate_up=dense(ly.gate_up), down=dense(ly.down))
-              for ly in sm.layers]  # fmt: skip
-    return replace(sm, layers=layers, lm_head=dense(sm.lm_head), quant="none", decode_layer=None)
+    layers = [replace(ly, in_norm=ly.in_norm.to(to), post_norm=ly.post_norm.to(to), qkv=dense(ly.qkv), o=dense(ly.o),
+                      gate_up=dense(ly.gate_up), down=dense(ly.down)) for ly in sm.layers]  # fmt: skip
+    return replace(sm, layers=layers, embed=sm.embed.to(to), norm=sm.norm.to(to), lm_head=dense(sm.lm_head),
+                   quant="none", gemv=sm.gemv if dtype is None else "torch", decode_layer=None)  # fmt: skip
 
 
 def _eos_ids(model: Any) -> torch.Tensor | None:

@@ -6,7 +6,8 @@ On a trained model (the embedded SmolLM2) the greedy tokens must be the same tok
 split only at a tie (HF's margin within 2 ulps of the dtype, recorded as greedy_split_margin);
 on random weights argmaxes are near-ties, so the per-step logits are compared within tolerance.
 With int4 weights the reference is HF over the rtn-int4-g<N> quantizer's weights (the codes the
-fast path packs), and random-weight logits are gated on cosine (INT4_COSINE).
+fast path packs), and random-weight logits are gated on cosine against the same weights in float32,
+within a noise floor measured beside it (paths/int4_gate).
 `test_fast_variant` measures the variant over the perf grid; its metrics.csv rows carry the variant
 (compile, compile_scope, fast_attention, fast_weights, fast_quant) and the first step's compile time;
 with --attnlab-perf-profile-steps N, also where a step's time goes (profile_* rows, perf.profile_step).
@@ -14,17 +15,18 @@ with --attnlab-perf-profile-steps N, also where a step's time goes (profile_* ro
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 from pytest_attnlab.paths import FastPath, PathOptions
+from pytest_attnlab.paths.int4_gate import int4_gate
 from pytest_attnlab.paths.options import FAST_ATTENTION
 from pytest_attnlab.perf.bench import make_prompt
 
 #: per dtype (atol, rtol) for per-step logits of the static path vs HF with the same tokens fed
 LOGIT_TOL = {torch.float32: (2e-4, 2e-4), torch.bfloat16: (0.25, 0.05), torch.float16: (0.05, 0.01)}
-#: int4 logits vs HF over the same quantized weights dequantized to the model dtype (issue 18)
-INT4_COSINE = 0.999
 
 
 def _agreement(ref: torch.Tensor, got: torch.Tensor, eos: int | None) -> int:
@@ -168,20 +170,27 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pa
     sm.decode_attention = attention
     got = _teacher_forced_logits(sm, ids, ref.tokens, n)
     if options.quant != "none":
-        # The kernel against the same quantized weights dequantized (the kernel's own scales and zeros,
-        # in the activation dtype) through the same step: only the int4 matmul differs. HF over the
-        # rtn-int4 quantizer's weights differs also by the kernel's bf16 scale and zero (tinygemm), so
-        # that cosine is recorded beside it, and the greedy test checks the tokens against it.
+        # The kernel against the same quantized weights (the kernel's own scales and zeros) through the same
+        # step in float32, within twice the distance of that step in the activation dtype (paths/int4_gate:
+        # on deep random shapes bf16 rounding alone is past the issue's 0.999). HF over the rtn-int4
+        # quantizer's weights differs also by the kernel's bf16 scale and zero (tinygemm), so that cosine is
+        # recorded beside it, and the greedy test checks the tokens against it.
         # ... and the packing and format: the kernel's weights are the quantizer's up to bf16 scale/zero
         err = _int4_weight_error(sm, _reference(loaded, options).model)
         metrics.record("int4_weight_error_max", err, "of max|w|", threshold=INT4_WEIGHT_REL_ERR)
         assert err <= INT4_WEIGHT_REL_ERR, f"{options.quant}: kernel weights off the quantizer's by {err:.3g}"
         twin = _teacher_forced_logits(sd.dequantized_twin(sm), ids, ref.tokens, n)
+        exact = _teacher_forced_logits(sd.dequantized_twin(sm, torch.float32), ids, ref.tokens, n)
         cosine = torch.nn.functional.cosine_similarity
         metrics.record("int4_vs_rtn_logit_cosine_min", cosine(got, ref.logits, dim=-1).min().item(), "")
-        worst = cosine(got, twin, dim=-1).min().item()
-        metrics.record("int4_logit_cosine_min", worst, "", threshold=INT4_COSINE)
-        assert worst >= INT4_COSINE, f"{options.quant}: logits' cosine {worst:.5f} < {INT4_COSINE}"
+        gate = int4_gate(got, twin, exact)
+        verdict = gate.verdict(options.quant)
+        metrics.record("int4_twin_logit_cosine_min", 1 - gate.floor, "")
+        metrics.record("int4_logit_cosine_min", verdict.value, "", threshold=verdict.threshold,
+                       floor_limited=str(gate.floor_limited).lower())  # fmt: skip
+        if gate.floor_limited:
+            warnings.warn(verdict.describe(), stacklevel=1)
+        assert verdict.passed, verdict.describe()
         return
     atol, rtol = LOGIT_TOL[next(model.parameters()).dtype]
     torch.testing.assert_close(got, ref.logits, atol=atol, rtol=rtol)
