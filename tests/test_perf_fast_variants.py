@@ -240,7 +240,11 @@ def test_auto_picks_the_cuda_variant_on_cuda_with_triton_and_the_torch_ops_elsew
     from pytest_attnlab.paths import base
 
     # the pick measured fastest with its checks passing on a GPU (base.AUTO_FAST's comment, docs/perf.md)
-    assert base.AUTO_FAST == {"gemv": ("triton-fused", "torch"), "fast_attention": ("triton", "math")}
+    assert base.AUTO_FAST == {
+        "gemv": ("triton-fused", "torch"),
+        "fast_attention": ("triton", "math"),
+        "compile": ("none", "none"),
+    }
     found = {"triton": object()}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: found.get(name))
     assert base.resolve_auto("gemv", "auto", "cuda:0") == "triton-fused"
@@ -248,9 +252,34 @@ def test_auto_picks_the_cuda_variant_on_cuda_with_triton_and_the_torch_ops_elsew
     assert base.resolve_auto("gemv", "auto", "cpu") == "torch"
     assert base.resolve_auto("fast_attention", "auto", "mps") == "math"
     assert base.resolve_auto("gemv", "triton", "cpu") == "triton"  # a value given is kept (its own skip says why)
+    assert base.auto_wide_from("auto", "auto", "cuda:0") == base.AUTO_WIDE_BATCH == 8
+    assert base.auto_wide_from("auto", "none", "cuda:0") == 0  # a compile mode given: every batch as resolved
+    assert base.auto_wide_from("triton-fused", "auto", "cuda:0") == 0
+    assert base.auto_wide_from("auto", "auto", "cpu") == 0
     found.clear()  # CUDA without triton (a source build of torch)
     assert base.resolve_auto("gemv", "auto", "cuda:0") == "torch"
     assert base.resolve_auto("fast_attention", "auto", "cuda:0") == "math"
+    assert base.auto_wide_from("auto", "auto", "cuda:0") == 0
+
+
+def test_auto_runs_the_compiled_cublas_step_from_its_wide_batch_on():
+    from pytest_attnlab.paths.fast import CompiledStep
+
+    auto = PathOptions(gemv="triton-fused", fast_attention="triton", wide_from=8)
+    assert auto.for_batch(1) is auto and auto.for_batch(7) is auto
+    wide = auto.for_batch(8)
+    assert (wide.gemv, wide.compile, wide.compile_scope, wide.fast_attention) == ("torch", "default", "step", "triton")
+    assert wide.context()["fast_gemv"] == "torch" and wide.for_batch(32) is wide
+    assert PathOptions(quant="int4-g128", wide_from=8).for_batch(32).compile == "none"  # int4 keeps its kernels
+    assert PathOptions(gemv="triton-fused").for_batch(32).gemv == "triton-fused"  # not auto: never switched
+    # the fast path builds each cell's variant (on CPU: torch GEMVs with a wide batch of 2; nothing compiles
+    # before the first step)
+    fast = FastPath(PathOptions(wide_from=2))
+    model = tiny("qwen2")
+    fast.prepare(model, 1, 8, 4)
+    assert fast.cell.compile == "none" and not isinstance(fast.step, CompiledStep)
+    fast.prepare(model, 2, 8, 4)
+    assert fast.cell.compile == "default" and isinstance(fast.step, CompiledStep)
 
 
 def test_auto_is_the_default_and_resolves_to_the_cpu_pick_in_the_csv_context(pytester, run_attnlab):
@@ -258,6 +287,7 @@ def test_auto_is_the_default_and_resolves_to_the_cpu_pick_in_the_csv_context(pyt
         """
         def test_opts(path_options):
             assert path_options.gemv == "torch" and path_options.fast_attention == "math"
+            assert path_options.compile == "none" and path_options.wide_from == 0
             ctx = path_options.context()
             assert (ctx["fast_gemv"], ctx["fast_attention"]) == ("torch", "math")
         """

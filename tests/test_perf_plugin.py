@@ -45,7 +45,7 @@ def test_help_lists_perf_options(pytester):
         ),
         (["--attnlab-perf-prompt-lens", "0"], "*--attnlab-perf-prompt-lens: 0 must be >= 1*"),
         (["--attnlab-perf-monitor", "gpu"], "*choose from: auto, nvml, psutil, none*"),
-        (["--attnlab-perf-compile", "fast"], "*choose from: none, default, max-autotune-no-cudagraphs*"),
+        (["--attnlab-perf-compile", "fast"], "*choose from: auto, none, default, max-autotune-no-cudagraphs*"),
         (["--attnlab-perf-monitor-interval", "-5"], "*must be > 0 ms*"),
     ],
 )

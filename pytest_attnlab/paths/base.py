@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pytest_attnlab.registry import Registry
@@ -39,23 +39,38 @@ def int4_format(quant: str) -> tuple[int, str]:
 FAST_GEMV = ("torch", "triton", "triton-fused", "marlin")
 #: keys of decode_attention.DECODE_ATTENTION (listed here so option parsing needs no torch)
 FAST_ATTENTION = ("sdpa", "math", "triton")
-#: what `auto` (the options' default) picks for PathOptions' `gemv` and `fast_attention`: (on CUDA with
-#: triton, elsewhere). The CUDA pick is the variant measured fastest whose greedy and logits checks pass on a
-#: GPU (issue 29): triton-fused with Triton attention, measured on an H100 on 2026-12-06 (docs/perf.md):
-#: 2.65 ms a token at batch 1 to the compiled cuBLAS step's 3.43, even at batch 8 (3.67 / 3.65), slower at
-#: batch 32 (4.74 / 4.03: there, pass --attnlab-perf-fast-gemv torch --attnlab-perf-compile default). On the
-#: H200 (2.16 ms at batch 1) other days' compiled steps were faster from batch 8 (2.98 to its 3.36 ms).
-AUTO_FAST = {"gemv": ("triton-fused", "torch"), "fast_attention": ("triton", "math")}
+#: what `auto` (the options' default) picks for PathOptions' `gemv`, `fast_attention` and `compile`: (on CUDA
+#: with triton, elsewhere). The CUDA pick is the variant measured fastest whose greedy and logits checks pass on
+#: a GPU (issue 29): triton-fused GEMVs with Triton attention, uncompiled, measured on an H100 on 2026-12-06
+#: (docs/perf.md): 2.66 ms a token at batch 1 to the compiled cuBLAS step's 3.41; from AUTO_WIDE_BATCH rows on,
+#: the compiled cuBLAS step instead (PathOptions.for_batch).
+AUTO_FAST = {"gemv": ("triton-fused", "torch"), "fast_attention": ("triton", "math"), "compile": ("none", "none")}
+#: from this batch on, `auto` on CUDA (gemv and compile both left auto, weights not int4) runs the compiled cuBLAS
+#: step (gemv torch, compile default, step scope) with auto's attention: side by side on one H100 (2026-12-06,
+#: scripts/gpu/fast_variants.sh R batch, the 3B shape, prompt 512) it took 3.59 / 4.00 ms at batch 8 / 32 to
+#: the candidate's 3.68 / 4.76 (on the H200, other days' runs: 2.98 to 3.36 ms at batch 8). The first step of a
+#: cell compiles (18 s on that H100; compile_s).
+AUTO_WIDE_BATCH = 8
 
 
 def resolve_auto(field: str, value: str, device: str) -> str:
     """`value` of PathOptions' `field`, with `auto` made AUTO_FAST's pick for `device` (e.g. "cuda:0")."""
     if value != "auto":
         return value
+    best, anywhere = AUTO_FAST[field]
+    return best if _cuda_pick(device) else anywhere
+
+
+def _cuda_pick(device: str) -> bool:
     import importlib.util
 
-    best, anywhere = AUTO_FAST[field]
-    return best if device.startswith("cuda") and importlib.util.find_spec("triton") is not None else anywhere
+    return device.startswith("cuda") and importlib.util.find_spec("triton") is not None
+
+
+def auto_wide_from(gemv: str, compile: str, device: str) -> int:
+    """PathOptions.wide_from for these option values: AUTO_WIDE_BATCH where both are `auto` and the CUDA pick
+    applies, else 0 (every batch runs the variant as resolved)."""
+    return AUTO_WIDE_BATCH if gemv == compile == "auto" and _cuda_pick(device) else 0
 
 
 #: a Triton GEMV launch config: output rows a program x input columns a step, warps, [pipeline stages],
@@ -78,6 +93,7 @@ class PathOptions:
     gemv: str = "torch"  # FAST_GEMV
     inductor_cache: str = ""  # TORCHINDUCTOR_CACHE_DIR while the step compiles; "": torch's own
     vllm_quant_format: str = "auto"  # checkpoint format quantized models reach vLLM in
+    wide_from: int = 0  # from this batch on, for_batch() is the compiled cuBLAS step (auto's pick); 0: never
     engines: Any = field(default=None, compare=False)  # the run's vLLM EngineHolder; None: the path's own
 
     def __post_init__(self) -> None:
@@ -90,6 +106,13 @@ class PathOptions:
         ):
             if value not in choices:
                 raise ValueError(f"{name}: invalid value {value!r}; choose from: {', '.join(choices)}")
+
+    def for_batch(self, batch: int) -> PathOptions:
+        """The variant a cell of `batch` rows runs: this one, or from `wide_from` rows on (auto on CUDA, weights
+        not int4) the compiled cuBLAS step with the same attention (AUTO_WIDE_BATCH)."""
+        if not self.wide_from or batch < self.wide_from or self.quant != "none":
+            return self
+        return replace(self, gemv="torch", compile="default", compile_scope="step", wide_from=0)
 
     def context(self) -> dict[str, str]:
         """The fast-path variant as metrics.csv context: rows of different variants stay distinct."""

@@ -121,7 +121,8 @@ class FastPath(DecodePath):
         self.sm: sd.StaticModel | None = None
         self.cache: sd.StaticCache | None = None
         self.step: Any = None
-        self._model_id: int | None = None
+        self._model_id: tuple[int, str] | None = None  # the model and GEMV kernels self.sm was built for
+        self.cell = self.options  # the variant the prepared cell runs (options.for_batch)
         self._shape: tuple[int, int] | None = None
         self._compiled: CompiledStep | None = None
         self.convert_s = 0.0  # building the StaticModel (fusing, int4 quantization and packing)
@@ -140,14 +141,16 @@ class FastPath(DecodePath):
     @torch.no_grad()
     def prepare(self, model: Any, batch: int, prompt_len: int, new_tokens: int) -> None:
         self.model = model
-        if self._model_id != id(model):
+        opts = self.cell = self.options.for_batch(batch)  # auto's pick may change with the batch (AUTO_WIDE_BATCH)
+        if self._model_id != (id(model), opts.gemv):
             start = time.perf_counter()
-            self.sm = sd.from_hf(model, self.options.weights, self.options.quant, self.options.gemv)
+            self.sm = None  # the old kernels' weights go before the new ones are made
+            self.sm = sd.from_hf(model, opts.weights, opts.quant, opts.gemv)
             self.convert_s = time.perf_counter() - start
-            self._model_id, self._shape = id(model), None
+            self._model_id, self._shape = (id(model), opts.gemv), None
         assert self.sm is not None
-        sd.check_decode_attention(self.sm, self.options.fast_attention)
-        self.sm.decode_attention = self.options.fast_attention
+        sd.check_decode_attention(self.sm, opts.fast_attention)
+        self.sm.decode_attention = opts.fast_attention
         # max_len rounded up to 64: aligned masks keep SDPA on its fused kernels
         shape = (batch, -(-(prompt_len + new_tokens) // 64) * 64)
         if self._shape == shape:  # same cell as before: reuse the cache and the captured graph
@@ -160,7 +163,6 @@ class FastPath(DecodePath):
             return sd.greedy(sd.decode_one_token(sm, cache, tok, pos), sm.banned)
 
         fn: Any = partial(greedy_step, self.sm, self.cache)
-        opts = self.options
         self.sm.decode_layer = None
         if opts.compile != "none":
             wrap = partial(torch.compile, mode=opts.compile, fullgraph=True, dynamic=False)
@@ -171,7 +173,7 @@ class FastPath(DecodePath):
             name = f"torch.compile decode {opts.compile_scope} ({opts.variant}, batch {batch})"
             fn = self._compiled = CompiledStep(fn, name, opts.inductor_cache)
         device = self.sm.embed.device
-        if device.type == "cuda" and self.options.cuda_graph:
+        if device.type == "cuda" and opts.cuda_graph:
             tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
             pos = torch.tensor([prompt_len], device=device)
             fn = GraphedStep(fn, tok, pos)

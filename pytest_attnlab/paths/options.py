@@ -14,7 +14,15 @@ from pytest_attnlab import options as core_options
 from pytest_attnlab.models.cache import cache_root
 from pytest_attnlab.options import OptionSpec
 from pytest_attnlab.paths import base
-from pytest_attnlab.paths.base import AUTO_FAST, FAST_ATTENTION, FAST_GEMV, KV_CACHE_DTYPES, VLLM_DTYPES
+from pytest_attnlab.paths.base import (
+    AUTO_FAST,
+    AUTO_WIDE_BATCH,
+    COMPILE_MODES,
+    FAST_ATTENTION,
+    FAST_GEMV,
+    KV_CACHE_DTYPES,
+    VLLM_DTYPES,
+)
 
 _BOOL = {**dict.fromkeys(("1", "true", "on", "yes"), True), **dict.fromkeys(("0", "false", "off", "no"), False)}
 
@@ -164,10 +172,12 @@ def _auto_help(field: str) -> str:
 FAST_OPTIONS = [
     OptionSpec(
         "perf-compile",
-        "none",
-        _paths_choice("--attnlab-perf-compile", "COMPILE_MODES"),
+        "auto",
+        core_options.parse_choice("--attnlab-perf-compile", ("auto", *COMPILE_MODES)),
         "MODE",
-        "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs.",
+        "torch.compile mode for the fast path's decode step: none, default, max-autotune-no-cudagraphs or auto "
+        f"(none; on CUDA with triton and --attnlab-perf-fast-gemv auto, from batch {AUTO_WIDE_BATCH} on, default "
+        "over cuBLAS GEMVs: the compiled step is faster there).",
     ),
     OptionSpec(
         "perf-fast-attention",
@@ -211,7 +221,8 @@ FAST_OPTIONS = [
         "kernels, with silu(gate) * up fused into the gate/up GEMV; CUDA only, skipped on CPU), triton-fused "
         "(those kernels also take the RMSNorms, RoPE, the KV-cache writes and the residual adds, batch 1-32), "
         "marlin (cuBLAS, and vLLM's Marlin for int4-g128-zp; CUDA with vLLM) "
-        f"or auto ({_auto_help('gemv')}).",
+        f"or auto ({_auto_help('gemv')}; from batch {AUTO_WIDE_BATCH} on, torch, compiled, with "
+        "--attnlab-perf-compile auto).",
     ),
     OptionSpec(
         "perf-inductor-cache",

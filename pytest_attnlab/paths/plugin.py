@@ -9,7 +9,7 @@ import pytest
 
 from pytest_attnlab.models.cache import cache_root
 from pytest_attnlab.options import area_hooks, selection
-from pytest_attnlab.paths.base import DECODE_PATHS, PathOptions, resolve_auto
+from pytest_attnlab.paths.base import DECODE_PATHS, PathOptions, auto_wide_from, resolve_auto
 from pytest_attnlab.paths.cache import PathCache
 from pytest_attnlab.paths.options import PATH_OPTIONS, resolve_inductor_cache
 from pytest_attnlab.paths.vllm_engine import EngineHolder, EngineSettings
@@ -17,7 +17,7 @@ from pytest_attnlab.session import SESSION_KEY
 
 PATHS_KEY = pytest.StashKey["PathState"]()
 #: PathOptions' fields whose option may be `auto`, with the option's name in PathState.values
-AUTO_OPTIONS = (("fast_attention", "perf_fast_attention"), ("gemv", "perf_fast_gemv"))
+AUTO_OPTIONS = (("fast_attention", "perf_fast_attention"), ("gemv", "perf_fast_gemv"), ("compile", "perf_compile"))
 
 
 class PathState:
@@ -57,16 +57,18 @@ class PathState:
 
     def options(self) -> PathOptions:
         """PathOptions from the resolved options, each under its own name: the fast path's variant (compile
-        mode and scope, attention, weights, quant, GEMV, inductor cache; `auto` GEMVs and attention made the
-        device's pick, base.AUTO_FAST) and this run's vLLM engine holder."""
+        mode and scope, attention, weights, quant, GEMV, inductor cache; `auto` GEMVs, attention and compile
+        made the device's pick, base.AUTO_FAST, and the batch where auto's pick changes, base.AUTO_WIDE_BATCH)
+        and this run's vLLM engine holder."""
         v = self.values
         device = str(self.config.stash[SESSION_KEY].settings.resolved_device())
-        attention, gemv = (resolve_auto(f, v[o], device) for f, o in AUTO_OPTIONS)
+        attention, gemv, compile_ = (resolve_auto(f, v[o], device) for f, o in AUTO_OPTIONS)
         return PathOptions(
-            compile=v["perf_compile"], fast_attention=attention, compile_scope=v["perf_compile_scope"],
+            compile=compile_, fast_attention=attention, compile_scope=v["perf_compile_scope"],
             weights=v["perf_fast_weights"], quant=v["perf_fast_quant"], gemv=gemv,
             inductor_cache=resolve_inductor_cache(v["perf_inductor_cache"]), engines=self.engines,
             vllm_quant_format=v["quant_format"],
+            wide_from=auto_wide_from(v["perf_fast_gemv"], v["perf_compile"], device),
         )  # fmt: skip
 
     def path(self, name: str) -> Any:

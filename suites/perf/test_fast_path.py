@@ -15,12 +15,14 @@ with --attnlab-perf-profile-steps N, also where a step's time goes (profile_* ro
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
 import torch
 
 from pytest_attnlab.paths import FastPath, PathOptions
+from pytest_attnlab.paths.base import AUTO_WIDE_BATCH
 from pytest_attnlab.paths.int4_gate import int4_gate
 from pytest_attnlab.paths.options import FAST_ATTENTION
 from pytest_attnlab.perf.bench import make_prompt
@@ -100,7 +102,7 @@ def _fast_path(options: PathOptions, model, batch: int, prompt_len: int, new_tok
     return fast
 
 
-@pytest.mark.parametrize("batch", [1, 2], ids=["b1", "b2"])
+@pytest.mark.parametrize("batch", [1, 2, AUTO_WIDE_BATCH], ids=lambda b: f"b{b}")
 def test_fast_matches_hf_greedy_on_trained_model(model_factory, path_options, metrics, batch):
     from pytest_attnlab.generation import hf_generate
     from pytest_attnlab.models.embedded import EmbeddedModelMissing
@@ -112,7 +114,8 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, path_options, me
         pytest.skip(str(exc))
     options = path_options
     metrics.update_context(**options.context())
-    prompts = [p.encode(loaded.tokenizer)[0] for p in load_prompts()[:batch]]
+    # batch AUTO_WIDE_BATCH checks auto's pick there (on CUDA, the compiled cuBLAS step); the prompts repeat
+    prompts = [p.encode(loaded.tokenizer)[0] for p in itertools.islice(itertools.cycle(load_prompts()), batch)]
     width = min(len(p) for p in prompts)
     ids = torch.stack([p[-width:] for p in prompts]).to(loaded.device)
     n = 32 if batch == 1 else 12
@@ -222,8 +225,9 @@ def test_fast_variant(
 ):
     """TTFT, TPOT, MBU... of the chosen variant through the generation benchmark, plus the first
     step's compile time (compile_s, with what the inductor cache did), the weight conversion's and,
-    when asked, a profile of the timed step (profile_step_wall, profile_busy, profile_share_*...)."""
-    options = path_options
+    when asked, a profile of the timed step (profile_step_wall, profile_busy, profile_share_*...). The rows
+    carry the variant the cell ran: auto's pick may change with the batch (PathOptions.for_batch)."""
+    options = path_options.for_batch(perf_batch)
     context = options.context()
     metrics.update_context(**{**perf_model.context(), **context})
     m = generation_benchmark(
