@@ -11,7 +11,9 @@
 #                                                   512/2048, its checks, cuBLAS, the 7B shape, int4,
 #                                                   the rows GEMVs; in that order, so a short budget cuts
 #                                                   the last), targets (the candidate's grid and the 7B
-#                                                   shape only) or table
+#                                                   shape only), batch (the candidate beside the compiled
+#                                                   cuBLAS step at batch 1/8/32: auto's pick per batch) or
+#                                                   table
 # measure also profiles 20 decode steps of each main variant after its timed rounds (--attnlab-perf-profile-steps:
 # wall vs kernel time, GEMV / attention / copy / elementwise shares, top kernels); table prints them.
 # Environment: MODEL (random:qwen2.5-3b-instruct), BUDGET_S (seconds for the whole part, default 330),
@@ -93,6 +95,18 @@ case $PART in
     C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
     run candidate-grid "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8,32
     M=random:qwen2.5-7b-instruct run 7b-candidate "${V[@]}" "${P[@]}" "${C[@]}" "${B1[@]}" ;;
+  batch)  # auto's pick per batch size, side by side on one machine: the candidate (triton-fused GEMVs, Triton
+    # attention, no compile) against the compiled cuBLAS step with the same attention, at batch 1/8/32
+    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
+    W=(--attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention triton)
+    run batch-candidate "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32
+    run batch-cublas-compiled "${V[@]}" "${P[@]}" "${W[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 8,32
+    run batch-cublas-compiled-b1 "${V[@]}" "${P[@]}" "${W[@]}" "${B1[@]}" ;;
+  batch2)  # the same between the first measured batches: 2 and 4, and 16
+    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
+    W=(--attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention triton)
+    run batch2-candidate "${V[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 2,4,16
+    run batch2-cublas-compiled "${V[@]}" "${W[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 4,16,2 ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
     run checks-int4-g32 "${L[@]}" --attnlab-perf-fast-quant int4-g32
     run checks-step   --attnlab-perf-compile default
@@ -115,5 +129,5 @@ case $PART in
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m "$M" --by run,prompt_len,batch,profile_note
     python3 -m pytest_attnlab table "${RUNS[@]}" -k test_fast_variant -m profile_top_kernel \
       --by run,rank,kernel_class,calls_per_step,kernel ;;
-  *) echo "unknown part '$PART'; choose from: measure gemv triton fused scaling targets checks table"; exit 2 ;;
+  *) echo "unknown part '$PART'; choose from: measure gemv triton fused scaling targets batch batch2 checks table"; exit 2 ;;
 esac
