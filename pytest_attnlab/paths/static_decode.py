@@ -244,6 +244,16 @@ def dequantized_twin(sm: StaticModel, dtype: torch.dtype | None = None) -> Stati
                    quant="none", gemv=sm.gemv if dtype is None else "torch", decode_layer=None)  # fmt: skip
 
 
+def int4_compute_dtype(sm: StaticModel) -> torch.dtype:
+    """The dtype the int4 kernels multiply in (tinygemm on CUDA: bf16, whatever the model's), else the
+    activation dtype: the twin that measures the int4 gate's rounding floor runs in it (paths/int4_gate)."""
+    ly = sm.layers[0]
+    for lin in (ly.qkv, *getattr(ly.qkv, "parts", ())):
+        if hasattr(lin, "dequantized"):
+            return lin.dtype  # type: ignore[no-any-return,union-attr]
+    return sm.embed.dtype
+
+
 def _eos_ids(model: Any) -> torch.Tensor | None:
     eos = getattr(model.generation_config, "eos_token_id", None)
     if eos is None:
