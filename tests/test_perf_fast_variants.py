@@ -252,7 +252,7 @@ def test_auto_picks_the_cuda_variant_on_cuda_with_triton_and_the_torch_ops_elsew
     assert base.resolve_auto("gemv", "auto", "cpu") == "torch"
     assert base.resolve_auto("fast_attention", "auto", "mps") == "math"
     assert base.resolve_auto("gemv", "triton", "cpu") == "triton"  # a value given is kept (its own skip says why)
-    assert base.auto_wide_from("auto", "auto", "cuda:0") == base.AUTO_WIDE_BATCH == 8
+    assert base.auto_wide_from("auto", "auto", "cuda:0") == base.AUTO_WIDE_BATCH == 2
     assert base.auto_wide_from("auto", "none", "cuda:0") == 0  # a compile mode given: every batch as resolved
     assert base.auto_wide_from("triton-fused", "auto", "cuda:0") == 0
     assert base.auto_wide_from("auto", "auto", "cpu") == 0
@@ -266,7 +266,7 @@ def test_auto_runs_the_compiled_cublas_step_from_its_wide_batch_on():
     from pytest_attnlab.paths.fast import CompiledStep
 
     auto = PathOptions(gemv="triton-fused", fast_attention="triton", wide_from=8)
-    assert auto.for_batch(1) is auto and auto.for_batch(7) is auto
+    assert auto.for_batch(1) is auto and auto.for_batch(7) is auto  # (auto's own wide batch is AUTO_WIDE_BATCH)
     wide = auto.for_batch(8)
     assert (wide.gemv, wide.compile, wide.compile_scope, wide.fast_attention) == ("torch", "default", "step", "triton")
     assert wide.context()["fast_gemv"] == "torch" and wide.for_batch(32) is wide

@@ -41,16 +41,19 @@ FAST_GEMV = ("torch", "triton", "triton-fused", "marlin")
 FAST_ATTENTION = ("sdpa", "math", "triton")
 #: what `auto` (the options' default) picks for PathOptions' `gemv`, `fast_attention` and `compile`: (on CUDA
 #: with triton, elsewhere). The CUDA pick is the variant measured fastest whose greedy and logits checks pass on
-#: a GPU (issue 29): triton-fused GEMVs with Triton attention, uncompiled, measured on an H100 on 2026-12-06
-#: (docs/perf.md): 2.66 ms a token at batch 1 to the compiled cuBLAS step's 3.41; from AUTO_WIDE_BATCH rows on,
-#: the compiled cuBLAS step instead (PathOptions.for_batch).
+#: a GPU (issue 29): at batch 1, triton-fused GEMVs with Triton attention, uncompiled (H100, 2026-12-06: 2.66 ms
+#: a token on the 3B shape to the compiled cuBLAS step's 3.41; 0.52 / 0.97 ms on the embedded model); from
+#: AUTO_WIDE_BATCH rows on, the compiled cuBLAS step (PathOptions.for_batch).
 AUTO_FAST = {"gemv": ("triton-fused", "torch"), "fast_attention": ("triton", "math"), "compile": ("none", "none")}
 #: from this batch on, `auto` on CUDA (gemv and compile both left auto, weights not int4) runs the compiled cuBLAS
-#: step (gemv torch, compile default, step scope) with auto's attention: side by side on one H100 (2026-12-06,
-#: scripts/gpu/fast_variants.sh R batch, the 3B shape, prompt 512) it took 3.59 / 4.00 ms at batch 8 / 32 to
-#: the candidate's 3.68 / 4.76 (on the H200, other days' runs: 2.98 to 3.36 ms at batch 8). The first step of a
-#: cell compiles (18 s on that H100; compile_s).
-AUTO_WIDE_BATCH = 8
+#: step (gemv torch, compile default, step scope) with auto's attention. Side by side on one H100 (2026-12-06,
+#: prompt 512, bf16; scripts/gpu/fast_variants.sh R batch / batch2 and docs/perf.md), TPOT compiled / candidate:
+#:   3B shape      b2 3.34 / 3.41   b4 3.51 / 3.53   b8 3.59 / 3.68   b16 3.56 / 3.68   b32 4.00 / 4.76 ms
+#:   0.5B shape    b2 1.17 / 1.34                    b8 1.17 / 1.44                     b32 1.34 / 1.76 ms
+#:   embedded      b2 0.97 / 0.94                    b8 1.01 / 1.06                     b32 1.21 / 1.31 ms
+#: The candidate's rows kernels (2+ rows) cost a step of their own: 2.66 -> 3.41 ms from batch 1 to 2 on the 3B
+#: shape. The first step of a cell compiles (13-27 s on that H100; compile_s).
+AUTO_WIDE_BATCH = 2
 
 
 def resolve_auto(field: str, value: str, device: str) -> str:
