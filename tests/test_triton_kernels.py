@@ -47,6 +47,24 @@ def check(rows, n, k, bias, cfg=None):
                  **tol)
 """
 
+#: the planted split-K bug of two tests (`K._split_k_sum = no_reset` plants it): the last program of a tile
+#: sums the partials, then puts the tile's counter back up to SPLIT after resetting it, so every call after the
+#: first finds a stale count
+NO_RESET = """
+import triton
+import triton.language as tl
+from pytest_attnlab.paths import triton_gemv as K
+sum_of = K._split_k_sum.fn
+@triton.jit
+def no_reset(a, b, offs, ok, ws_ptr, cnt_ptr, TILE: tl.constexpr, SPLIT: tl.constexpr, TWO: tl.constexpr):
+    tile = tl.program_id(0)
+    last = tl.atomic_add(cnt_ptr + tile, 0) == SPLIT - 1
+    sa, sb, _ = sum_of(a, b, offs, ok, ws_ptr, cnt_ptr, TILE, SPLIT, TWO)
+    if last:  # the bug: the count goes back up to SPLIT after the reset (as if never reset)
+        tl.atomic_add(cnt_ptr + tile, SPLIT)
+    return sa, sb, last
+"""
+
 
 def interpret(code: str, interpreter: bool = True, setup: str = "") -> str:
     """Run `code` after PRELUDE and `setup` in a fresh Python, in Triton's interpreter (or not: compile only)."""
@@ -190,10 +208,7 @@ def test_split_k_rows_kernel_sums_every_split_and_resets_its_counters():
     96 + 12), a split with no columns at all (96 columns in 4 ways of 32), bias, norm, residual and silu * up;
     each check calls the kernel three times on the same counters, so a counter left at SPLIT by one launch
     breaks the next. Planted: the last program does not reset its tile's counter."""
-    out = interpret(setup=ROWS_CHECK, code="""
-    import triton
-    import triton.language as tl
-    from pytest_attnlab.paths import triton_gemv as K
+    out = interpret(setup=ROWS_CHECK + NO_RESET, code="""
     for rows, n, k, bias, cfg in [(8, 40, 576, True, K.Config(16, 64, 4, 2, split=3)),
                                   (5, 33, 300, False, K.Config(16, 32, 4, 1, split=4)),
                                   (3, 17, 96, True, K.Config(16, 32, 4, 1, split=4))]:
@@ -205,15 +220,6 @@ def test_split_k_rows_kernel_sums_every_split_and_resets_its_counters():
         assert "one row" in str(exc)
     else:
         raise AssertionError("one row at a split config ran")
-    sum_of = K._split_k_sum.fn
-    @triton.jit
-    def no_reset(a, b, offs, ok, ws_ptr, cnt_ptr, TILE: tl.constexpr, SPLIT: tl.constexpr, TWO: tl.constexpr):
-        tile = tl.program_id(0)
-        last = tl.atomic_add(cnt_ptr + tile, 0) == SPLIT - 1
-        sa, sb, _ = sum_of(a, b, offs, ok, ws_ptr, cnt_ptr, TILE, SPLIT, TWO)
-        if last:  # the bug: the count goes back up to SPLIT after the reset (as if never reset)
-            tl.atomic_add(cnt_ptr + tile, SPLIT)
-        return sa, sb, last
     K._split_k_sum = no_reset
     try:
         check(8, 40, 576, True, K.Config(16, 64, 4, 2, split=3))
@@ -432,15 +438,12 @@ def test_decode_gemv_check_fails_a_wrong_launch_config():
     """suites/perf/test_decode_gemv.py checks each Triton case's output against cuBLAS's after its replays:
     the kernels at a split-K config pass it on every linear of a tiny Qwen2 (q/k/v with its bias); planted,
     a split-K whose counters are not reset fails it from the second call on."""
-    out = interpret("""
+    out = interpret(setup=NO_RESET, code="""
     import sys
-    import triton
-    import triton.language as tl
     from transformers import Qwen2Config, Qwen2ForCausalLM
     sys.path.insert(0, "suites/perf")
     import test_decode_gemv as T
     from pytest_attnlab.paths import static_decode as sd
-    from pytest_attnlab.paths import triton_gemv as K
     cfg = Qwen2Config(hidden_size=128, intermediate_size=320, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=300)
     sm = sd.from_hf(Qwen2ForCausalLM(cfg).to(torch.float16).eval())
@@ -453,15 +456,7 @@ def test_decode_gemv_check_fails_a_wrong_launch_config():
         T._assert_matches_cublas(name, lins[0], x, calls[0]())
     for name in ("qkv", "o", "gate_up", "down"):
         check(name)
-    @triton.jit
-    def no_reset(a, b, offs, ok, ws_ptr, cnt_ptr, TILE: tl.constexpr, SPLIT: tl.constexpr, TWO: tl.constexpr):
-        tile = tl.program_id(0)
-        last = tl.atomic_add(cnt_ptr + tile, 0) == SPLIT - 1
-        sa, sb, _ = sum_of(a, b, offs, ok, ws_ptr, cnt_ptr, TILE, SPLIT, TWO)
-        if last:
-            tl.atomic_add(cnt_ptr + tile, SPLIT)
-        return sa, sb, last
-    sum_of, K._split_k_sum = K._split_k_sum.fn, no_reset
+    K._split_k_sum = no_reset
     try:
         check("down")
     except AssertionError:
