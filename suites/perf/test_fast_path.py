@@ -123,9 +123,10 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, path_options, me
     eos = loaded.model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
     fast = _fast_path(options, loaded.model, batch, width, n)
+    reference = _reference(loaded, options).model
     # Both paths produce exactly n tokens: HF through min_new_tokens, the fast path by banning EOS.
     ref = hf_generate(
-        _reference(loaded, options).model,
+        reference,
         ids,
         n,
         do_sample=False,
@@ -143,7 +144,7 @@ def test_fast_matches_hf_greedy_on_trained_model(model_factory, path_options, me
     # A divergence is accepted only at a tie: where HF's own logit for the fast path's token is within
     # TIE_ULPS units in the last place (of the model dtype) of its top logit, as a fused or reordered
     # kernel rounds differently. vLLM's tests (check_logprobs_close) accept such a split, then stop.
-    margin, tol = _tie_margin(_reference(loaded, options).model, ids, ref, got, agree)
+    margin, tol = _tie_margin(reference, ids, ref, got, agree)
     metrics.record("greedy_split_margin", margin, "logit", threshold=tol, batch=batch, at_token=agree)
     assert margin <= tol, (
         f"fast path ({options.variant}) diverges from HF greedy at token {agree}, where HF prefers its token by "
@@ -170,7 +171,8 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pa
         sd.check_decode_attention(sm, attention)
     except sd.UnsupportedModel as exc:
         pytest.skip(str(exc))
-    ref = decode_loop(_reference(loaded, options).model, ids, n)  # HF forward, DynamicCache: every step's logits
+    reference = _reference(loaded, options).model  # quantized once: the logits below and the weight check
+    ref = decode_loop(reference, ids, n)  # HF forward, DynamicCache: every step's logits
     sm.decode_attention = attention
     got = _teacher_forced_logits(sm, ids, ref.tokens, n)
     if options.quant != "none":
@@ -180,7 +182,7 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pa
         # quantizer's weights differs also by the kernel's bf16 scale and zero (tinygemm), so that cosine is
         # recorded beside it, and the greedy test checks the tokens against it.
         # ... and the packing and format: the kernel's weights are the quantizer's up to bf16 scale/zero
-        err = _int4_weight_error(sm, _reference(loaded, options).model)
+        err = _int4_weight_error(sm, reference)
         metrics.record("int4_weight_error_max", err, "of max|w|", threshold=INT4_WEIGHT_REL_ERR)
         assert err <= INT4_WEIGHT_REL_ERR, f"{options.quant}: kernel weights off the quantizer's by {err:.3g}"
         twin = _teacher_forced_logits(sd.dequantized_twin(sm, sd.int4_compute_dtype(sm)), ids, ref.tokens, n)
