@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_perf_fast_variants import ARCH, prompt, tiny
+from test_perf_fast_variants import ARCH, prompt, step_logits, tiny
 
 from pytest_attnlab.generation import decode_loop
 from pytest_attnlab.paths import static_decode as sd
@@ -15,19 +15,6 @@ from pytest_attnlab.paths.int4_gate import FLOOR_FACTOR, INT4_COSINE, MIN_DISTAN
 from pytest_attnlab.perf.bench import make_prompt
 
 QUANTS = ["int4-g32", "int4-g128", "int4-g128-zp"]
-
-
-@torch.no_grad()
-def step_logits(sm: sd.StaticModel, ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Prefill, then feed `tokens` one by one: every step's logits [batch, steps, vocab] (the suite's
-    _teacher_forced_logits, on ids' device)."""
-    sm.decode_attention = "math"
-    cache = sd.new_cache(sm, ids.shape[0], 64)
-    out = [sd.prefill(sm, cache, ids)]
-    for i in range(tokens.shape[1] - 1):
-        pos = torch.tensor([ids.shape[1] + i], device=ids.device)
-        out.append(sd.decode_one_token(sm, cache, tokens[:, i : i + 1].to(ids.device), pos))
-    return torch.stack(out, dim=1).float()
 
 
 def gate_of(sm: sd.StaticModel, ids: torch.Tensor, tokens: torch.Tensor) -> Int4Gate:

@@ -39,12 +39,14 @@ def prompt(batch: int = 2, length: int = 10) -> torch.Tensor:
 
 @torch.no_grad()
 def step_logits(sm: sd.StaticModel, ids: torch.Tensor, tokens: torch.Tensor, attention: str = "math") -> torch.Tensor:
-    """Prefill, then feed `tokens` one by one: the logits of every step [batch, steps, vocab], float32."""
+    """Prefill, then feed `tokens` one by one: the logits of every step [batch, steps, vocab], float32, on
+    ids' device (the suite's _teacher_forced_logits)."""
     sm.decode_attention = attention
     cache = sd.new_cache(sm, ids.shape[0], 64)
     out = [sd.prefill(sm, cache, ids)]
     for i in range(tokens.shape[1] - 1):
-        out.append(sd.decode_one_token(sm, cache, tokens[:, i : i + 1], torch.tensor([ids.shape[1] + i])))
+        pos = torch.tensor([ids.shape[1] + i], device=ids.device)
+        out.append(sd.decode_one_token(sm, cache, tokens[:, i : i + 1].to(ids.device), pos))
     return torch.stack(out, dim=1).float()
 
 
