@@ -48,7 +48,7 @@ class Int4Gate:
     """The kernel's and the twin's distances to the float32 twin, and the verdict they give."""
 
     kernel: float  # d(kernel, float32 twin)
-    floor: float  # d(twin in the activation dtype, float32 twin)
+    floor: float  # d(twin in the int4 kernels' dtype, float32 twin)
 
     @property
     def bound(self) -> float:
@@ -72,11 +72,11 @@ class Int4Gate:
             value=1.0 - self.kernel,
             threshold=1.0 - self.bound,
             op=">=",
-            detail=f"twin (dequantized weights, activation dtype) at {1 - self.floor:.5f}{limit}",
+            detail=f"twin (dequantized weights, the kernels' dtype) at {1 - self.floor:.5f}{limit}",
         )
 
 
 def int4_gate(kernel: torch.Tensor, twin: torch.Tensor, exact: torch.Tensor) -> Int4Gate:
-    """Logits [batch, steps, vocab] of the int4 kernel, its twin in the activation dtype and its twin in
-    float32, all fed the same tokens."""
+    """Logits [batch, steps, vocab] of the int4 kernel, its twin in the kernels' dtype
+    (static_decode.int4_compute_dtype) and its twin in float32, all fed the same tokens."""
     return Int4Gate(kernel=distance(kernel, exact), floor=distance(twin, exact))
