@@ -31,6 +31,9 @@ BASE+=(--attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention math)
 B1=(--attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1); V=(-k test_fast_variant)
 P=(--attnlab-perf-profile-steps "${PROFILE_STEPS:-20}")
 L=(--attnlab-perf-compile default --attnlab-perf-compile-scope layer)
+# the CUDA candidate (triton-fused GEMVs, Triton attention, no compile) and the compiled cuBLAS step beside it
+C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
+W=(--attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention triton)
 run() {  # name, options...: one pytest run inside what is left of the budget; a cut run keeps its rows
   local n=$1; shift; local left=$((END - SECONDS)) start=$SECONDS
   if [ "$left" -lt 30 ]; then echo "[$n] skipped: budget"; return; fi
@@ -75,7 +78,6 @@ case $PART in
     run checks-fused-attn -k "not test_fast_variant" "${F[@]}" --attnlab-perf-fast-attention triton ;;
   scaling)  # issue 29: the CUDA candidate (triton-fused GEMVs, Triton attention, CUDA graph, no compile) and its checks
     G=(--attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8,32)
-    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
     run checks-candidate -k "not test_fast_variant" "${C[@]}"
     run candidate-grid "${V[@]}" "${P[@]}" "${G[@]}" "${C[@]}"
     run torch-compiled "${V[@]}" "${P[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32 \
@@ -92,19 +94,14 @@ case $PART in
     FILE=suites/perf/test_decode_gemv.py run gemv-rows -k "not tinygemm and not marlin" --attnlab-perf-batch 8,32 \
       --attnlab-perf-gemv-configs "${GEMV_CONFIGS:-16x256w4s3k2,16x256w4s3k4,16x512w4s2k4,32x256w4s3k4,16x128w4s4k8}" ;;
   targets)  # issue 29's targets alone, for a short device budget: the candidate's grid, then the 7B shape at batch 1
-    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
     run candidate-grid "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512,2048 --attnlab-perf-batch 1,8,32
     M=random:qwen2.5-7b-instruct run 7b-candidate "${V[@]}" "${P[@]}" "${C[@]}" "${B1[@]}" ;;
   batch)  # auto's pick per batch size, side by side on one machine: the candidate (triton-fused GEMVs, Triton
     # attention, no compile) against the compiled cuBLAS step with the same attention, at batch 1/8/32
-    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
-    W=(--attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention triton)
     run batch-candidate "${V[@]}" "${P[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 1,8,32
     run batch-cublas-compiled "${V[@]}" "${P[@]}" "${W[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 8,32
     run batch-cublas-compiled-b1 "${V[@]}" "${P[@]}" "${W[@]}" "${B1[@]}" ;;
   batch2)  # the same between the first measured batches: 2 and 4, and 16
-    C=(--attnlab-perf-fast-gemv triton-fused --attnlab-perf-fast-attention triton)
-    W=(--attnlab-perf-compile default --attnlab-perf-fast-gemv torch --attnlab-perf-fast-attention triton)
     run batch2-candidate "${V[@]}" "${C[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 2,4,16
     run batch2-cublas-compiled "${V[@]}" "${W[@]}" --attnlab-perf-prompt-lens 512 --attnlab-perf-batch 4,16,2 ;;
   checks)  # every test of the file (greedy on the trained model, logits on the random shape) per variant
