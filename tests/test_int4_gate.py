@@ -145,6 +145,18 @@ def test_the_floor_is_measured_in_the_dtype_the_int4_kernels_multiply_in():
     assert sd.int4_compute_dtype(sm) == torch.bfloat16
 
 
+def test_the_floor_twin_differs_from_the_path_in_its_int4_matmuls_alone():
+    """In the activation dtype the twin keeps the path's other kernels (triton-fused's lm_head GEMV, its gemv
+    name), so the floor is measured on the same arithmetic; in another dtype every linear is a plain matmul."""
+    sm = sd.from_hf(tiny("llama", torch.bfloat16), "fused", "int4-g32")
+    same = sd.dequantized_twin(sm, torch.bfloat16)
+    assert same.lm_head is sm.lm_head and same.gemv == sm.gemv
+    assert not hasattr(same.layers[0].qkv, "dequantized")
+    exact = sd.dequantized_twin(sm, torch.float32)
+    assert exact.lm_head is not sm.lm_head and exact.lm_head.weight.dtype == torch.float32
+    assert exact.gemv == "torch"
+
+
 def test_a_floor_limited_bound_is_said():
     torch.manual_seed(0)
     exact = torch.randn(2, 3, 1000)

@@ -221,9 +221,13 @@ def _linear_maker(quant: str, dtype: torch.dtype, dense: Any, int4_kind: Any) ->
 def dequantized_twin(sm: StaticModel, dtype: torch.dtype | None = None) -> StaticModel:
     """`sm` with every int4 linear replaced by a dense one holding the weight the kernel multiplies by:
     "the same quantized weights dequantized", the int4 kernel's reference. `dtype` None keeps the
-    activation dtype (only the int4 matmul differs); torch.float32 casts every tensor of the step, so the
-    twin computes the same math in float32 (the reference both bf16 twins are measured against)."""
+    activation dtype (only the int4 matmul differs), as does a `dtype` equal to it: the other linears keep the
+    path's own kernels (triton-fused's lm_head GEMV), so the twin differs from `sm` in the int4 matmuls alone.
+    Another dtype (torch.float32) casts every tensor of the step, so the twin computes the same math in that
+    dtype through plain matmuls (the reference both twins of the int4 gate are measured against)."""
     to = dtype or sm.embed.dtype
+    if to == sm.embed.dtype:
+        dtype = None
 
     def cast(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.to(to)
