@@ -15,6 +15,9 @@
 #                picks Machete for every linear, and int4 ran at 0.86x of bf16 there (issue 29). Cold (first vLLM
 #                import, the int4 export, both engines' compiles) it printed nothing in 240 s on 2026-12-06; warm,
 #                int4 alone took 90 s and bf16 alone 56 s: hence 480 s
+#   rows3b       the docs' table in one session (docs/backends.md): HF, the fast path as `auto` picks it and vLLM in
+#                bf16, beside vLLM's int4-g128-zp with Marlin forced (Machete disabled; bf16 linears are
+#                unaffected), 3B shape, prompt 512, batch 1 and 8: perf3b's and marlin3b's cells with one vLLM import
 #   marlingemv   the 3B shape's int4 GEMVs one linear at a time, Marlin (through vLLM) beside tinygemm and
 #                cuBLAS at 1 and 8 rows (suites/perf/test_decode_gemv.py), after Marlin's checks with their
 #                planted zero point (tests/test_marlin_int4.py, logged as marlintest)
@@ -64,6 +67,10 @@ for s in "$@"; do
     marlin3b) stage marlin3b 480 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
         "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm --attnlab-perf-batch 1,8 --attnlab-quant none,rtn-int4-g128-zp \
         --attnlab-report-dir "$REP/marlin3b" --benchmark-json "$REP/marlin3b/benchmark.json" ;;
+    rows3b) stage rows3b 560 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
+        --attnlab-perf-compile auto "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm,fast,hf \
+        --attnlab-perf-batch 1,8 --attnlab-quant none,rtn-int4-g128-zp \
+        --attnlab-report-dir "$REP/rows3b" --benchmark-json "$REP/rows3b/benchmark.json" ;;
     marlingemv) stage marlintest 120 "${PYTEST[@]}" tests/test_marlin_int4.py -q -rs
       stage marlingemv 240 "${PYTEST[@]}" suites/perf/test_decode_gemv.py "${COMMON[@]}" --attnlab-model "$M3B" \
         --attnlab-perf-batch 1,8 -k "cublas or tinygemm-g128 or marlin" --attnlab-report-dir "$REP/marlingemv" \
@@ -77,7 +84,7 @@ for s in "$@"; do
         --attnlab-report-dir "$REP/fastmarlin" --benchmark-json "$REP/fastmarlin/benchmark.json"
       stage fasttinygemm 200 "${PYTEST[@]}" "${FAST[@]}" --attnlab-perf-fast-gemv torch -k test_fast_variant \
         --attnlab-report-dir "$REP/fasttinygemm" --benchmark-json "$REP/fasttinygemm/benchmark.json" ;;
-    *) echo "run.sh: unknown stage '$s'; choose from: ci seed003 backends3b perf3b quant3b marlin3b marlingemv fastmarlin"
+    *) echo "run.sh: unknown stage '$s'; choose from: ci seed003 backends3b perf3b quant3b marlin3b rows3b marlingemv fastmarlin"
        exit 2 ;;
   esac
 done
