@@ -9,16 +9,25 @@ import json
 from pytest_attnlab.compare.variant import VARIANT_KEYS, changed, describe, pairs
 from pytest_attnlab.paths.base import PathOptions
 
-FAST = "suites/perf/test_fast_path.py::test_fast_variant[m-p128-b2-n64]"
+FAST = "suites/perf/test_fast_path.py::test_fast_variant[m-p128-b{batch}-n64]"
 #: `auto` on CUDA from batch 2, before and after the default changed (paths.base.AUTO_FAST, PathOptions.for_batch)
 OLD = {"compile": "none", "compile_scope": "none", "fast_attention": "triton", "fast_weights": "fused",
        "fast_quant": "none", "fast_gemv": "triton-fused"}  # fmt: skip
 NEW = {**OLD, "compile": "default", "compile_scope": "step", "fast_gemv": "torch"}
+CHANGE = "compile none→default, compile_scope none→step, fast_gemv triton-fused→torch"
 
 
-def key(metric: str = "tpot", nodeid: str = FAST, **fields: object) -> tuple[str, str, str]:
-    """A loaders.from_csv key: the context and extra fields as sorted JSON."""
-    return nodeid, metric, json.dumps({"model": "m", "backend": "fast", **fields}, sort_keys=True)
+def fast_context(variant: dict[str, str], batch: int = 2) -> dict[str, object]:
+    """A test_fast_variant row's context, as the suite records it: the variant, the cell's sizes and the
+    benchmark group named after the variant."""
+    group = f"m-fast-{'-'.join(variant.get(k, '') for k in VARIANT_KEYS)}-"
+    return {"model": "m", "backend": "fast", "batch": batch, "prompt_len": 128, "new_tokens": 64, "group": group,
+            **variant}  # fmt: skip
+
+
+def key(metric: str = "tpot", batch: int = 2, **variant: str) -> tuple[str, str, str]:
+    """A loaders.from_csv key of a test_fast_variant row: the context and extra fields as sorted JSON."""
+    return FAST.format(batch=batch), metric, json.dumps(fast_context(variant, batch), sort_keys=True)
 
 
 def test_variant_keys_are_the_fast_paths_context() -> None:
@@ -28,15 +37,18 @@ def test_variant_keys_are_the_fast_paths_context() -> None:
 
 
 def test_rows_that_differ_only_in_variant_keys_pair() -> None:
+    """The benchmark group, named after the variant, changes with it and does not keep the rows apart."""
     old, new = key(**OLD), key(**NEW)
     assert pairs([old], [new]) == {old: new}
-    assert describe(changed(old, new)) == "compile none→default, compile_scope none→step, fast_gemv triton-fused→torch"
+    assert describe(changed(old, new)) == CHANGE
 
 
 def test_rows_that_differ_in_other_context_do_not_pair() -> None:
-    assert pairs([key(batch=2, **OLD)], [key(batch=4, **NEW)]) == {}
+    assert pairs([key(**OLD)], [key(batch=4, **NEW)]) == {}
     assert pairs([key(**OLD)], [key("ttft", **NEW)]) == {}
-    assert pairs([key(**OLD)], [key(nodeid=FAST.replace("b2", "b4"), **NEW)]) == {}
+    regrouped = json.dumps({**fast_context(OLD), "group": "elsewhere"}, sort_keys=True)
+    other_group = (FAST.format(batch=2), "tpot", regrouped)
+    assert pairs([key(**OLD)], [other_group]) == {}  # the same variant: nothing changed that explains the split
 
 
 def test_an_ambiguous_cell_does_not_pair() -> None:

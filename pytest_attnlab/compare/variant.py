@@ -12,6 +12,9 @@ from pytest_attnlab.compare.loaders import Key
 #: metrics.csv context keys that name the fast path's variant: the keys of paths.base.PathOptions.context(),
 #: written out so that compare imports no path code (tests/test_compare_variant.py keeps the two equal)
 VARIANT_KEYS = ("compile", "compile_scope", "fast_attention", "fast_weights", "fast_quant", "fast_gemv")
+#: context keys written from the variant keys, so they change with them: pytest-benchmark's group, which
+#: test_fast_variant names `{label}-fast-{PathOptions.variant}-` (and records as context)
+DERIVED_KEYS = ("group",)
 #: a variant key one side did not record
 UNSET = "unset"
 
@@ -25,8 +28,9 @@ def _fields(key: Key) -> dict[str, object]:
 
 
 def _cell(key: Key) -> Key:
-    """The key without its variant keys: what must agree for two keys to be one cell run as two variants."""
-    rest = {k: v for k, v in _fields(key).items() if k not in VARIANT_KEYS}
+    """The key without its variant keys (and those derived from them): what must agree for two keys to be one
+    cell run as two variants."""
+    rest = {k: v for k, v in _fields(key).items() if k not in VARIANT_KEYS + DERIVED_KEYS}
     return key[0], key[1], json.dumps(rest, sort_keys=True, default=str)
 
 
@@ -38,14 +42,12 @@ def _by_cell(keys: Iterable[Key]) -> dict[Key, list[Key]]:
 
 
 def pairs(base_only: Iterable[Key], current_only: Iterable[Key]) -> dict[Key, Key]:
-    """BASE key -> CURRENT key, for keys found in one run only that agree in all but variant keys. A cell with
-    two or more such keys on either side is ambiguous (which variant became which?): it stays unpaired."""
+    """BASE key -> CURRENT key, for keys found in one run only that agree in all but variant keys, and differ in
+    one of them. A cell with two or more such keys on either side is ambiguous (which variant became which?): it
+    stays unpaired."""
     base, current = _by_cell(base_only), _by_cell(current_only)
-    return {
-        base[cell][0]: current[cell][0]
-        for cell in base
-        if cell in current and len(base[cell]) == 1 and len(current[cell]) == 1
-    }
+    one_each = [(base[c][0], current[c][0]) for c in base if len(base[c]) == 1 and len(current.get(c, ())) == 1]
+    return {b: c for b, c in one_each if changed(b, c)}
 
 
 def changed(base_key: Key, current_key: Key) -> Change:
