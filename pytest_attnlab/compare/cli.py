@@ -17,6 +17,7 @@ from pytest_attnlab.compare.loaders import RunLoadError, load
 from pytest_attnlab.compare.noise_model import DEFAULT_CONFIDENCE
 from pytest_attnlab.compare.output import markdown, notes, print_table
 from pytest_attnlab.compare.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdError
+from pytest_attnlab.compare.variant import VARIANT_KEYS
 from pytest_attnlab.reports.layout import METRICS_CSV
 
 #: exit statuses decided before any metric is compared (lines.py has the others)
@@ -24,15 +25,20 @@ EXIT_MISMATCH, EXIT_NO_BASELINE = 7, 8
 
 __all__ = ["Line", "Verdict", "compare", "judge", "main"]
 
-EPILOG = """\
+EPILOG = f"""\
 usage, one run against one run (BASE's noise floors from noise.json beside it, or --noise):
   python -m pytest_attnlab compare reports/main reports/pr
 usage, A/B: several runs of the base commit and of the head commit, made interleaved on one machine
 (ABAB...); each run is one value per cell (the median of its rounds), the floors come from these runs:
   python -m pytest_attnlab compare --ab base-1 base-2 base-3 --vs head-1 head-2 head-3
+a cell whose fast-path variant changed (one row a side, differing only in the variant keys:
+{", ".join(VARIANT_KEYS)})
+reads "variant changed" with what changed and both values: not gated (another variant measures another thing),
+not missing, counted in the status line.
 exit status: 0 pass; 1 a metric regressed; 2 bad input; 3 nothing checked, or an empty run; 4 gated metrics
-of BASE missing from CURRENT; 5 a gated metric is NaN or inf; 6 --strict and a metric is UNGATED; 7 BASE and
-CURRENT come from different GPUs, drivers, CUDA or torch (--allow-mismatch); 8 no baseline (--bootstrap)."""
+of BASE missing from CURRENT; 5 a gated metric is NaN or inf; 6 --strict and a metric is UNGATED or its variant
+changed; 7 BASE and CURRENT come from different GPUs, drivers, CUDA or torch (--allow-mismatch); 8 no baseline
+(--bootstrap)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="regression threshold; repeatable. '+': higher is worse, '-': lower is worse, '%%': relative. "
         f"Default: {defaults}",
     )  # fmt: skip
-    ap.add_argument("--strict", action="store_true", help="fail (exit 6) when a gated metric is UNGATED")
+    ap.add_argument(
+        "--strict", action="store_true",
+        help="fail (exit 6) when a gated metric is UNGATED, or was not compared because its variant changed",
+    )  # fmt: skip
     ap.add_argument("--bootstrap", action="store_true",
                     help="a missing BASE passes, saying so (the first run on main makes the baseline)")  # fmt: skip
     ap.add_argument("--allow-mismatch", action="store_true",
@@ -166,7 +175,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         doc = [
             {"test": ln.key[0], "metric": ln.key[1], "context": ln.key[2], "base": ln.base and ln.base.value,
              "current": ln.current and ln.current.value, "threshold": str(ln.threshold or ""), "floor": ln.floor,
-             "detects": ln.noise and ln.noise.detect, "p": ln.p_value, "status": ln.status}
+             "detects": ln.noise and ln.noise.detect, "p": ln.p_value, "status": ln.status,
+             "variant": {k: [old, new] for k, old, new in ln.variant_change}}
             for ln in lines
         ]  # fmt: skip
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -6,13 +6,15 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from pytest_attnlab.compare import stats
+from pytest_attnlab.compare import stats, variant
 from pytest_attnlab.compare.loaders import Key, Observed
 from pytest_attnlab.compare.noise_model import Noise, level
 from pytest_attnlab.compare.thresholds import Threshold, pick
 
 #: one-sided confidence the rank test asks for before a change beyond the limit is a regression
 DEFAULT_ALPHA = 0.05
+#: status of a cell that ran as another variant in CURRENT (variant.py): both values shown, never gated
+VARIANT_CHANGED = "variant changed"
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Line:
     beyond the limit (the larger of the threshold and the noise floor) is a regression unless a one-sided rank
     test on the rounds gives p > alpha. A gated metric whose floor exceeds its threshold is UNGATED: it cannot
     see a change of the threshold's size, so it never reads "ok", yet a change beyond its floor still fails.
+    A cell whose decode-path variant changed (`variant_change` says how) reads VARIANT_CHANGED and is not
+    judged: another variant measures another thing.
     """
 
     key: Key
@@ -31,6 +35,7 @@ class Line:
     threshold: Threshold | None
     noise: Noise | None = None
     alpha: float = DEFAULT_ALPHA
+    variant_change: variant.Change = ()
 
     def _relative(self, log_change: float) -> float:
         """A change of log_change in log(value), as a relative change in the threshold's bad direction:
@@ -90,6 +95,8 @@ class Line:
     def p_value(self) -> float | None:
         if self.base is None or self.current is None or self.threshold is None or not self._tested:
             return None
+        if self.variant_change:  # not judged: BASE and CURRENT ran different variants
+            return None
         b, c = self.base.samples, self.current.samples
         return stats.rank_test_p(c, b) if self.threshold.increase_is_bad else stats.rank_test_p(b, c)
 
@@ -99,6 +106,8 @@ class Line:
             return "new"
         if self.current is None:
             return "missing"
+        if self.variant_change:
+            return VARIANT_CHANGED
         if self.threshold is None:
             return "-"
         base, current = self.values
@@ -135,16 +144,35 @@ def compare(
     noise: dict[Key, Noise] | None = None,
     alpha: float = DEFAULT_ALPHA,
 ) -> list[Line]:
-    keys = list(dict.fromkeys([*base, *current]))
+    """One line per key of either run; a cell that ran as another variant in CURRENT (variant.pairs) is one
+    line, in BASE's place, under CURRENT's key."""
     noise = noise or {}
-    return [Line(k, base.get(k), current.get(k), gate(k, base, current, thresholds), noise.get(k), alpha) for k in keys]
+    moved = variant.pairs([k for k in base if k not in current], [k for k in current if k not in base])
+    renamed = set(moved.values())
+    lines = []
+    for k in dict.fromkeys([*base, *current]):
+        if k in moved:
+            lines.append(_moved(k, moved[k], base[k], current[moved[k]], thresholds, alpha))
+        elif k not in renamed:
+            own = gate(k[1], (current.get(k), base.get(k)), thresholds)
+            lines.append(Line(k, base.get(k), current.get(k), own, noise.get(k), alpha))
+    return lines
 
 
-def gate(key: Key, base: dict[Key, Observed], current: dict[Key, Observed], thresholds: list[Threshold]):
-    """The threshold of one metric: the test's own tolerance (CURRENT's, else BASE's: @pytest.mark.attnlab_gate,
-    an experiment's gate:) where it recorded one, else the first --threshold that names the metric."""
-    own = next((o.tolerance for o in (current.get(key), base.get(key)) if o is not None and o.tolerance), "")
-    return Threshold.parse(f"{key[1]}:{own}") if own else pick(thresholds, key[1])
+def _moved(
+    base_key: Key, current_key: Key, base: Observed, current: Observed, thresholds: list[Threshold], alpha: float
+) -> Line:
+    """One cell as two variants: the threshold it would have (so the verdict counts it among the gated), no noise
+    (BASE's floor is the other variant's)."""
+    change = variant.changed(base_key, current_key)
+    return Line(current_key, base, current, gate(current_key[1], (current, base), thresholds), None, alpha, change)
+
+
+def gate(metric: str, observed: tuple[Observed | None, ...], thresholds: list[Threshold]) -> Threshold | None:
+    """The threshold of one metric: the test's own tolerance (the first of `observed` that recorded one, CURRENT
+    before BASE: @pytest.mark.attnlab_gate, an experiment's gate:), else the first --threshold naming the metric."""
+    own = next((o.tolerance for o in observed if o is not None and o.tolerance), "")
+    return Threshold.parse(f"{metric}:{own}") if own else pick(thresholds, metric)
 
 
 #: statuses of a metric that was compared (whatever the verdict)
@@ -167,12 +195,15 @@ class Verdict:
     not_significant: int = 0
     ungated: int = 0
     not_finite: int = 0
+    variant_changed: int = 0  # gated metrics not compared: their variant changed
 
     def line(self) -> str:
         head = "PASS" if self.code == 0 else f"FAIL ({self.reason})"
         parts = [f"{self.regressed} regressed", f"{self.checked} checked"]
         if self.ungated:
             parts.append(f"{self.ungated} UNGATED (noise floor above threshold)")
+        if self.variant_changed:
+            parts.append(f"{self.variant_changed} not compared (variant changed)")
         if self.not_significant:
             parts.append(f"{self.not_significant} beyond the limit but not significant")
         if self.not_finite:
@@ -189,6 +220,7 @@ def judge(
     gated = sum(ln.status == "missing" and ln.threshold is not None for ln in lines)
     ungated_missing = sum(ln.status == "missing" and ln.threshold is None for ln in lines)
     checked = sum(s in CHECKED for s in statuses)
+    moved = sum(ln.status == VARIANT_CHANGED and ln.threshold is not None for ln in lines)
     if count("REGRESSED"):
         code, reason = EXIT_REGRESSED, "regression"
     elif count("not finite"):
@@ -197,14 +229,22 @@ def judge(
         side = "BASE" if not any(ln.base is not None for ln in lines) else "CURRENT"
         code, reason = EXIT_NOTHING_CHECKED, f"{side} is empty: no metric rows (an empty run)"
     elif checked == 0:
-        code, reason = EXIT_NOTHING_CHECKED, "nothing checked: no gated metric of BASE is in CURRENT"
+        moved_note = f" ({moved} ran as another variant)" if moved else ""
+        code, reason = EXIT_NOTHING_CHECKED, f"nothing checked: no gated metric of BASE is in CURRENT{moved_note}"
     elif gated and not allow_missing:
         code, reason = EXIT_MISSING, "gate metrics of BASE missing from CURRENT (--allow-missing to accept)"
     elif fail_on_missing and ungated_missing:
         code, reason = EXIT_MISSING, "metrics of BASE missing from CURRENT (--fail-on-missing)"
-    elif strict and count("UNGATED"):
-        code, reason = EXIT_UNGATED, "--strict: metrics whose noise floor exceeds their threshold"
+    elif strict and (count("UNGATED") or moved):
+        code, reason = EXIT_UNGATED, _strict_reason(count("UNGATED"), moved)
     else:
         code, reason = 0, ""
     return Verdict(code, reason, count("REGRESSED"), checked, gated, ungated_missing, count("not significant"),
-                   count("UNGATED"), count("not finite"))  # fmt: skip
+                   count("UNGATED"), count("not finite"), moved)  # fmt: skip
+
+
+def _strict_reason(ungated: int, moved: int) -> str:
+    """Why --strict fails: the gated metrics the gate could not see, blind ones first."""
+    why = ["metrics whose noise floor exceeds their threshold"] if ungated else []
+    why += ["metrics not compared as their variant changed"] if moved else []
+    return "--strict: " + " and ".join(why)

@@ -9,15 +9,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TextIO
 
-from pytest_attnlab.compare.lines import Line, Verdict
+from pytest_attnlab.compare.lines import VARIANT_CHANGED, Line, Verdict
 from pytest_attnlab.compare.noise_model import pool_key
+from pytest_attnlab.compare.variant import describe
 
 #: context fields every row has; the table shows extra fields only where rows of one test differ in them
 _CONTEXT = ("model", "quant", "attention", "backend")
 #: the table's width (a terminal's), the narrowest its test column gets, and an extra field's widest value
 WIDTH, TEST_MIN, EXTRA_WIDTH = 120, 24, 16
-#: statuses in the order the Markdown lists them: what fails first
-_ORDER = ("REGRESSED", "not finite", "missing", "UNGATED", "not significant", "ok", "new", "-")
+#: statuses in the order the Markdown lists them: what fails first, then what the gate could not see
+_ORDER = ("REGRESSED", "not finite", "missing", "UNGATED", VARIANT_CHANGED, "not significant", "ok", "new", "-")
 HEADER = ("test", "metric", "base", "current", "change", "95% interval", "floor", "thr", "status")
 
 
@@ -65,7 +66,7 @@ def _row(ln: Line, name: str) -> tuple[str, ...]:
     base, cur = ln.values if both else (ln.base and ln.base.value, ln.current and ln.current.value)
     floor, t = ln.floor, ln.threshold
     floor_pct = "" if floor is None else f"{floor * 100:.1f}%"
-    amount = str(t).split(":", 1)[1] if t else ""
+    amount = str(t).split(":", 1)[1] if t and not ln.variant_change else ""  # a changed variant is not gated
     return (name, ln.key[1], _fmt(base), _fmt(cur), ln.change(), ln.interval(), floor_pct, amount, ln.status)
 
 
@@ -118,21 +119,38 @@ def _merged(ids: list[str]) -> str:
     )
 
 
+def _moved_lines(moved: list[Line], names: dict[int, str]) -> list[str]:
+    """'  [m-p128-b2-n64] tpot, ttft: compile none→default, fast_gemv triton-fused→torch': one line per cell and
+    change, its metrics listed."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for ln in moved:
+        groups.setdefault((names[id(ln)], describe(ln.variant_change)), []).append(ln.key[1])
+    return [f"  {name} {', '.join(metrics)}: {change}" for (name, change), metrics in groups.items()]
+
+
 def notes(lines: list[Line]) -> list[str]:
     """One line per kind of metric the table leaves out or cannot judge: blind cells with what each detects,
-    ungated metrics missing from one side."""
+    cells whose variant changed with what changed, ungated metrics missing from one side."""
     names = short_ids(lines)
     out = []
     blind = [ln for ln in lines if ln.status == "UNGATED"]
     if blind:
         out.append(f"UNGATED ({len(blind)}: noise floor above threshold; a change beyond the floor still fails):")
         out += _blind_lines(blind, names)
+    moved = [ln for ln in lines if ln.threshold is not None and ln.status == VARIANT_CHANGED]
+    if moved:
+        out.append(f"{VARIANT_CHANGED} ({len(moved)}: not compared, another variant measures another thing; "
+                   "--strict fails on them):")  # fmt: skip
+        out += _moved_lines(moved, names)
     gone = [ln for ln in lines if ln.threshold is None and ln.status == "missing"]
     if gone:
         out.append(f"not gated, absent from CURRENT: {len(gone)} metrics ({_families(gone)})")
     new = [ln for ln in lines if ln.threshold is None and ln.status == "new"]
     if new:
         out.append(f"not gated, new in CURRENT: {len(new)} metrics ({_families(new)})")
+    moved_ungated = [ln for ln in lines if ln.threshold is None and ln.status == VARIANT_CHANGED]
+    if moved_ungated:
+        out.append(f"not gated, {VARIANT_CHANGED}: {len(moved_ungated)} metrics ({_families(moved_ungated)})")
     return out
 
 
