@@ -157,3 +157,12 @@ def test_benchmark_json_names_count_as_the_metrics_the_plant_moves() -> None:
     """benchmark.json's tpot_ms is tpot: its detections count (the H200's noise stage read 'not planted' there)."""
     assert NT._moved("tpot_ms") and NT._moved("tpot") and NT._moved("decode_tok_s")
     assert not NT._moved("ttft_ms") and not NT._moved("prefill_tok_s")
+
+
+def test_a_changed_variant_is_no_trial() -> None:
+    """compare did not judge a cell whose variant changed: it is neither a false alarm's pair nor a detection."""
+    t = NT.Tally()
+    line = {"test": FAST_B8, "metric": "tpot", "threshold": "tpot:+5%", "floor": None, "status": "variant changed"}
+    NT._record(t, ONE, [line], planted=False)
+    NT._record(t, ONE, [line], planted=True)
+    assert t.cells == {}

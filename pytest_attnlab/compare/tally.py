@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from pytest_attnlab.compare import cli
 from pytest_attnlab.compare import noise as noise_cli
+from pytest_attnlab.compare.lines import VARIANT_CHANGED
 from pytest_attnlab.compare.thresholds import DEFAULT_THRESHOLDS, Threshold
 
 #: compare's statuses of a cell the gate failed on (a NaN in a gated metric fails, as a regression does)
@@ -42,6 +43,8 @@ MAX_FALSE_ALARM_RATE, MIN_DETECTION_RATE = 1 / 20, 19 / 20
 #: trials the bar is stated over: fewer cannot show 1 in 20
 MIN_TRIALS = 20
 RUN_FILES = ("metrics.csv", "benchmark.json")
+#: compare's statuses of a line it did not judge: not a trial of its cell
+NOT_JUDGED = ("new", "missing", "-", VARIANT_CHANGED)
 #: compare's exit statuses that refuse a trial rather than judge it
 REFUSED = {2: "bad input", 7: "different machines", 8: "no baseline"}
 
@@ -167,7 +170,7 @@ def _ab_trials(identical: list[Path], planted: list[Path], n: int, cap: int) -> 
 
 def _record(t: Tally, kind: str, lines: list[dict[str, Any]], *, planted: bool) -> None:
     for line in lines:
-        if not line.get("threshold") or line.get("status") in ("new", "missing", "-"):
+        if not line.get("threshold") or line.get("status") in NOT_JUDGED:
             continue
         cell = t.cell(kind, str(line["test"]), str(line["metric"]))
         cell.threshold = str(line["threshold"])
