@@ -172,3 +172,10 @@ def test_ab_mode_pairs_a_changed_variant(tmp_path: Path) -> None:
     out = io.StringIO()
     rc = main(["--ab", *folders[:2], "--vs", *folders[2:], *GATES], out=out)
     assert rc == 0 and "2 not compared (variant changed)" in out.getvalue().splitlines()[-1], out.getvalue()
+
+
+def test_an_ungated_metric_of_a_changed_variant_is_not_missing(tmp_path: Path) -> None:
+    """peak_mem (no threshold) of the fast cell: one summary line, and --fail-on-missing does not count it."""
+    peak = [(FAST.format(batch=2), "peak_mem", 2e9, fast_context(v)) for v in (OLD, NEW)]
+    rc, out = gate(tmp_path, perf_run(OLD) + peak[:1], perf_run(NEW) + peak[1:], "--fail-on-missing")
+    assert rc == 0 and "not gated, variant changed: 1 metrics (peak_*: 1)" in out, out
