@@ -57,6 +57,9 @@ NAMES = {
     "aten::_softmax": "attention",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
     "aten::mm": "gemv",
+    "marlin::Marlin<1125899906909960l, 1125899906843648l, 128, 1, 4, 8, true>": "gemv",
+    "triton_red_fused__to_copy_add_marlin_gemm_mean_mul_pow_rsqrt_view_5": "elementwise",  # an RMSNorm feeding it
+    "triton_poi_fused_marlin_gemm_mul_silu_split_view_6": "elementwise",
     "aten::addmm": "gemv",
     "aten::matmul": "gemv",
     "aten::_weight_int4pack_mm_for_cpu": "gemv",

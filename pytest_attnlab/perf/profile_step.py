@@ -38,8 +38,12 @@ KERNEL_CLASSES: tuple[tuple[str, str], ...] = (
     ("copy", r"^triton_\w+?_fused(_+(to_copy|clone|cat|copy|index_copy))+_\d+$"),
     ("elementwise", r"^triton_(poi|red|per)_"),
     # cuBLAS / cuBLASLt (gemv*, *gemm*, nvjet*, splitKreduce), CUTLASS, int4 tinygemm, the plugin's Triton
-    # GEMVs (_gemv_dense_kernel), aten's matmul ops
-    ("gemv", r"gemv|gemm|cublas|cutlass|nvjet|xmma|splitkreduce|int4pack|(^|::|_)(mm|addmm|linear|matmul)(_|$)"),
+    # GEMVs (_gemv_dense_kernel), vLLM's int4 Marlin and Machete (marlin::Marlin<...>), aten's matmul ops
+    (
+        "gemv",
+        r"gemv|gemm|cublas|cutlass|nvjet|xmma|splitkreduce|int4pack|marlin|machete"
+        r"|(^|::|_)(mm|addmm|linear|matmul)(_|$)",
+    ),
     # any other inductor kernel fuses elementwise work: norms, RoPE, SiLU, residual adds, casts with them; on
     # CPU they go untraced, inside the compiled graph's call, whose self time is theirs (its mm ops are traced)
     ("elementwise", r"^triton_|^cpp_fused|CompiledFxGraph"),
