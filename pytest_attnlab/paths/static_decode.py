@@ -226,8 +226,7 @@ def dequantized_twin(sm: StaticModel, dtype: torch.dtype | None = None) -> Stati
     Another dtype (torch.float32) casts every tensor of the step, so the twin computes the same math in that
     dtype through plain matmuls (the reference both twins of the int4 gate are measured against)."""
     to = dtype or sm.embed.dtype
-    if to == sm.embed.dtype:
-        dtype = None
+    keep = to == sm.embed.dtype  # the activation dtype: the path's own non-int4 kernels stay
 
     def cast(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.to(to)
@@ -238,14 +237,14 @@ def dequantized_twin(sm: StaticModel, dtype: torch.dtype | None = None) -> Stati
             return Dense(dequantized().to(to), cast(lin.bias))
         if isinstance(lin, Concat):
             return Concat([dense(p) for p in lin.parts])
-        if dtype is None:
+        if keep:
             return lin
         return Dense(lin.weight.to(to), cast(lin.bias))  # type: ignore[attr-defined]
 
     layers = [replace(ly, in_norm=ly.in_norm.to(to), post_norm=ly.post_norm.to(to), qkv=dense(ly.qkv), o=dense(ly.o),
                       gate_up=dense(ly.gate_up), down=dense(ly.down)) for ly in sm.layers]  # fmt: skip
     return replace(sm, layers=layers, embed=sm.embed.to(to), norm=sm.norm.to(to), lm_head=dense(sm.lm_head),
-                   quant="none", gemv=sm.gemv if dtype is None else "torch", decode_layer=None)  # fmt: skip
+                   quant="none", gemv=sm.gemv if keep else "torch", decode_layer=None)  # fmt: skip
 
 
 def int4_compute_dtype(sm: StaticModel) -> torch.dtype:
