@@ -38,6 +38,10 @@ COMMON=(--attnlab-device cuda --attnlab-dtype bfloat16 -q -rfEs)
 GRAPHS=(--attnlab-vllm-enforce-eager off --attnlab-vllm-gpu-memory-utilization 0.45 --attnlab-vllm-max-model-len 1024)
 PERF=(suites/perf/test_generation_perf.py --attnlab-perf-models "$M3B" --attnlab-perf-prompt-lens 512
       --attnlab-perf-new-tokens 64 --attnlab-perf-compile default)
+# seed 000's claim with Marlin forced (vLLM picks Machete on the 3B shape; bf16 linears are unaffected): bf16 and
+# int4-g128-zp at batch 1 and 8 (marlin3b through vLLM alone, rows3b through the three paths)
+MARLIN=(env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" "${COMMON[@]}" "${GRAPHS[@]}"
+        --attnlab-perf-batch 1,8 --attnlab-quant none,rtn-int4-g128-zp)
 
 stage() {  # name, default seconds, command...
   local name=$1 limit=$2; shift 2
@@ -64,12 +68,9 @@ for s in "$@"; do
         --attnlab-backend vllm --attnlab-perf-batch 1,8 \
         --attnlab-quant none,rtn-int4-g128-zp,awq-int4-g128 \
         --attnlab-report-dir "$REP/quant3b" --benchmark-json "$REP/quant3b/benchmark.json" ;;
-    marlin3b) stage marlin3b 480 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
-        "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm --attnlab-perf-batch 1,8 --attnlab-quant none,rtn-int4-g128-zp \
+    marlin3b) stage marlin3b 480 "${MARLIN[@]}" --attnlab-backend vllm \
         --attnlab-report-dir "$REP/marlin3b" --benchmark-json "$REP/marlin3b/benchmark.json" ;;
-    rows3b) stage rows3b 560 env VLLM_DISABLED_KERNELS=MacheteLinearKernel "${PYTEST[@]}" "${PERF[@]}" \
-        --attnlab-perf-compile auto "${COMMON[@]}" "${GRAPHS[@]}" --attnlab-backend vllm,fast,hf \
-        --attnlab-perf-batch 1,8 --attnlab-quant none,rtn-int4-g128-zp \
+    rows3b) stage rows3b 560 "${MARLIN[@]}" --attnlab-backend vllm,fast,hf --attnlab-perf-compile auto \
         --attnlab-report-dir "$REP/rows3b" --benchmark-json "$REP/rows3b/benchmark.json" ;;
     marlingemv) stage marlintest 120 "${PYTEST[@]}" tests/test_marlin_int4.py -q -rs
       stage marlingemv 240 "${PYTEST[@]}" suites/perf/test_decode_gemv.py "${COMMON[@]}" --attnlab-model "$M3B" \
