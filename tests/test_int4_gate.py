@@ -11,7 +11,15 @@ from test_perf_fast_variants import ARCH, prompt, step_logits, tiny
 
 from pytest_attnlab.generation import decode_loop
 from pytest_attnlab.paths import static_decode as sd
-from pytest_attnlab.paths.int4_gate import FLOOR_FACTOR, INT4_COSINE, MIN_DISTANCE, Int4Gate, distance, int4_gate
+from pytest_attnlab.paths.int4_gate import (
+    FLOOR_FACTOR,
+    INT4_COSINE,
+    MIN_DISTANCE,
+    Int4Gate,
+    distance,
+    int4_gate,
+    twins,
+)
 from pytest_attnlab.perf.bench import make_prompt
 
 QUANTS = ["int4-g32", "int4-g128", "int4-g128-zp"]
@@ -20,8 +28,7 @@ QUANTS = ["int4-g32", "int4-g128", "int4-g128-zp"]
 def gate_of(sm: sd.StaticModel, ids: torch.Tensor, tokens: torch.Tensor) -> Int4Gate:
     """The suite's gate for `sm` (its int4 kernel) fed `tokens` after `ids`."""
     got = step_logits(sm, ids, tokens)
-    twin = step_logits(sd.dequantized_twin(sm, sd.int4_compute_dtype(sm)), ids, tokens)
-    exact = step_logits(sd.dequantized_twin(sm, torch.float32), ids, tokens)
+    twin, exact = (step_logits(t, ids, tokens) for t in twins(sm))
     return int4_gate(got, twin, exact)
 
 

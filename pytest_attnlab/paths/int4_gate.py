@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from pytest_attnlab.decode_checks import Verdict
+from pytest_attnlab.paths import static_decode as sd
 
 #: the issue's resolution: logits cosine >= 0.999 against the dequantized weights
 INT4_COSINE = 0.999
@@ -74,6 +75,12 @@ class Int4Gate:
             op=">=",
             detail=f"twin (dequantized weights, the kernels' dtype) at {1 - self.floor:.5f}{limit}",
         )
+
+
+def twins(sm: sd.StaticModel) -> tuple[sd.StaticModel, sd.StaticModel]:
+    """The gate's two references for `sm`'s int4 kernels, from their own weights: the twin in the dtype the
+    kernels multiply in (its distance is the floor) and the twin in float32 (`exact`)."""
+    return sd.dequantized_twin(sm, sd.int4_compute_dtype(sm)), sd.dequantized_twin(sm, torch.float32)
 
 
 def int4_gate(kernel: torch.Tensor, twin: torch.Tensor, exact: torch.Tensor) -> Int4Gate:

@@ -23,7 +23,7 @@ import torch
 
 from pytest_attnlab.paths import FastPath, PathOptions
 from pytest_attnlab.paths.base import AUTO_WIDE_BATCH
-from pytest_attnlab.paths.int4_gate import int4_gate
+from pytest_attnlab.paths.int4_gate import int4_gate, twins
 from pytest_attnlab.paths.options import FAST_ATTENTION
 from pytest_attnlab.perf.bench import make_prompt
 
@@ -185,8 +185,7 @@ def test_fast_logits_close_on_random_model(attnlab_session, attnlab_settings, pa
         err = _int4_weight_error(sm, reference)
         metrics.record("int4_weight_error_max", err, "of max|w|", threshold=INT4_WEIGHT_REL_ERR)
         assert err <= INT4_WEIGHT_REL_ERR, f"{options.quant}: kernel weights off the quantizer's by {err:.3g}"
-        twin = _teacher_forced_logits(sd.dequantized_twin(sm, sd.int4_compute_dtype(sm)), ids, ref.tokens, n)
-        exact = _teacher_forced_logits(sd.dequantized_twin(sm, torch.float32), ids, ref.tokens, n)
+        twin, exact = (_teacher_forced_logits(t, ids, ref.tokens, n) for t in twins(sm))
         cosine = torch.nn.functional.cosine_similarity
         metrics.record("int4_vs_rtn_logit_cosine_min", cosine(got, ref.logits, dim=-1).min().item(), "")
         gate = int4_gate(got, twin, exact)
