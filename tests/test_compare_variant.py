@@ -179,3 +179,29 @@ def test_an_ungated_metric_of_a_changed_variant_is_not_missing(tmp_path: Path) -
     peak = [(FAST.format(batch=2), "peak_mem", 2e9, fast_context(v)) for v in (OLD, NEW)]
     rc, out = gate(tmp_path, perf_run(OLD) + peak[:1], perf_run(NEW) + peak[1:], "--fail-on-missing")
     assert rc == 0 and "not gated, variant changed: 1 metrics (peak_*: 1)" in out, out
+
+
+def bench_run(path: Path, variant: dict[str, str], slower: float = 1.0) -> str:
+    """The same fast cell as pytest-benchmark writes it: keyed by its test id, the variant in string extra_info."""
+    mean = 0.7 * slower
+    doc = {"machine_info": {}, "benchmarks": [
+        {"fullname": FAST.format(batch=2), "name": "test_fast_variant[m-p128-b2-n64]",
+         "stats": {"min": mean * 0.98, "median": mean, "mean": mean, "max": mean * 1.02, "stddev": 0.001,
+                   "ops": 1 / mean},
+         "extra_info": {"tpot": 0.010 * slower, "ttft": 0.030 * slower, "path": "fast", **variant}},
+    ]}  # fmt: skip
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_a_slower_new_default_still_fails_the_benchmark_json_gate(tmp_path: Path) -> None:
+    """What metrics.csv cannot compare (another variant), the benchmark JSON still gates: a cell's test id is its
+    key there, so a new default 8 % slower for the user fails .ci/gpu's second compare."""
+    rc, out = gate(tmp_path, perf_run(OLD), perf_run(NEW, slower=1.08))
+    assert rc == 0 and "2 not compared (variant changed)" in out, out
+    base, cur = bench_run(tmp_path / "b.json", OLD), bench_run(tmp_path / "c.json", NEW, slower=1.08)
+    out = io.StringIO()
+    assert main([base, cur, *GATES], out=out) == 1, out.getvalue()
+    assert "REGRESSED" in out.getvalue() and "variant changed" not in out.getvalue()
+    out = io.StringIO()
+    assert main([base, bench_run(tmp_path / "same.json", NEW), *GATES], out=out) == 0, out.getvalue()
